@@ -15,11 +15,13 @@ optimiser only ever calls ``build_loss`` and ``loss(rendering)``.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from plotterd.errors import ConfigError
 
@@ -107,3 +109,166 @@ def check_loss_config(cfg: dict[str, Any], key: str = "loss") -> dict[str, Any]:
 def build_loss(cfg: dict[str, Any], target: torch.Tensor) -> Loss:
     params = check_loss_config(cfg)
     return loss_spec(cfg["type"]).factory(target, **params)
+
+
+# --------------------------------------------------------------------------- pixel losses
+
+
+def gaussian_kernel1d(sigma: float, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Normalised 1-D Gaussian with radius ceil(4 sigma) (the tail beyond is < 3e-4 of the mass)."""
+    radius = max(1, int(math.ceil(4.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+    return (k / k.sum()).to(dtype=dtype, device=device)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W); sigma <= 0 returns the image unchanged.
+
+    Edges are padded by replication: beyond the canvas is more of the same paper, not black.
+    """
+    if sigma <= 0:
+        return image
+    c = image.shape[1]
+    k = gaussian_kernel1d(sigma, image.dtype, image.device)
+    r = (k.numel() - 1) // 2
+    kx = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    ky = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    out = F.conv2d(F.pad(image, (r, r, 0, 0), mode="replicate"), kx, groups=c)
+    return F.conv2d(F.pad(out, (0, 0, r, r), mode="replicate"), ky, groups=c)
+
+
+def _check_number(
+    cfg: dict[str, Any], name: str, *, minimum: float, integer: bool = False, strict: bool = False
+) -> None:
+    v = cfg[name]
+    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok_type:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"loss.{name}", f"must be {kind}, got {v!r}")
+    if v < minimum or (strict and v == minimum):
+        rel = ">" if strict else ">="
+        raise ConfigError(f"loss.{name}", f"must be {rel} {minimum}, got {v!r}")
+
+
+def _check_bool(cfg: dict[str, Any], name: str) -> None:
+    if not isinstance(cfg[name], bool):
+        raise ConfigError(f"loss.{name}", f"must be true or false, got {cfg[name]!r}")
+
+
+def _validate_blurmse(cfg: dict[str, Any]) -> None:
+    _check_number(cfg, "sigma", minimum=0.0)
+    _check_bool(cfg, "blur_target")
+
+
+def _validate_ssmse(cfg: dict[str, Any]) -> None:
+    _check_number(cfg, "octaves", minimum=1, integer=True)
+    _check_number(cfg, "intervals", minimum=1, integer=True)
+    _check_number(cfg, "sigma", minimum=0.0, strict=True)
+    _check_bool(cfg, "pyramid")
+
+
+class BlurMSE(Loss):
+    """Mean squared error after a Gaussian blur of the rendering (and of the target, if
+    ``blur_target``); ``sigma`` in working-resolution pixels. sigma 0 is plain MSE."""
+
+    def __init__(self, target: torch.Tensor, sigma: float = 1.0, blur_target: bool = True):
+        self.sigma = float(sigma)
+        self.blur_target = bool(blur_target)
+        # the target never changes: blur it once here
+        super().__init__(gaussian_blur(target, self.sigma) if self.blur_target else target)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(gaussian_blur(image, self.sigma), self.target)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"sigma": self.sigma, "blur_target": self.blur_target}
+
+
+@register_loss("mse", params={})
+def _make_mse(target: torch.Tensor) -> Loss:
+    return BlurMSE(target, sigma=0.0)
+
+
+@register_loss("blurmse", params={"sigma": 1.0, "blur_target": True}, validate=_validate_blurmse)
+def _make_blurmse(target: torch.Tensor, sigma: float = 1.0, blur_target: bool = True) -> Loss:
+    return BlurMSE(target, sigma=sigma, blur_target=blur_target)
+
+
+def scale_space(
+    image: torch.Tensor, octaves: int, intervals: int, sigma: float, pyramid: bool
+) -> list[torch.Tensor]:
+    """Lowe's Gaussian scale space of (B, C, H, W): ``octaves`` x ``intervals`` levels with
+    blur sigma * 2**(o + i / intervals) (in pixels of the input).
+
+    Without ``pyramid`` every level is a direct blur of the input at full resolution. With it,
+    octave o is sampled every 2**o pixels as in Lowe (2004): each octave starts from the level
+    of blur 2 sigma of the previous octave, subsampled by 2 (so its own blur is sigma on the
+    new grid), and levels within an octave add the incremental blur
+    sqrt(target**2 - current**2). Octaves that would shrink below 4 pixels are left out.
+    """
+    levels: list[torch.Tensor] = []
+    if not pyramid:
+        for o in range(octaves):
+            for i in range(intervals):
+                levels.append(gaussian_blur(image, sigma * 2.0 ** (o + i / intervals)))
+        return levels
+    base, base_sigma = image, 0.0  # the input is taken as unblurred
+    for _o in range(octaves):
+        if min(base.shape[-2:]) < 4:
+            break
+        for i in range(intervals):
+            s = sigma * 2.0 ** (i / intervals)
+            levels.append(gaussian_blur(base, math.sqrt(max(s * s - base_sigma**2, 0.0))))
+        nxt = gaussian_blur(base, math.sqrt((2 * sigma) ** 2 - base_sigma**2))
+        base, base_sigma = nxt[..., ::2, ::2], sigma
+    return levels
+
+
+class SSMSE(Loss):
+    """Sum over the levels of a Gaussian scale space (see :func:`scale_space`) of the MSE
+    between rendering and target at that level."""
+
+    def __init__(
+        self,
+        target: torch.Tensor,
+        octaves: int = 5,
+        intervals: int = 2,
+        sigma: float = 1.6,
+        pyramid: bool = False,
+    ):
+        super().__init__(target)
+        self.octaves, self.intervals = int(octaves), int(intervals)
+        self.sigma, self.pyramid = float(sigma), bool(pyramid)
+        levels = scale_space(target, self.octaves, self.intervals, self.sigma, self.pyramid)
+        for n, lvl in enumerate(levels):  # the target's scale space, computed once
+            self.register_buffer(f"target_level{n}", lvl)
+        self.n_levels = len(levels)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        levels = scale_space(image, self.octaves, self.intervals, self.sigma, self.pyramid)
+        total = image.new_zeros(())
+        for n, lvl in enumerate(levels):
+            total = total + F.mse_loss(lvl, getattr(self, f"target_level{n}"))
+        return total
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "octaves": self.octaves,
+            "intervals": self.intervals,
+            "sigma": self.sigma,
+            "pyramid": self.pyramid,
+            "levels": self.n_levels,
+        }
+
+
+@register_loss(
+    "ssmse",
+    params={"octaves": 5, "intervals": 2, "sigma": 1.6, "pyramid": False},
+    validate=_validate_ssmse,
+)
+def _make_ssmse(
+    target: torch.Tensor, octaves: int = 5, intervals: int = 2, sigma: float = 1.6,
+    pyramid: bool = False,
+) -> Loss:
+    return SSMSE(target, octaves=octaves, intervals=intervals, sigma=sigma, pyramid=pyramid)

@@ -1,0 +1,540 @@
+"""The optimiser: gradient descent on stroke parameters so the rendering matches the target.
+
+Parameters live in WORLD units (y in [-1, 1], as the papers, so lr 0.01 means the same at
+every resolution) and are mapped to pixels with :class:`~plotterd.draw.strokes.Canvas`
+inside the forward pass. Each iteration: render (plotterd.draw.raster.render), loss
+(``build_loss(cfg, target)`` then ``loss(image)`` -- nothing else, so any registered loss
+plugs in), backward, Adam step, clamp to the canvas.
+
+Determinism: every random draw (initialisation, re-initialisation) comes from one local
+``torch.Generator`` seeded with the pipeline's seed, made on the CPU so CUDA runs start from
+the same strokes; the global RNGs are never touched. On CPU a fixed seed gives bit-identical
+results, and a run resumed from a checkpoint (parameters, Adam state, generator state, loss
+history) ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import plotterd
+from plotterd.draw.losses import build_loss, loss_spec
+from plotterd.draw.raster import StrokeBatch, render
+from plotterd.draw.strokes import SIGMA_PER_PIXEL_WIDTH, Canvas, StrokeGroup, Strokes
+from plotterd.errors import ConfigError, InputError, PlotterdError
+from plotterd.pipeline import Pipeline, StrokeSpec
+from plotterd.progress import Cancelled, Progress, ProgressCallback
+
+__all__ = ["DrawResult", "optimise", "resolve_device", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+# a learned stroke thinner than this (pixels) or fainter than this ink is "vanished"
+VANISHED_WIDTH_PX = 0.05
+VANISHED_INK = 0.02
+# learned widths are clamped to [0, this x width_px] unless the group sets max_width_px
+DEFAULT_MAX_WIDTH_FACTOR = 4.0
+# sigmoid-parametrised grey/colour start at most this close to 0 or 1 (logit stays finite)
+_SIGMOID_EDGE = 0.02
+
+
+@dataclass
+class DrawResult:
+    strokes: Strokes  # a snapshot, world units
+    losses: list[float]  # loss at each iteration (before that iteration's step)
+    rendering: torch.Tensor  # (1, C, H, W) final rendering, CPU
+    target: torch.Tensor  # (1, C, H, W) the target at working resolution, CPU
+    elapsed_s: float  # optimisation time, including the part before a resume
+    times: list[float] = field(default_factory=list)  # elapsed_s after each iteration
+    device: str = "cpu"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cpu", "cuda", "cuda:N" as given."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError("device", f"unknown device {device!r} (auto, cpu, cuda)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "CUDA was asked for but is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError("device", f"unsupported device {device!r} (auto, cpu, cuda)")
+    return dev
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+class _Group:
+    """The learnable tensors of one stroke group (world units) and how to render them."""
+
+    def __init__(self, spec: StrokeSpec, points: torch.Tensor, scale: float):
+        self.spec = spec
+        self.scale = scale  # full-resolution pixels per world unit
+        self.points = points.requires_grad_(True)
+        n = points.shape[0]
+        w = spec.width_px / scale
+        self.width = torch.full((n,), w, dtype=torch.float32, device=points.device)
+        self.max_width = (spec.max_width_px or spec.width_px * DEFAULT_MAX_WIDTH_FACTOR) / scale
+        self.grey_raw: torch.Tensor | None = None
+        self.color_raw: torch.Tensor | None = None
+        if spec.learn_width:
+            self.width.requires_grad_(True)
+
+    def params(self) -> list[torch.Tensor]:
+        out = [self.points]
+        if self.spec.learn_width:
+            out.append(self.width)
+        if self.grey_raw is not None:
+            out.append(self.grey_raw)
+        if self.color_raw is not None:
+            out.append(self.color_raw)
+        return out
+
+    def _ink(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.spec.parametrisation == "sigmoid":
+            return torch.sigmoid(raw)
+        return raw.clamp(0.0, 1.0)
+
+    def _raw(self, value: torch.Tensor) -> torch.Tensor:
+        if self.spec.parametrisation == "sigmoid":
+            return torch.logit(value.clamp(_SIGMOID_EDGE, 1.0 - _SIGMOID_EDGE))
+        return value.clone()
+
+    def grey(self) -> torch.Tensor | None:
+        if self.grey_raw is not None:
+            return self._ink(self.grey_raw)
+        if self.spec.grey != 1.0:
+            return torch.full_like(self.width, self.spec.grey)
+        return None
+
+    def color(self) -> torch.Tensor | None:
+        if self.color_raw is not None:
+            return self._ink(self.color_raw)
+        if self.spec.color is not None:
+            c = torch.tensor(self.spec.color, dtype=torch.float32, device=self.points.device)
+            return c.expand(self.points.shape[0], 3)
+        return None
+
+    def width_px(self) -> torch.Tensor:
+        return self.width * self.scale
+
+    def batch(self, canvas: Canvas, level: _Level) -> StrokeBatch:
+        ox, oy = canvas.offset
+        off = torch.tensor([ox, oy], dtype=torch.float32, device=self.points.device)
+        px = self.points * self.scale + off
+        width_px = self.width_px()
+        if level.coarse:
+            # area-resampling pixel centres: full pixel c covers [c - .5, c + .5]
+            r = torch.tensor([level.rx, level.ry], dtype=torch.float32, device=px.device)
+            px = (px + 0.5) * r - 0.5
+            # at least 1 px wide, else thin strokes fall between coarse pixel centres
+            width_px = (width_px * level.ry).clamp_min(1.0)
+        return StrokeBatch(
+            kind=self.spec.kind,
+            points=px,
+            sigma=width_px * SIGMA_PER_PIXEL_WIDTH,
+            grey=self.grey(),
+            color=self.color(),
+        )
+
+    @torch.no_grad()
+    def project(self, x_extent: float) -> None:
+        """Keep parameters valid after a step: points on the canvas (every control point),
+        widths in [0, max], clamp-parametrised inks in [0, 1]."""
+        self.points[..., 0].clamp_(-x_extent, x_extent)
+        self.points[..., 1].clamp_(-1.0, 1.0)
+        if self.spec.learn_width:
+            self.width.clamp_(0.0, self.max_width)
+        if self.spec.parametrisation == "clamp":
+            for raw in (self.grey_raw, self.color_raw):
+                if raw is not None:
+                    raw.clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def vanished(self) -> torch.Tensor:
+        gone = torch.zeros(self.points.shape[0], dtype=torch.bool, device=self.points.device)
+        if self.spec.learn_width:
+            gone |= self.width_px() < VANISHED_WIDTH_PX
+        if self.grey_raw is not None:
+            gone |= self._ink(self.grey_raw) < VANISHED_INK
+        if self.color_raw is not None:  # white ink on white paper draws nothing
+            gone |= (1.0 - self._ink(self.color_raw)).amax(-1) < VANISHED_INK
+        return gone
+
+    def snapshot(self) -> StrokeGroup:
+        """A copy in numpy float64 (never a view of the live parameters)."""
+        with torch.no_grad():
+
+            def copy(t: torch.Tensor | None):
+                return None if t is None else t.detach().to("cpu", torch.float64).clone().numpy()
+
+            return StrokeGroup(
+                kind=self.spec.kind,
+                points=copy(self.points),
+                width_px=copy(self.width_px()),
+                grey=copy(self.grey()),
+                color=copy(self.color()),
+            )
+
+
+@dataclass
+class _Level:
+    height: int
+    width: int
+    coarse: bool = False
+    rx: float = 1.0
+    ry: float = 1.0
+
+
+class _Init:
+    """Draws initial stroke parameters from the job's generator (on the CPU)."""
+
+    def __init__(
+        self, pipeline: Pipeline, canvas: Canvas, target: torch.Tensor, gen: torch.Generator
+    ):
+        self.pipeline, self.canvas, self.gen = pipeline, canvas, gen
+        self.darkness: torch.Tensor | None = None
+        if pipeline.init == "dark":
+            d = (1.0 - target.detach().to("cpu", torch.float64).mean(1)).clamp_min(0.0).flatten()
+            self.darkness = d if float(d.sum()) > 1e-9 else None  # blank page: uniform
+
+    def _uniform(self, n: int, k: int = 1) -> torch.Tensor:
+        u = torch.rand((n, k, 2), generator=self.gen, dtype=torch.float64) * 2.0 - 1.0
+        u[..., 0] *= self.canvas.x_extent
+        return u
+
+    def anchors(self, n: int) -> torch.Tensor:
+        """(n, 2) world positions: uniform, or drawn from the target's darkness."""
+        if self.darkness is None or n == 0:
+            return self._uniform(n)[:, 0]
+        idx = torch.multinomial(self.darkness, n, replacement=True, generator=self.gen)
+        w = self.canvas.width
+        jitter = torch.rand((n, 2), generator=self.gen, dtype=torch.float64) - 0.5
+        cr = torch.stack([(idx % w).double(), (idx // w).double()], -1) + jitter
+        ox, oy = self.canvas.offset
+        return (cr - torch.tensor([ox, oy], dtype=torch.float64)) / self.canvas.scale
+
+    def points(self, spec: StrokeSpec, n: int) -> torch.Tensor:
+        """(n, K, 2) float32 world points: an anchor, then the other control points within
+        +-init_spread of it (lines start short and grow, as in the papers)."""
+        start = self.anchors(n)[:, None, :]
+        k = spec.control_points
+        if k > 1:
+            spread = self.pipeline.init_spread
+            rest = start + (torch.rand((n, k - 1, 2), generator=self.gen, dtype=torch.float64)
+                            * 2.0 - 1.0) * spread
+            pts = torch.cat([start, rest], 1)
+        else:
+            pts = start
+        pts[..., 0].clamp_(-self.canvas.x_extent, self.canvas.x_extent)
+        pts[..., 1].clamp_(-1.0, 1.0)
+        return pts.float()
+
+    def colors(self, spec: StrokeSpec, n: int) -> torch.Tensor:
+        if spec.color is not None:
+            return torch.tensor(spec.color, dtype=torch.float32).expand(n, 3).clone()
+        return torch.rand((n, 3), generator=self.gen, dtype=torch.float64).float()
+
+
+def _make_groups(pipeline: Pipeline, init: _Init, device: torch.device) -> list[_Group]:
+    groups = []
+    for spec in pipeline.strokes:
+        g = _Group(spec, init.points(spec, spec.count).to(device), init.canvas.scale)
+        if spec.learn_grey:
+            g.grey_raw = g._raw(torch.full((spec.count,), spec.grey, device=device))
+            g.grey_raw.requires_grad_(True)
+        if spec.learn_color:
+            g.color_raw = g._raw(init.colors(spec, spec.count).to(device))
+            g.color_raw.requires_grad_(True)
+        groups.append(g)
+    return groups
+
+
+@torch.no_grad()
+def _reinit_vanished(
+    groups: list[_Group], init: _Init, opt: torch.optim.Adam
+) -> int:
+    """Give strokes that vanished fresh parameters and forget their Adam moments."""
+    count = 0
+    for g in groups:
+        idx = torch.nonzero(g.vanished()).flatten()
+        n = int(idx.numel())
+        if n == 0:
+            continue
+        count += n
+        dev = g.points.device
+        g.points[idx] = init.points(g.spec, n).to(dev)
+        if g.spec.learn_width:
+            g.width[idx] = g.spec.width_px / g.scale
+        if g.grey_raw is not None:
+            g.grey_raw[idx] = g._raw(torch.full((n,), g.spec.grey, device=dev))
+        if g.color_raw is not None:
+            g.color_raw[idx] = g._raw(init.colors(g.spec, n).to(dev))
+        for p in g.params():
+            st = opt.state.get(p)
+            if st:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        st[key][idx] = 0.0
+    return count
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _fingerprint(pipeline: Pipeline, iterations: int, seed: int, target: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([pipeline.to_dict(), iterations, seed], sort_keys=True).encode())
+    h.update(target.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise InputError(f"{path}: unreadable optimiser checkpoint ({e})") from e
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise InputError(f"{path}: not a plotterd optimiser checkpoint (version 1)")
+    if state.get("fingerprint") != fingerprint:
+        raise InputError(
+            f"{path}: checkpoint is from a different target, pipeline, seed or iteration "
+            "count; delete it to start afresh"
+        )
+    return state
+
+
+# ------------------------------------------------------------------------------ optimise
+
+
+def _as_target(target: str | Path | torch.Tensor, pipeline: Pipeline) -> torch.Tensor:
+    if isinstance(target, (str, Path)):
+        from plotterd.draw.image import load_target
+
+        return load_target(target, pipeline)
+    t = torch.as_tensor(target).detach().float()
+    if t.ndim == 2:
+        t = t[None, None]
+    elif t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4 or t.shape[0] != 1 or t.shape[1] not in (1, 3):
+        raise InputError(f"target tensor must be (1, C, H, W) with C 1 or 3, got {tuple(t.shape)}")
+    if t.shape[-1] < 2 or t.shape[-2] < 2:
+        raise InputError(f"target must be at least 2x2 pixels, got {tuple(t.shape)}")
+    if t.shape[1] != pipeline.channels:
+        if pipeline.channels == 1:  # Rec. 601 luma, as OpenCV's RGB2GRAY
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            t = (t * w).sum(1, keepdim=True)
+        else:
+            t = t.expand(1, 3, *t.shape[-2:])
+    return t.clamp(0.0, 1.0).contiguous()
+
+
+def _loss_config(pipeline: Pipeline) -> dict[str, Any]:
+    cfg = dict(pipeline.loss)
+    # allow_random_weights is a top-level pipeline key; losses that use it accept it as a param
+    if pipeline.allow_random_weights and "allow_random_weights" in loss_spec(cfg["type"]).params:
+        cfg["allow_random_weights"] = True
+    return cfg
+
+
+def optimise(
+    target: str | Path | torch.Tensor,
+    pipeline: Pipeline,
+    *,
+    device: str | torch.device = "auto",
+    progress: ProgressCallback | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 25,
+    iterations: int | None = None,
+    seed: int | None = None,
+) -> DrawResult:
+    """Optimise the pipeline's strokes to draw ``target`` (an image path, or a (1, C, H, W)
+    tensor in [0, 1], white = 1, already at working resolution).
+
+    ``progress`` gets Progress(stage="optimise", done, total, elapsed_s, eta_s,
+    info={"loss": ...}) after every iteration; raising Cancelled from it stops the run
+    (after writing the checkpoint, when there is one) and Cancelled propagates.
+    ``checkpoint``: a file written atomically every ``checkpoint_every`` iterations and at
+    the end; when it exists at the start, the run resumes from it.
+    """
+    dev = resolve_device(device)
+    iters = pipeline.iterations if iterations is None else int(iterations)
+    seed = pipeline.seed if seed is None else int(seed)
+    if iters < 0:
+        raise ConfigError("iterations", f"must be >= 0, got {iters}")
+    if checkpoint_every < 1:
+        raise ConfigError("checkpoint_every", f"must be >= 1, got {checkpoint_every}")
+    source = str(target) if isinstance(target, (str, Path)) else None
+    tgt_cpu = _as_target(target, pipeline)
+    tgt = tgt_cpu.to(dev)
+    h, w = int(tgt.shape[-2]), int(tgt.shape[-1])
+    canvas = Canvas(w, h)
+
+    # losses are built before anything else so a missing weights file fails at once
+    loss_cfg = _loss_config(pipeline)
+    fine_loss = build_loss(loss_cfg, tgt)
+    fine = _Level(h, w)
+    switch, coarse, coarse_loss = 0, None, None
+    if pipeline.coarse_to_fine is not None and iters > 0:
+        switch = int(round(iters * pipeline.coarse_to_fine.fraction))
+        hc = max(8, round(h * pipeline.coarse_to_fine.scale))
+        wc = max(8, round(w * pipeline.coarse_to_fine.scale))
+        if switch > 0 and (hc, wc) != (h, w):
+            coarse = _Level(hc, wc, coarse=True, rx=wc / w, ry=hc / h)
+            coarse_loss = build_loss(loss_cfg, F.interpolate(tgt, size=(hc, wc), mode="area"))
+        else:
+            switch = 0
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    init = _Init(pipeline, canvas, tgt_cpu, gen)
+    groups = _make_groups(pipeline, init, dev)
+    params = [p for g in groups for p in g.params()]
+    param_groups: list[dict[str, Any]] = [
+        {"params": [g.points for g in groups], "lr": pipeline.lr, "name": "points"}
+    ]
+    widths = [g.width for g in groups if g.spec.learn_width]
+    if widths:
+        param_groups.append({"params": widths, "lr": pipeline.width_lr, "name": "width"})
+    inks = [p for g in groups for p in (g.grey_raw, g.color_raw) if p is not None]
+    if inks:
+        param_groups.append({"params": inks, "lr": pipeline.ink_lr, "name": "ink"})
+    opt = torch.optim.Adam(param_groups)
+
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    fp = _fingerprint(pipeline, iters, seed, tgt_cpu)
+    losses: list[float] = []
+    times: list[float] = []
+    start_it, elapsed0, reinits = 0, 0.0, 0
+    if ckpt is not None and ckpt.exists():
+        st = _load_checkpoint(ckpt, fp)
+        with torch.no_grad():
+            if len(st["params"]) != len(params):
+                raise InputError(f"{ckpt}: checkpoint does not match the pipeline's strokes")
+            for p, saved in zip(params, st["params"], strict=True):
+                p.copy_(saved.to(dev))
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        losses, times = list(st["losses"]), list(st["times"])
+        start_it, elapsed0 = int(st["iteration"]), float(st["elapsed_s"])
+        reinits = int(st.get("reinitialised", 0))
+
+    def save(it_done: int, elapsed: float) -> None:
+        if ckpt is None:
+            return
+        _save_checkpoint(
+            ckpt,
+            {
+                "version": CHECKPOINT_VERSION,
+                "fingerprint": fp,
+                "iteration": it_done,
+                "params": [p.detach().cpu().clone() for p in params],
+                "optimizer": opt.state_dict(),
+                "generator": gen.get_state(),
+                "losses": losses,
+                "times": times,
+                "elapsed_s": elapsed,
+                "reinitialised": reinits,
+            },
+        )
+
+    def draw(level: _Level) -> torch.Tensor:
+        return render(
+            [g.batch(canvas, level) for g in groups],
+            level.height,
+            level.width,
+            composition=pipeline.composition,
+            channels=pipeline.channels,
+            tau=pipeline.tau,
+            curve_segments=pipeline.curve_segments,
+        )
+
+    t0 = time.perf_counter()
+    last_saved = start_it
+    for it in range(start_it, iters):
+        level, loss_fn = (coarse, coarse_loss) if it < switch else (fine, fine_loss)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(draw(level))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise PlotterdError(f"optimisation diverged: loss is {value} at iteration {it}")
+        loss.backward()
+        opt.step()
+        for g in groups:
+            g.project(canvas.x_extent)
+        if pipeline.reinit and it < iters // 2 and (it + 1) % pipeline.reinit_every == 0:
+            reinits += _reinit_vanished(groups, init, opt)
+        losses.append(value)
+        now = elapsed0 + time.perf_counter() - t0
+        times.append(now)
+        if (it + 1) % checkpoint_every == 0 or it + 1 == iters:
+            save(it + 1, now)
+            last_saved = it + 1
+        if progress is not None:
+            run_s = time.perf_counter() - t0
+            eta = run_s / (it + 1 - start_it) * (iters - it - 1)
+            try:
+                progress(
+                    Progress("optimise", it + 1, iters, now, eta, {"loss": value})
+                )
+            except Cancelled:
+                if last_saved != it + 1:
+                    save(it + 1, now)
+                raise
+    elapsed = elapsed0 + time.perf_counter() - t0
+
+    with torch.no_grad():
+        rendering = draw(fine)
+        final_loss = float(fine_loss(rendering))
+    strokes = Strokes(
+        canvas=canvas,
+        groups=[g.snapshot() for g in groups],
+        composition=pipeline.composition,
+        pipeline=pipeline.to_dict(),
+        metadata={
+            "loss": pipeline.loss_type,
+            "loss_params": {k: v for k, v in loss_cfg.items() if k != "type"},
+            "loss_metadata": fine_loss.metadata(),
+            "iterations": iters,
+            "seed": seed,
+            "device": str(dev),
+            "elapsed_s": round(elapsed, 3),
+            "s_per_iteration": round(elapsed / iters, 5) if iters else None,
+            "final_loss": final_loss,
+            "resumed_from_iteration": start_it or None,
+            "reinitialised_strokes": reinits,
+            "source_image": source,
+            "plotterd_version": plotterd.__version__,
+            "torch_version": torch.__version__,
+        },
+    )
+    return DrawResult(
+        strokes=strokes,
+        losses=losses,
+        rendering=rendering.detach().cpu(),
+        target=tgt_cpu,
+        elapsed_s=elapsed,
+        times=times,
+        device=str(dev),
+    )

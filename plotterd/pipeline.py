@@ -1,0 +1,401 @@
+"""Pipelines: a YAML file that describes one kind of drawing (see docs/pipelines.md).
+
+``load_pipeline(name_or_path, overrides)`` parses and validates it once, at the edge, into a
+:class:`Pipeline`; errors are :class:`ConfigError` naming the dotted key
+(``strokes[0].count``) and the file. ``Pipeline.to_dict()`` gives back a dict that loads to
+an equal Pipeline.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plotterd.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_PIPELINE",
+    "PIPELINES_DIR",
+    "Pipeline",
+    "StrokeSpec",
+    "load_pipeline",
+    "pipeline_from_dict",
+    "pipeline_names",
+    "resolve_pipeline",
+]
+
+DEFAULT_PIPELINE = "lines-blurmse"
+PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
+COMPOSITIONS = ("softor", "over", "smoothmax")
+INITS = ("uniform", "dark")
+PARAMETRISATIONS = ("clamp", "sigmoid")
+
+
+@dataclass
+class StrokeSpec:
+    """One group of strokes of a single kind."""
+
+    kind: str
+    count: int
+    control_points: int  # per stroke (fixed by the kind except polyline / catmull_rom)
+    width_px: float = 1.0
+    learn_width: bool = False
+    max_width_px: float | None = None  # learned widths are clamped to [0, this]
+    grey: float = 1.0
+    learn_grey: bool = False
+    color: list[float] | None = None
+    learn_color: bool = False
+    parametrisation: str = "clamp"  # of learned grey/colour: "clamp" or "sigmoid"
+
+
+@dataclass
+class CoarseToFine:
+    scale: float = 0.5  # working-resolution factor of the coarse stage
+    fraction: float = 0.5  # share of the iterations spent at the coarse resolution
+
+
+@dataclass
+class Pipeline:
+    strokes: list[StrokeSpec]
+    loss: dict[str, Any]  # {"type": name, **params}, defaults filled in
+    name: str = ""
+    description: str = ""
+    composition: str = "softor"
+    tau: float = 0.05
+    channels: int = 1
+    height: int | None = 200
+    width: int | None = None
+    iterations: int = 500
+    lr: float = 0.01
+    width_lr: float = 0.0005
+    ink_lr: float = 0.01
+    init: str = "uniform"
+    init_spread: float = 0.1
+    seed: int = 0
+    reinit: bool = False
+    reinit_every: int = 10
+    coarse_to_fine: CoarseToFine | None = None
+    curve_segments: int = 10
+    allow_random_weights: bool = False
+    max_input_megapixels: float = 100.0
+    source: str | None = field(default=None, compare=False)  # file it came from
+
+    @property
+    def loss_type(self) -> str:
+        return str(self.loss["type"])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source")
+        d["resolution"] = {
+            k: v for k, v in (("height", d.pop("height")), ("width", d.pop("width"))) if v
+        }
+        for s in d["strokes"]:
+            if s["max_width_px"] is None:
+                s.pop("max_width_px")
+        if d["coarse_to_fine"] is None:
+            d["coarse_to_fine"] = False
+        return d
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+class _V:
+    """Typed getters that raise ConfigError with the dotted key and the source file."""
+
+    def __init__(self, source: str | None):
+        self.source = source
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(key, msg, self.source)
+
+    def mapping(self, v: Any, key: str) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise self.err(key, f"must be a mapping, got {type(v).__name__}")
+        for k in v:
+            if not isinstance(k, str):
+                raise self.err(key, f"keys must be strings, got {k!r}")
+        return v
+
+    def known(self, d: dict[str, Any], allowed: set[str], prefix: str) -> None:
+        for k in d:
+            if k not in allowed:
+                raise self.err(
+                    f"{prefix}{k}", f"unknown key (accepted: {', '.join(sorted(allowed))})"
+                )
+
+    def integer(self, v: Any, key: str, lo: int | None = None, hi: int | None = None) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.err(key, f"must be an integer, got {v!r}")
+        self._range(v, key, lo, hi)
+        return v
+
+    def number(
+        self, v: Any, key: str, lo: float | None = None, hi: float | None = None,
+        positive: bool = False,
+    ) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise self.err(key, f"must be a number, got {v!r}")
+        if positive and v <= 0:
+            raise self.err(key, f"must be > 0, got {v!r}")
+        self._range(v, key, lo, hi)
+        return float(v)
+
+    def _range(self, v: float, key: str, lo: float | None, hi: float | None) -> None:
+        if lo is not None and v < lo:
+            raise self.err(key, f"must be >= {lo}, got {v!r}")
+        if hi is not None and v > hi:
+            raise self.err(key, f"must be <= {hi}, got {v!r}")
+
+    def boolean(self, v: Any, key: str) -> bool:
+        if not isinstance(v, bool):
+            raise self.err(key, f"must be true or false, got {v!r}")
+        return v
+
+    def choice(self, v: Any, key: str, choices: tuple[str, ...]) -> str:
+        if v not in choices:
+            raise self.err(key, f"must be one of {', '.join(choices)}, got {v!r}")
+        return v
+
+    def string(self, v: Any, key: str) -> str:
+        if not isinstance(v, str):
+            raise self.err(key, f"must be a string, got {v!r}")
+        return v
+
+
+_STROKE_KEYS = {f for f in StrokeSpec.__dataclass_fields__}
+_TOP_KEYS = {
+    f for f in Pipeline.__dataclass_fields__ if f not in ("source", "height", "width")
+} | {"resolution"}
+
+
+def _stroke_spec(v: _V, raw: Any, key: str, channels: int) -> StrokeSpec:
+    # imported here: plotterd.draw imports this module, so a top-level import would be a cycle
+    from plotterd.draw.strokes import KINDS
+
+    d = v.mapping(raw, key)
+    v.known(d, _STROKE_KEYS, f"{key}.")
+    if "kind" not in d:
+        raise v.err(f"{key}.kind", "missing")
+    kind = v.choice(d["kind"], f"{key}.kind", tuple(KINDS))
+    if "count" not in d:
+        raise v.err(f"{key}.count", "missing")
+    count = v.integer(d["count"], f"{key}.count", 1, 1_000_000)
+    fixed = KINDS[kind]
+    min_k = {"polyline": 2, "catmull_rom": 4}.get(kind, fixed)
+    if "control_points" in d:
+        k = v.integer(d["control_points"], f"{key}.control_points", min_k, 64)
+        if fixed is not None and k != fixed:
+            raise v.err(f"{key}.control_points", f"a {kind} has exactly {fixed}, got {k}")
+    else:
+        k = fixed if fixed is not None else {"polyline": 2, "catmull_rom": 4}[kind]
+    width = v.number(d.get("width_px", 1.0), f"{key}.width_px", hi=1000.0, positive=True)
+    max_w = d.get("max_width_px")
+    if max_w is not None:
+        max_w = v.number(max_w, f"{key}.max_width_px", lo=width)
+    grey = v.number(d.get("grey", 1.0), f"{key}.grey", 0.0, 1.0)
+    color = d.get("color")
+    if color is not None:
+        if not isinstance(color, list) or len(color) != 3:
+            raise v.err(f"{key}.color", f"must be [r, g, b] in [0, 1], got {color!r}")
+        color = [v.number(c, f"{key}.color[{i}]", 0.0, 1.0) for i, c in enumerate(color)]
+    learn_color = v.boolean(d.get("learn_color", False), f"{key}.learn_color")
+    if (color is not None or learn_color) and channels != 3:
+        raise v.err(
+            f"{key}.{'learn_color' if learn_color else 'color'}",
+            "colour strokes need `channels: 3`",
+        )
+    return StrokeSpec(
+        kind=kind,
+        count=count,
+        control_points=k,
+        width_px=width,
+        learn_width=v.boolean(d.get("learn_width", False), f"{key}.learn_width"),
+        max_width_px=max_w,
+        grey=grey,
+        learn_grey=v.boolean(d.get("learn_grey", False), f"{key}.learn_grey"),
+        color=color,
+        learn_color=learn_color,
+        parametrisation=v.choice(
+            d.get("parametrisation", "clamp"), f"{key}.parametrisation", PARAMETRISATIONS
+        ),
+    )
+
+
+def pipeline_from_dict(
+    raw: Any, *, name: str = "", source: str | None = None
+) -> Pipeline:
+    """Validate a pipeline dict (as read from YAML) into a :class:`Pipeline`."""
+    from plotterd.draw.losses import check_loss_config
+
+    v = _V(source)
+    d = v.mapping(raw if raw is not None else {}, "pipeline")
+    v.known(d, _TOP_KEYS, "")
+    defaults = Pipeline(strokes=[], loss={})
+
+    channels = d.get("channels", 1)
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise v.err("channels", f"must be 1 (grey) or 3 (colour), got {channels!r}")
+
+    if "strokes" not in d:
+        raise v.err("strokes", "missing (a list of stroke groups)")
+    if not isinstance(d["strokes"], list) or not d["strokes"]:
+        raise v.err("strokes", "must be a non-empty list of stroke groups")
+    strokes = [_stroke_spec(v, s, f"strokes[{i}]", channels) for i, s in enumerate(d["strokes"])]
+
+    loss_raw = d.get("loss", {"type": "blurmse"})
+    if isinstance(loss_raw, str):
+        loss_raw = {"type": loss_raw}
+    v.mapping(loss_raw, "loss")
+    try:
+        params = check_loss_config(loss_raw, "loss")
+    except ConfigError as e:
+        raise ConfigError(e.key, str(e).split(": ", 1)[1], source) from e
+    loss = {"type": loss_raw["type"], **params}
+
+    res = v.mapping(d.get("resolution", {"height": 200}), "resolution")
+    v.known(res, {"height", "width"}, "resolution.")
+    height = res.get("height")
+    width = res.get("width")
+    if height is None and width is None:
+        raise v.err("resolution", "give height, width or both")
+    if height is not None:
+        height = v.integer(height, "resolution.height", 8, 8192)
+    if width is not None:
+        width = v.integer(width, "resolution.width", 8, 8192)
+
+    ctf_raw = d.get("coarse_to_fine", False)
+    ctf: CoarseToFine | None = None
+    if ctf_raw is True:
+        ctf = CoarseToFine()
+    elif isinstance(ctf_raw, dict):
+        v.known(ctf_raw, {"scale", "fraction"}, "coarse_to_fine.")
+        ctf = CoarseToFine(
+            scale=v.number(ctf_raw.get("scale", 0.5), "coarse_to_fine.scale", 0.05, 0.95),
+            fraction=v.number(
+                ctf_raw.get("fraction", 0.5), "coarse_to_fine.fraction", 0.0, 1.0
+            ),
+        )
+    elif ctf_raw not in (False, None):
+        raise v.err("coarse_to_fine", f"must be false, true or a mapping, got {ctf_raw!r}")
+
+    def get(key: str) -> Any:
+        return d.get(key, getattr(defaults, key))
+
+    return Pipeline(
+        strokes=strokes,
+        loss=loss,
+        name=v.string(get("name") or name, "name"),
+        description=v.string(get("description") or "", "description"),
+        composition=v.choice(get("composition"), "composition", COMPOSITIONS),
+        tau=v.number(get("tau"), "tau", positive=True),
+        channels=channels,
+        height=height,
+        width=width,
+        iterations=v.integer(get("iterations"), "iterations", 0, 10_000_000),
+        lr=v.number(get("lr"), "lr", positive=True),
+        width_lr=v.number(get("width_lr"), "width_lr", positive=True),
+        ink_lr=v.number(get("ink_lr"), "ink_lr", positive=True),
+        init=v.choice(get("init"), "init", INITS),
+        init_spread=v.number(get("init_spread"), "init_spread", 0.0, 2.0),
+        seed=v.integer(get("seed"), "seed", 0, 2**63 - 1),
+        reinit=v.boolean(get("reinit"), "reinit"),
+        reinit_every=v.integer(get("reinit_every"), "reinit_every", 1),
+        coarse_to_fine=ctf,
+        curve_segments=v.integer(get("curve_segments"), "curve_segments", 1, 1000),
+        allow_random_weights=v.boolean(get("allow_random_weights"), "allow_random_weights"),
+        max_input_megapixels=v.number(
+            get("max_input_megapixels"), "max_input_megapixels", positive=True
+        ),
+        source=source,
+    )
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def _search_dirs(extra: tuple[str | Path, ...] | list[str | Path]) -> list[Path]:
+    dirs = [Path(p) for p in extra]
+    env = os.environ.get("PLOTTERD_PIPELINES")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(PIPELINES_DIR)
+    return dirs
+
+
+def pipeline_names(search_dirs: tuple[str | Path, ...] | list[str | Path] = ()) -> list[str]:
+    """Names of the pipelines found in the search path (extra dirs, $PLOTTERD_PIPELINES,
+    the shipped pipelines/)."""
+    names: set[str] = set()
+    for d in _search_dirs(search_dirs):
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def resolve_pipeline(
+    name_or_path: str | Path, search_dirs: tuple[str | Path, ...] | list[str | Path] = ()
+) -> Path:
+    """A path to an existing file is used as is; a bare name is looked up as NAME.yaml in
+    the search dirs (first match wins)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or os.sep in str(name_or_path) or "/" in str(name_or_path):
+        if p.is_file():
+            return p
+        raise ConfigError("pipeline", f"no such pipeline file: {p}")
+    for d in _search_dirs(search_dirs):
+        cand = d / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand
+    known = ", ".join(pipeline_names(search_dirs)) or "none"
+    raise ConfigError("pipeline", f"unknown pipeline {str(name_or_path)!r} (known: {known})")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Overrides win key by key; nested mappings (loss, resolution...) merge recursively,
+    lists (strokes) are replaced whole."""
+    out = copy.deepcopy(base)
+    for k, val in over.items():
+        if isinstance(val, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], val)
+        else:
+            out[k] = copy.deepcopy(val)
+    return out
+
+
+def load_pipeline(
+    name_or_path: str | Path = DEFAULT_PIPELINE,
+    overrides: dict[str, Any] | None = None,
+    search_dirs: tuple[str | Path, ...] | list[str | Path] = (),
+) -> Pipeline:
+    """Load and validate a pipeline by name or path, with ``overrides`` merged over it."""
+    path = resolve_pipeline(name_or_path, search_dirs)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError("pipeline", f"cannot read {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError("pipeline", f"not valid YAML: {e}", str(path)) from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("pipeline", "must be a mapping of keys", str(path))
+    source = str(path)
+    if overrides:
+        if not isinstance(overrides, dict):
+            raise ConfigError("overrides", "must be a mapping of pipeline keys")
+        # a loss type change drops the old loss's parameters
+        if isinstance(overrides.get("loss"), dict) and "type" in overrides["loss"]:
+            raw = {**raw, "loss": {}}
+        elif isinstance(overrides.get("loss"), str):
+            raw = {**raw, "loss": {}}
+            overrides = {**overrides, "loss": {"type": overrides["loss"]}}
+        raw = _merge(raw, overrides)
+        source = f"{path} (with overrides)"
+    return pipeline_from_dict(raw, name=path.stem, source=source)
