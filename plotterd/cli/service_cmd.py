@@ -1,0 +1,150 @@
+"""``plotterd run`` (the daemon) and the commands that talk to a running daemon."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+_client_opts = [
+    click.option("--url", envvar="PLOTTERD_URL", help="daemon API URL (default: from config)"),
+    click.option("--token", envvar="PLOTTERD_TOKEN", help="API token (env PLOTTERD_TOKEN)"),
+    click.option("--config", "config", type=click.Path(dir_okay=False),
+                 help="daemon config, for its API address and token"),
+]
+
+
+def client_options(f):
+    for opt in reversed(_client_opts):
+        f = opt(f)
+    return f
+
+
+def _client(url, token, config):
+    from plotterd.service.client import Client
+
+    return Client.from_config(config, url=url, token=token)
+
+
+@click.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="config YAML")
+@click.option("--dry-run", is_flag=True, help="use the simulated plotter whatever the config")
+def run(config, dry_run):
+    """Run the daemon (inbox, camera, optimiser, plotter, HTTP API) until stopped."""
+    from plotterd.service.config import load_config
+    from plotterd.service.daemon import run as run_daemon
+
+    run_daemon(load_config(config, dry_run=dry_run))
+
+
+def _fmt_job(j: dict) -> str:
+    p = j["progress"]
+    pct = f"{100 * (p['fraction'] or 0):3.0f}%"
+    stage = p["stage"] or ""
+    err = f"  {j['error']}" if j.get("error") else ""
+    return f"{j['id']:>5}  {j['state']:<12} {stage:<10} {pct}  {j['name']}{err}"
+
+
+@click.command()
+@click.option("--state", help="only these states (comma-separated)")
+@click.option("--limit", default=50, show_default=True)
+@client_options
+def jobs(state, limit, url, token, config):
+    """List the daemon's jobs, newest first."""
+    c = _client(url, token, config)
+    params = {"limit": limit, **({"state": state} if state else {})}
+    rows = c.get("/jobs", params=params)
+    if not rows:
+        click.echo("no jobs")
+    for j in rows:
+        click.echo(_fmt_job(j))
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("--wait", is_flag=True, help="follow the job with a progress bar until it ends")
+@click.option("--replot", is_flag=True, help="plot the job again from its first stroke")
+@click.option("--json", "as_json", is_flag=True, help="print the job as JSON")
+@client_options
+def job(job_id, wait, replot, as_json, url, token, config):
+    """Show one job (progress, artefacts, plot checkpoint)."""
+    import json
+
+    c = _client(url, token, config)
+    if replot:
+        c.post(f"/jobs/{job_id}/replot")
+    if wait:
+        _follow(c, job_id)
+    j = c.get(f"/jobs/{job_id}")
+    if as_json:
+        click.echo(json.dumps(j, indent=1))
+        return
+    click.echo(_fmt_job(j))
+    click.echo(f"  pipeline: {j['pipeline']}  source: {j['source']}  dir: {j['dir']}")
+    plot = j["plot"]
+    if plot["last_completed_stroke"] is not None or plot["resume_stroke"] is not None:
+        click.echo(f"  plot: last completed stroke {plot['last_completed_stroke']}, "
+                   f"resume from {plot['resume_stroke']}")
+    for name, link in j["artefacts"].items():
+        click.echo(f"  {name:<10} {c.url}{link}")
+
+
+def _follow(c, job_id: int) -> None:
+    ended = ("done", "failed", "cancelled", "interrupted")
+    with click.progressbar(length=1000, label=f"job {job_id}", show_eta=False) as bar:
+        shown = 0
+        stage = None
+        while True:
+            j = c.get(f"/jobs/{job_id}")
+            p = j["progress"]
+            if p["stage"] != stage:
+                stage = p["stage"]
+                bar.label = f"job {job_id} {j['state']} {stage or ''}"
+                bar.update(-shown)
+                shown = 0
+            want = int(1000 * (p["fraction"] or 0))
+            bar.update(want - shown)
+            shown = want
+            if j["state"] in ended:
+                break
+            time.sleep(0.5)
+
+
+@click.command()
+@client_options
+def pause(url, token, config):
+    """Pause the plotter (the pen lifts; the next job waits)."""
+    s = _client(url, token, config).post("/plot/pause")
+    click.echo(f"plotter {s['state']}")
+
+
+@click.command()
+@click.argument("job_id", type=int, required=False)
+@client_options
+def resume(job_id, url, token, config):
+    """Resume the paused plotter, or with JOB_ID an interrupted job from its last stroke."""
+    c = _client(url, token, config)
+    if job_id is None:
+        s = c.post("/plot/resume")
+        click.echo(f"plotter {s['state']}")
+    else:
+        j = c.post(f"/jobs/{job_id}/resume")
+        click.echo(f"job {job_id}: resumes from stroke {j['plot']['resume_stroke']}")
+
+
+@click.command()
+@click.argument("job_id", type=int, required=False)
+@client_options
+def cancel(job_id, url, token, config):
+    """Cancel the current plot, or with JOB_ID any job that has not ended."""
+    c = _client(url, token, config)
+    r = c.post("/plot/cancel") if job_id is None else c.post(f"/jobs/{job_id}/cancel")
+    click.echo(f"job {r['job']}: {r['result']}")
+
+
+@click.command()
+@client_options
+def capture(url, token, config):
+    """Take a webcam picture and queue it as a job."""
+    j = _client(url, token, config).post("/camera/capture")
+    click.echo(f"job {j['id']}: queued {j['name']}")

@@ -1,0 +1,191 @@
+"""The HTTP API (FastAPI, served by uvicorn in the daemon; OpenAPI at /openapi.json).
+
+Bound to 127.0.0.1 by default. With a token configured every endpoint but ``/health``
+requires ``Authorization: Bearer <token>``; binding to a non-loopback address without a
+token is refused at configuration time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import yaml
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse
+
+from plotterd import __version__
+from plotterd.errors import PlotterdError
+from plotterd.service.camera import CameraError
+
+if TYPE_CHECKING:
+    from plotterd.service.daemon import Daemon
+
+
+def job_view(job: dict[str, Any], base: str = "") -> dict[str, Any]:
+    """The public shape of a job."""
+    jid = job["id"]
+    return {
+        "id": jid, "source": job["source"], "name": job["name"], "kind": job["kind"],
+        "pipeline": job["pipeline"], "options": job["options"], "state": job["state"],
+        "progress": {"fraction": job["progress"], "stage": job["stage"], "info": job["info"]},
+        "created": job["created"], "updated": job["updated"], "finished": job["finished"],
+        "error": job["error"],
+        "artefacts": {name: f"{base}/jobs/{jid}/artefacts/{name}"
+                      for name in sorted(job["artefacts"])},
+        "stats": job["stats"],
+        "plot": {"last_acked_stroke": job["last_acked_stroke"],
+                 "last_completed_stroke": job["last_completed_stroke"],
+                 "resume_stroke": job["resume_stroke"], "attempts": job["plot_attempts"]},
+        "dir": job["dir"], "archive": job["archive"],
+    }
+
+
+def make_app(daemon: Daemon) -> FastAPI:
+    cfg = daemon.cfg
+    token = cfg.api.token
+
+    def auth(request: Request) -> None:
+        if not token:
+            return
+        got = request.headers.get("authorization", "")
+        scheme, _, value = got.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                                 token.encode()):
+            raise HTTPException(401, "missing or wrong token (Authorization: Bearer ...)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(title="plotterd", version=__version__,
+                  description="Pictures to pen drawings: jobs, plotter control, camera.")
+    guarded = [Depends(auth)]
+
+    def get_job(job_id: int) -> dict[str, Any]:
+        job = daemon.store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "dry_run": cfg.dry_run,
+                "uptime_s": round(time.time() - daemon.started, 1)}
+
+    @app.get("/jobs", dependencies=guarded)
+    def list_jobs(state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        states = state.split(",") if state else None
+        return [job_view(j) for j in daemon.store.list(states=states, limit=max(1, limit))]
+
+    @app.get("/jobs/{job_id}", dependencies=guarded)
+    def one_job(job_id: int) -> dict[str, Any]:
+        job = get_job(job_id)
+        return {**job_view(job), "events": daemon.store.events(job_id)}
+
+    @app.get("/jobs/{job_id}/artefacts/{name}", dependencies=guarded)
+    def artefact(job_id: int, name: str) -> FileResponse:
+        job = get_job(job_id)
+        rel = job["artefacts"].get(name)
+        if rel is None:
+            raise HTTPException(404, f"job {job_id} has no artefact {name!r}")
+        job_dir = Path(job["dir"]).resolve()
+        path = (job_dir / rel).resolve()
+        if not path.is_relative_to(job_dir) or not path.is_file():
+            raise HTTPException(404, f"artefact {name!r} of job {job_id} is missing")
+        return FileResponse(path, filename=path.name)
+
+    @app.post("/jobs", dependencies=guarded, status_code=201)
+    async def upload(file: Annotated[UploadFile, File()],
+                     pipeline: Annotated[str | None, Form()] = None,
+                     options: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+        overrides: dict[str, Any] = {}
+        if options:
+            try:
+                overrides = yaml.safe_load(options) or {}
+            except yaml.YAMLError as e:
+                raise HTTPException(400, f"options: not JSON/YAML: {e}") from e
+            if not isinstance(overrides, dict):
+                raise HTTPException(400, "options: must be a mapping of pipeline keys")
+        name = Path(file.filename or "upload").name or "upload"
+        staged = daemon.stage_file(name)
+        limit = int(cfg.api.max_upload_mb * 1024 * 1024)
+        size = 0
+        try:
+            with open(staged, "wb") as out:
+                while chunk := await file.read(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        raise HTTPException(413, f"upload larger than {cfg.api.max_upload_mb} MB")
+                    out.write(chunk)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        job = daemon.submit_file(staged, source="upload", name=name, pipeline=pipeline,
+                                 options=overrides)
+        return job_view(job)
+
+    @app.post("/jobs/{job_id}/cancel", dependencies=guarded)
+    def cancel_job(job_id: int) -> dict[str, Any]:
+        get_job(job_id)
+        return {"job": job_id, "result": daemon.cancel_job(job_id)}
+
+    @app.post("/jobs/{job_id}/resume", dependencies=guarded)
+    def resume_job(job_id: int) -> dict[str, Any]:
+        get_job(job_id)
+        try:
+            return job_view(daemon.resume_job(job_id))
+        except PlotterdError as e:
+            raise HTTPException(409, str(e)) from e
+
+    @app.post("/jobs/{job_id}/replot", dependencies=guarded)
+    def replot_job(job_id: int) -> dict[str, Any]:
+        get_job(job_id)
+        try:
+            return job_view(daemon.replot_job(job_id))
+        except PlotterdError as e:
+            raise HTTPException(409, str(e)) from e
+
+    @app.post("/plot/pause", dependencies=guarded)
+    def pause() -> dict[str, Any]:
+        daemon.plotter.pause()
+        return daemon.plotter.status()
+
+    @app.post("/plot/resume", dependencies=guarded)
+    def resume() -> dict[str, Any]:
+        daemon.plotter.resume()
+        return daemon.plotter.status()
+
+    @app.post("/plot/cancel", dependencies=guarded)
+    def cancel() -> dict[str, Any]:
+        job = daemon.plotter.cancel()
+        if job is None:
+            raise HTTPException(409, "nothing is plotting")
+        return {"job": job, "result": "cancelling"}
+
+    @app.post("/camera/capture", dependencies=guarded, status_code=201)
+    def capture() -> dict[str, Any]:
+        try:
+            return job_view(daemon.capture())
+        except CameraError as e:
+            raise HTTPException(503, str(e)) from e
+
+    @app.get("/plotter", dependencies=guarded)
+    def plotter() -> dict[str, Any]:
+        return daemon.status()
+
+    return app
+
+
+def make_server(daemon: Daemon):
+    import logging
+
+    import uvicorn
+
+    level = daemon.cfg.log_level if daemon.cfg.log_level != "info" else "warning"
+    config = uvicorn.Config(make_app(daemon), host=daemon.cfg.api.bind,
+                            port=daemon.cfg.api.port, log_level=level, access_log=False,
+                            log_config=None, lifespan="off")
+    server = uvicorn.Server(config)
+    logging.getLogger("uvicorn.error").setLevel(level.upper())
+    return server
+

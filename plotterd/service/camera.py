@@ -1,0 +1,162 @@
+"""Webcam intake: grab a frame with OpenCV, crop and contrast-normalise it, queue it.
+
+The source is a device index or anything ``cv2.VideoCapture`` opens (a stream URL, a video
+file). A camera that cannot be opened or read is reported in the status and retried after
+``retry_s``; it never stops the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plotterd.errors import PlotterdError
+from plotterd.service.config import CameraConfig
+
+log = logging.getLogger("plotterd.camera")
+
+
+class CameraError(PlotterdError):
+    pass
+
+
+def process_frame(frame: np.ndarray, cfg: CameraConfig) -> np.ndarray:
+    """Crop (fractions of the frame), convert to grey and equalise contrast (CLAHE)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    if cfg.crop is not None:
+        x, y, cw, ch = cfg.crop
+        x0, y0 = int(round(x * w)), int(round(y * h))
+        x1, y1 = min(w, int(round((x + cw) * w))), min(h, int(round((y + ch) * h)))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise CameraError(f"camera.crop leaves an empty image of a {w}x{h} frame")
+        frame = frame[y0:y1, x0:x1]
+    if cfg.grey and frame.ndim == 3:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    if cfg.clahe is not None:
+        clahe = cv2.createCLAHE(clipLimit=float(cfg.clahe.clip_limit),
+                                tileGridSize=(cfg.clahe.tile, cfg.clahe.tile))
+        if frame.ndim == 2:
+            frame = clahe.apply(frame)
+        else:  # equalise lightness only, so colours do not shift
+            lab = cv2.cvtColor(frame, cv2.COLOR_BGR2LAB)
+            lab[..., 0] = clahe.apply(lab[..., 0])
+            frame = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+    return np.ascontiguousarray(frame)
+
+
+class Camera:
+    """Keeps the capture open between shots; reopens it after a failure."""
+
+    def __init__(self, cfg: CameraConfig):
+        self.cfg = cfg
+        self._cap: Any = None
+        self._lock = threading.Lock()
+        self.state = "off" if cfg.source is None else "closed"
+        self.error: str | None = None
+        self.last_capture: float | None = None
+        self.next_retry = 0.0
+        self.captures = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.source is not None
+
+    def status(self) -> dict[str, Any]:
+        return {"source": self.cfg.source, "state": self.state, "error": self.error,
+                "captures": self.captures, "last_capture": self.last_capture}
+
+    def _open(self) -> None:
+        import cv2
+
+        src = self.cfg.source
+        cap = cv2.VideoCapture(src)
+        if not cap.isOpened():
+            cap.release()
+            raise CameraError(f"cannot open camera {src!r}")
+        self._cap = cap
+
+    def _fail(self, msg: str) -> CameraError:
+        self.state, self.error = "error", msg
+        self.next_retry = time.monotonic() + self.cfg.retry_s
+        self.close()
+        log.warning("camera: %s (retry in %gs)", msg, self.cfg.retry_s)
+        return CameraError(msg)
+
+    def grab(self) -> np.ndarray:
+        """One processed frame. Raises CameraError (and records it) on any failure."""
+        if not self.enabled:
+            raise CameraError("no camera configured (camera.source)")
+        with self._lock:
+            try:
+                if self._cap is None:
+                    self._open()
+                frame = self._read()
+                if frame is None and self._is_file():
+                    # a video file ran out: start it again
+                    self.close()
+                    self._open()
+                    frame = self._read()
+                if frame is None:
+                    raise CameraError(f"camera {self.cfg.source!r} gave no frame")
+                out = process_frame(frame, self.cfg)
+            except CameraError as e:
+                raise self._fail(str(e)) from None
+            except Exception as e:  # OpenCV raises cv2.error and others; never fatal
+                raise self._fail(f"camera {self.cfg.source!r}: {e}") from None
+            self.state, self.error = "ok", None
+            self.last_capture = time.time()
+            self.captures += 1
+            return out
+
+    def _is_file(self) -> bool:
+        return isinstance(self.cfg.source, str) and os.path.isfile(self.cfg.source)
+
+    def _read(self) -> np.ndarray | None:
+        # drop buffered frames so the one kept is current (webcams queue a few)
+        for _ in range(self.cfg.warmup_frames):
+            if not self._cap.grab():
+                return None
+        ok, frame = self._cap.read()
+        return frame if ok and frame is not None and frame.size else None
+
+    def save(self, frame: np.ndarray, path: Path) -> Path:
+        import cv2
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.png")
+        if not cv2.imwrite(str(tmp), frame):
+            raise CameraError(f"cannot write the captured frame to {path}")
+        os.replace(tmp, path)
+        return path
+
+    def try_open(self) -> bool:
+        """Open the camera if it is due for a retry; update the status. Never raises."""
+        if not self.enabled or self._cap is not None or time.monotonic() < self.next_retry:
+            return self._cap is not None
+        with self._lock:
+            try:
+                self._open()
+            except Exception as e:
+                self._fail(str(e))
+                return False
+            self.state, self.error = "ok", None
+            log.info("camera %r open", self.cfg.source)
+            return True
+
+    def close(self) -> None:
+        if self._cap is not None:
+            try:
+                self._cap.release()
+            except Exception:  # releasing a broken capture must not raise
+                pass
+            self._cap = None
+            if self.state == "ok":
+                self.state = "closed"

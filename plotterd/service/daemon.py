@@ -1,0 +1,303 @@
+"""The daemon: recovery at start-up, then intake, camera, optimiser, plotter and the API.
+
+Threads: ``intake`` (inbox scans, camera timer and trigger file), ``optimiser`` (drives one
+subprocess per job), ``plotter`` (streams to the one port), ``api`` (uvicorn). The main
+thread waits for a signal and pings the systemd watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from plotterd import __version__
+from plotterd.errors import PlotterdError
+from plotterd.service import stages
+from plotterd.service.camera import Camera, CameraError
+from plotterd.service.config import Config
+from plotterd.service.intake import Inbox, InboxWatcher, fit_name
+from plotterd.service.notify import sd_notify, watchdog_interval
+from plotterd.service.store import TERMINAL, JobStore
+from plotterd.service.workers import OptimiserWorker, PlotterWorker
+
+log = logging.getLogger("plotterd.daemon")
+
+
+class Daemon:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.stopping = threading.Event()
+        self.started = time.time()
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.staging = cfg.state_dir / "incoming"
+        self.store = JobStore(cfg.db_path)
+        self._pipeline_cache: dict[str, bool] = {}
+        self.inbox = Inbox(cfg, self.store, pipeline_exists=self._pipeline_exists)
+        self.wake_intake = threading.Event()
+        self.watcher = InboxWatcher(cfg.inbox, self.wake_intake, cfg.intake.observer)
+        self.camera = Camera(cfg.camera)
+        self.optimiser = OptimiserWorker(self)
+        self.plotter = PlotterWorker(self)
+        self._threads: list[threading.Thread] = []
+        self.server: Any = None
+        self.ready = threading.Event()
+
+    # -- helpers used by workers and the API ------------------------------------------------
+    def _pipeline_exists(self, name: str) -> bool:
+        if name not in self._pipeline_cache:
+            self._pipeline_cache[name] = stages.pipeline_exists(name, self.cfg.pipeline_dirs)
+        return self._pipeline_cache[name]
+
+    def finish(self, job_id: int, state: str, error: str | None = None, *,
+               expect: list[str] | None = None, **fields: Any) -> bool:
+        """End a job (done / failed / cancelled) and archive its inbox original."""
+        assert state in TERMINAL
+        if state == "failed" and error:
+            fields["error"] = error
+        moved = self.store.transition(job_id, state, expect=expect, message=error, **fields)
+        if not moved:
+            return False
+        job = self.store.get(job_id)
+        level = logging.INFO if state == "done" else logging.WARNING
+        log.log(level, "job %d: %s%s", job_id, state, f": {error}" if error else "")
+        try:
+            self.inbox.archive(job)
+        except OSError as e:
+            log.error("job %d: cannot archive the original: %s", job_id, e)
+        return True
+
+    def cancel_job(self, job_id: int) -> str:
+        """Cancel any job that has not ended; returns what happened."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        state = job["state"]
+        if state in TERMINAL:
+            return f"already {state}"
+        if state == "optimising" and self.optimiser.cancel(job_id):
+            return "cancelling"
+        if state == "plotting" and self.plotter.current == job_id:
+            self.plotter.cancel()
+            return "cancelling"
+        if self.finish(job_id, "cancelled", "cancelled", expect=["queued", "vectorised",
+                                                                 "interrupted", "optimising"]):
+            return "cancelled"
+        return "not cancelled (state changed)"
+
+    def resume_job(self, job_id: int) -> dict:
+        """An interrupted plot continues from its last completed stroke."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        start = job["resume_stroke"]
+        if start is None:
+            done = job["last_completed_stroke"]
+            start = 0 if done is None else done + 1
+        if not self.store.transition(job_id, "vectorised", expect=["interrupted"],
+                                     resume_stroke=start, error=None,
+                                     message=f"resume from stroke {start}"):
+            raise PlotterdError(f"job {job_id} is {job['state']}, not interrupted")
+        self.plotter.wake.set()
+        return self.store.get(job_id)  # type: ignore[return-value]
+
+    def replot_job(self, job_id: int) -> dict:
+        """Plot an already vectorised job again from the first stroke."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        if not (Path(job["dir"]) / job["artefacts"].get("gcode", "plot.gcode")).exists():
+            raise PlotterdError(f"job {job_id} has no G-code to plot")
+        if not self.store.transition(job_id, "vectorised",
+                                     expect=["done", "failed", "cancelled", "interrupted"],
+                                     resume_stroke=None, error=None, finished=None,
+                                     last_acked_stroke=None, last_completed_stroke=None,
+                                     message="replot"):
+            raise PlotterdError(f"job {job_id} is {job['state']}: cannot replot it now")
+        self.plotter.wake.set()
+        return self.store.get(job_id)  # type: ignore[return-value]
+
+    def stage_file(self, name: str) -> Path:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        return self.staging / f"{uuid.uuid4().hex}-{fit_name(name)[:100]}"
+
+    def submit_file(self, staged: Path, *, source: str, name: str,
+                    pipeline: str | None = None, options: dict | None = None) -> dict:
+        job = self.inbox.add_file(staged, source=source, name=name, pipeline=pipeline,
+                                  options=options)
+        self.optimiser.wake.set()
+        return job
+
+    def capture(self) -> dict:
+        """Grab a camera frame and queue it as a job (API, timer, trigger file)."""
+        frame = self.camera.grab()
+        name = time.strftime("camera-%Y%m%d-%H%M%S.png")
+        staged = self.stage_file(name)
+        self.camera.save(frame, staged)
+        return self.submit_file(staged, source="camera", name=name,
+                                pipeline=self.cfg.camera.pipeline)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.plotter.status(), "camera": self.camera.status(),
+                "optimising": self.optimiser.current, "watcher": self.watcher.kind,
+                "inbox": str(self.cfg.inbox), "jobs": self.store.counts()}
+
+    # -- start-up recovery ----------------------------------------------------------------------
+    def recover(self) -> None:
+        self.inbox.reconcile()
+        for job in self.store.list(states=["optimising"], newest_first=False):
+            self.store.transition(job["id"], "queued", expect=["optimising"],
+                                  message="restart: optimisation resumes from its checkpoint")
+            log.info("job %d: optimisation resumes after a restart", job["id"])
+        for job in self.store.list(states=["plotting"], newest_first=False):
+            done = job["last_completed_stroke"]
+            start = 0 if done is None else done + 1
+            self.store.transition(job["id"], "interrupted", expect=["plotting"],
+                                  resume_stroke=start,
+                                  message="the daemon stopped while plotting")
+            log.warning("job %d: was plotting when the daemon stopped: interrupted at stroke %d",
+                        job["id"], start)
+        if self.cfg.auto_resume:
+            for job in self.store.list(states=["interrupted"], newest_first=False):
+                self.resume_job(job["id"])
+                log.info("job %d: resuming the plot by itself (dry-run)", job["id"])
+        # staged uploads / frames that never became a job (crash before the row)
+        claimed = {src for j in self.store.list(states=["claiming"])
+                   for src, _ in (j["claim"] or [])}
+        if self.staging.exists():
+            for p in self.staging.iterdir():
+                if str(p) not in claimed:
+                    p.unlink(missing_ok=True) if p.is_file() else shutil.rmtree(p, True)
+
+    # -- threads -------------------------------------------------------------------------------
+    def _intake_loop(self) -> None:
+        cam = self.cfg.camera
+        next_shot = time.monotonic() + cam.interval_s if cam.interval_s else None
+        while not self.stopping.is_set():
+            try:
+                if self.inbox.scan():
+                    self.optimiser.wake.set()
+            except Exception:
+                log.exception("inbox scan failed")
+            if self.camera.enabled:
+                self._camera_tick(next_shot)
+                if next_shot is not None and time.monotonic() >= next_shot:
+                    next_shot = time.monotonic() + cam.interval_s
+            wait = self.cfg.intake.scan_interval_s
+            if self.inbox.tracker.pending:
+                wait = min(wait, max(0.05, self.cfg.intake.stable_s))
+            self.wake_intake.wait(wait)
+            self.wake_intake.clear()
+            # let a burst of events settle before rescanning
+            if not self.stopping.is_set():
+                self.stopping.wait(0.05)
+
+    def _camera_tick(self, next_shot: float | None) -> None:
+        trigger = self.cfg.camera.trigger_file
+        shoot = next_shot is not None and time.monotonic() >= next_shot
+        if trigger and os.path.exists(trigger):
+            try:
+                os.unlink(trigger)
+            except OSError as e:
+                log.warning("camera trigger %s: cannot remove: %s", trigger, e)
+            shoot = True
+        if shoot:
+            try:
+                job = self.capture()
+                log.info("camera: queued job %d", job["id"])
+            except CameraError:
+                pass  # recorded in the camera status; retried
+            except Exception:
+                log.exception("camera capture failed")
+        else:
+            self.camera.try_open()
+
+    def start(self) -> None:
+        from plotterd.service.api import make_server
+
+        self.recover()
+        self.watcher.start()
+        self.server = make_server(self)
+        api = threading.Thread(target=self._serve, name="api", daemon=True)
+        intake = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
+        self._threads = [self.optimiser, self.plotter, intake, api]
+        for t in self._threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and api.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self.server.started:
+            self.stopping.set()
+            raise PlotterdError(
+                f"the HTTP API could not listen on {self.cfg.api.bind}:{self.cfg.api.port} "
+                "(port in use?)"
+            )
+        self.ready.set()
+        sd_notify(f"READY=1\nSTATUS=listening on {self.cfg.api.url}\nMAINPID={os.getpid()}")
+        log.info("plotterd %s ready: API %s, inbox %s, %s", __version__, self.cfg.api.url,
+                 self.cfg.inbox,
+                 "dry-run (simulated plotter)" if self.cfg.dry_run
+                 else f"plotter {self.cfg.plotter.port}")
+
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind
+            pass
+        except Exception:
+            log.exception("the HTTP API stopped")
+
+    def stop(self) -> None:
+        if self.stopping.is_set() and not self._threads:
+            return
+        log.info("stopping")
+        sd_notify("STOPPING=1")
+        self.stopping.set()
+        self.optimiser.wake.set()
+        self.plotter.wake.set()
+        self.wake_intake.set()
+        if self.plotter.control is not None:
+            self.plotter.control.cancel()  # recorded as interrupted, resumable
+        self.watcher.stop()
+        if self.server is not None:
+            self.server.should_exit = True
+        for t in self._threads:
+            t.join(timeout=20)
+        self._threads = []
+        self.camera.close()
+        self.store.close()
+
+    def run_forever(self) -> None:
+        """Start, then wait for SIGTERM / SIGINT (and ping the systemd watchdog)."""
+        got = threading.Event()
+
+        def on_signal(signum, frame):  # noqa: ANN001 - signal handler signature
+            got.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        ping = watchdog_interval()
+        try:
+            while not got.is_set():
+                got.wait(ping or 1.0)
+                if ping and self._healthy():
+                    sd_notify("WATCHDOG=1")
+        finally:
+            self.stop()
+
+    def _healthy(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+
+def run(cfg: Config) -> None:
+    from plotterd.service.logs import setup_logging
+
+    setup_logging(cfg.log_level)
+    Daemon(cfg).run_forever()

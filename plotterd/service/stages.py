@@ -1,0 +1,131 @@
+"""The one place the daemon calls the other stages (draw, vector, gcode, machine).
+
+Everything the service needs from them goes through these few functions, so a change in a
+stage's entry point is absorbed here. Heavy imports (torch) happen inside the functions:
+the daemon process itself never loads torch, only the optimiser subprocess does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from plotterd.errors import PlotterdError
+from plotterd.progress import Progress
+
+
+def pipeline_exists(name: str, search_dirs: list[Path] | tuple = ()) -> bool:
+    """Whether ``name`` loads as a pipeline (used to map inbox subfolders to pipelines)."""
+    try:
+        from plotterd.draw import load_pipeline
+    except ImportError:
+        return False
+    try:
+        load_pipeline(name, search_dirs=tuple(search_dirs))
+    except PlotterdError:
+        return False
+    return True
+
+
+def check_pipeline(name: str, overrides: dict | None, search_dirs: list[Path] | tuple = ()):
+    from plotterd.draw import load_pipeline
+
+    return load_pipeline(name, overrides=overrides or None, search_dirs=tuple(search_dirs))
+
+
+def page_spec(page: dict[str, Any]):
+    from plotterd.vector import PageSpec
+
+    return PageSpec(paper=page["paper"], orientation=page["orientation"],
+                    margin_mm=page["margin_mm"])
+
+
+def optimise_image(spec: dict[str, Any], job_dir: Path,
+                   progress: Callable[[Progress], None]) -> tuple[Any, dict[str, Path]]:
+    """Image -> strokes (resuming from the job's checkpoint) -> the draw artefacts."""
+    from plotterd.draw import load_pipeline, optimise, write_outputs
+
+    pipeline = load_pipeline(spec["pipeline"], overrides=spec.get("overrides") or None,
+                             search_dirs=tuple(spec.get("pipeline_dirs", ())))
+    result = optimise(
+        str(job_dir / spec["input"]), pipeline, device=spec.get("device", "auto"),
+        progress=progress, checkpoint=job_dir / "checkpoint.pt",
+        checkpoint_every=spec.get("checkpoint_every", 25), iterations=spec.get("iterations"),
+        seed=spec.get("seed"),
+    )
+    paths = write_outputs(result, job_dir)
+    return result.strokes, {k: Path(v) for k, v in paths.items()}
+
+
+def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path) -> tuple[dict[str, Path], dict]:
+    """Strokes or an SVG path -> page layout -> G-code in ``job_dir/plot.gcode``."""
+    from plotterd.gcode import load_profile
+    from plotterd.gcode import make_gcode as _make_gcode
+
+    profile = load_profile(spec["profile"])
+    result = _make_gcode(source, profile=profile, page=page_spec(spec["page"]))
+    paths = result.save(job_dir / "plot.gcode")
+    return {k: Path(v) for k, v in paths.items()}, jsonable(getattr(result, "stats", {}))
+
+
+def sim_url(firmware: str, speed: str, record: Path | None = None, seed: int = 1) -> str:
+    """The pyserial URL of the simulated plotter (dry-run)."""
+    fw = firmware if firmware in ("grbl", "marlin") else "grbl"
+    url = f"sim://{fw}?speed={speed}&seed={seed}"
+    if record is not None:
+        url += "&record=" + quote(str(record), safe="/")
+    return url
+
+
+def new_control():
+    from plotterd.machine import StreamControl
+
+    return StreamControl()
+
+
+def plot(gcode_path: Path, port: str | None, *, sim_speed: str, record: Path | None,
+         baudrate: int, start_stroke: int | None, progress: Callable[[Progress], None],
+         control: Any, render_to: Path | None):
+    """Stream a job's G-code to ``port``, or to the simulated plotter when ``port`` is None
+    (dry-run; what it draws is recorded in ``record`` and rendered to ``render_to``).
+    Returns the machine stage's StreamResult."""
+    from plotterd.gcode.program import Program
+    from plotterd.machine import stream
+
+    program = Program.load(gcode_path)
+    if port is None:
+        port = sim_url(program.firmware, sim_speed, record)
+    else:
+        render_to = None
+    return stream(program, port, baudrate=baudrate, start_stroke=start_stroke,
+                  progress=progress, control=control, render_to=render_to)
+
+
+def jsonable(obj: Any) -> Any:
+    """Stats objects (dataclasses, numpy numbers) -> plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (str, bool)) or obj is None:
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    try:
+        f = float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
+    return f if math.isfinite(f) else None
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(jsonable(obj), indent=1, sort_keys=True)

@@ -1,0 +1,329 @@
+"""The two workers: the optimiser (one subprocess per job) and the plotter (one port).
+
+They overlap: while the plotter draws job N, the optimiser works on job N+1. Both take
+their next job from the store with an atomic compare-and-set, so the state in the
+database is always the truth a restart starts from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plotterd.errors import PlotterdError
+from plotterd.progress import Progress
+from plotterd.service import stages
+
+if TYPE_CHECKING:
+    from plotterd.service.daemon import Daemon
+
+log = logging.getLogger("plotterd.workers")
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    from plotterd.service.optimise_worker import die_with_parent
+
+    die_with_parent()
+
+
+class OptimiserWorker(threading.Thread):
+    """Runs ``python -m plotterd.service.optimise_worker JOBDIR`` for each queued job."""
+
+    def __init__(self, daemon: Daemon):
+        super().__init__(name="optimiser", daemon=True)
+        self.d = daemon
+        self.wake = threading.Event()
+        self.current: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._cancel: set[int] = set()
+
+    def cancel(self, job_id: int) -> bool:
+        """Stop the running optimisation of ``job_id``; True if it was running."""
+        if self.current != job_id:
+            return False
+        self._cancel.add(job_id)
+        self.wake.set()
+        return True
+
+    def run(self) -> None:
+        while not self.d.stopping.is_set():
+            try:
+                job = self.d.store.claim_next("queued", "optimising")
+            except Exception:
+                log.exception("optimiser: cannot read the job store")
+                job = None
+            if job is None:
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            try:
+                self.process(job)
+            except Exception as e:  # a bug here must fail the job, not stop the worker
+                log.exception("job %d: optimiser worker error", job["id"])
+                self.d.finish(job["id"], "failed", f"internal error: {e}", expect=["optimising"])
+            finally:
+                self.current = None
+
+    def spec(self, job: dict) -> dict[str, Any]:
+        cfg = self.d.cfg
+        return {
+            "job_id": job["id"], "db": str(cfg.db_path), "kind": job["kind"],
+            "input": job["input"], "pipeline": job["pipeline"], "overrides": job["options"],
+            "pipeline_dirs": [str(p) for p in cfg.pipeline_dirs],
+            "page": {"paper": cfg.page.paper, "orientation": cfg.page.orientation,
+                     "margin_mm": cfg.page.margin_mm},
+            "profile": cfg.plotter.profile, "device": cfg.optimiser.device,
+            "threads": cfg.optimiser.threads, "checkpoint_every": cfg.optimiser.checkpoint_every,
+            "iterations": cfg.optimiser.iterations, "seed": cfg.optimiser.seed,
+            "weights_dir": str(cfg.weights_dir) if cfg.weights_dir else None,
+        }
+
+    def process(self, job: dict) -> None:
+        job_id = job["id"]
+        job_dir = Path(job["dir"])
+        self.current = job_id
+        for stale in ("result.json", "error.txt"):
+            (job_dir / stale).unlink(missing_ok=True)
+        spec_path = job_dir / "job.json"
+        tmp = spec_path.with_name("job.json.tmp")
+        tmp.write_text(json.dumps(self.spec(job), indent=1))
+        os.replace(tmp, spec_path)
+        self.d.store.update(job_id, optimise_attempts=job["optimise_attempts"] + 1,
+                            stage="optimise" if job["kind"] == "image" else "vectorise")
+        log.info("job %d: optimising (%s)", job_id, job["pipeline"] or "svg")
+        env = dict(os.environ)
+        env["OMP_NUM_THREADS"] = str(self.d.cfg.optimiser.threads)
+        with open(job_dir / "worker.log", "ab") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "plotterd.service.optimise_worker", str(job_dir)],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+                preexec_fn=_set_pdeathsig, cwd=str(job_dir),
+            )
+        self._proc = proc
+        started = time.monotonic()
+        timeout = self.d.cfg.optimiser.timeout_s
+        outcome = None
+        while proc.poll() is None:
+            if self.d.stopping.is_set():
+                outcome = "stopping"
+            elif job_id in self._cancel:
+                outcome = "cancelled"
+            elif timeout and time.monotonic() - started > timeout:
+                outcome = "timeout"
+            if outcome:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                break
+            self.wake.wait(0.25)
+            self.wake.clear()
+        self._proc = None
+        self._cancel.discard(job_id)
+        rc = proc.returncode
+        if outcome == "stopping":
+            log.info("job %d: optimisation stopped by shutdown; resumes on restart", job_id)
+            return  # stays 'optimising'; start-up recovery requeues it
+        if outcome == "cancelled":
+            self.d.finish(job_id, "cancelled", "cancelled while optimising")
+            return
+        if outcome == "timeout":
+            self.d.finish(job_id, "failed", f"optimisation took longer than {timeout:g}s")
+            return
+        if rc == 0 and (job_dir / "result.json").exists():
+            result = json.loads((job_dir / "result.json").read_text())
+            artefacts = {"input": job["input"], **result.get("artefacts", {})}
+            self.d.store.transition(
+                job_id, "vectorised", expect=["optimising"], artefacts=artefacts,
+                stats=result.get("stats", {}), stage="optimise", progress=1.0,
+                resume_stroke=None, last_acked_stroke=None, last_completed_stroke=None,
+            )
+            log.info("job %d: G-code ready", job_id)
+            self.d.plotter.wake.set()
+            return
+        self.d.finish(job_id, "failed", self._failure(job_dir, rc))
+
+    @staticmethod
+    def _failure(job_dir: Path, rc: int) -> str:
+        err = job_dir / "error.txt"
+        if rc == 2 and err.exists():
+            return err.read_text().strip() or "optimisation failed"
+        if rc < 0:
+            name = signal.Signals(-rc).name if -rc in signal.valid_signals() else str(-rc)
+            hint = " (out of memory?)" if -rc == signal.SIGKILL else ""
+            return f"optimiser process killed by {name}{hint}"
+        tail = ""
+        try:
+            lines = (job_dir / "worker.log").read_text(errors="replace").strip().splitlines()
+            tail = lines[-1] if lines else ""
+        except OSError:
+            pass
+        return f"optimiser process failed (exit {rc}): {tail}".rstrip(": ")
+
+
+class PlotterWorker(threading.Thread):
+    """Streams ready jobs to the one plotter, one at a time, with pause/resume/cancel."""
+
+    def __init__(self, daemon: Daemon):
+        super().__init__(name="plotter", daemon=True)
+        self.d = daemon
+        self.wake = threading.Event()
+        self.current: int | None = None
+        self.control: Any = None
+        self.paused = False
+        self.state = "idle"
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+
+    # -- control from the API ------------------------------------------------------------
+    def pause(self) -> None:
+        with self._lock:
+            self.paused = True
+            if self.control is not None:
+                self.control.pause()
+        log.info("plotter paused")
+
+    def resume(self) -> None:
+        with self._lock:
+            self.paused = False
+            if self.control is not None:
+                self.control.resume()
+        self.wake.set()
+        log.info("plotter resumed")
+
+    def cancel(self) -> int | None:
+        with self._lock:
+            if self.control is None or self.current is None:
+                return None
+            self.control.cancel()
+            return self.current
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.d.cfg
+        return {
+            "port": cfg.plotter.port or f"simulator ({cfg.plotter.sim_speed})",
+            "dry_run": cfg.dry_run, "profile": cfg.plotter.profile,
+            "state": "paused" if self.paused else self.state,
+            "current_job": self.current, "last_error": self.last_error,
+        }
+
+    # -- loop ------------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self.d.stopping.is_set():
+            job = None
+            if not self.paused:
+                try:
+                    job = self.d.store.claim_next("vectorised", "plotting")
+                except Exception:
+                    log.exception("plotter: cannot read the job store")
+            if job is None:
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            try:
+                self.process(job)
+            except Exception as e:
+                log.exception("job %d: plotter worker error", job["id"])
+                self.d.finish(job["id"], "failed", f"internal error while plotting: {e}",
+                              expect=["plotting"])
+            finally:
+                with self._lock:
+                    self.current, self.control = None, None
+                self.state = "idle"
+
+    def process(self, job: dict) -> None:
+        job_id = job["id"]
+        job_dir = Path(job["dir"])
+        cfg = self.d.cfg
+        gcode = job_dir / (job["artefacts"].get("gcode") or "plot.gcode")
+        start = job["resume_stroke"]
+        render = job_dir / "render.png" if cfg.dry_run else None
+        record = job_dir / "plot.record"
+        if start is None:
+            record.unlink(missing_ok=True)  # a fresh plot starts a fresh drawing
+        control = stages.new_control()
+        with self._lock:
+            self.current, self.control = job_id, control
+            if self.paused:
+                control.pause()
+        self.state = "plotting"
+        self.d.store.update(job_id, plot_attempts=job["plot_attempts"] + 1, stage="plot",
+                            progress=0.0)
+        log.info("job %d: plotting%s", job_id, f" from stroke {start}" if start else "")
+        last = [0.0]
+        ckpt: dict[str, Any] = {}
+
+        def report(p: Progress) -> None:
+            info = p.info or {}
+            stroke = info.get("stroke")
+            if isinstance(stroke, int):
+                ckpt["last_acked_stroke"] = stroke
+            done_stroke = info.get("completed_stroke")
+            if isinstance(done_stroke, int):
+                ckpt["last_completed_stroke"] = done_stroke
+            now = time.monotonic()
+            if now - last[0] < 0.5 and p.done < p.total:
+                return
+            last[0] = now
+            data = stages.jsonable({k: v for k, v in info.items()
+                                    if isinstance(v, (int, float, str))})
+            data.update(done=p.done, total=p.total, eta_s=p.eta_s)
+            self.d.store.progress(job_id, "plot", p.fraction, data, **ckpt)
+
+        if cfg.dry_run:
+            port = None
+        else:
+            port = cfg.plotter.port
+        try:
+            result = stages.plot(gcode, port, sim_speed=cfg.plotter.sim_speed,
+                                 record=record, baudrate=cfg.plotter.baudrate,
+                                 start_stroke=start, progress=report, control=control,
+                                 render_to=render)
+        except PlotterdError as e:
+            self.last_error = str(e)
+            self._end(job, "interrupted" if self.d.stopping.is_set() else "failed", str(e), ckpt)
+            return
+        status = getattr(result, "status", "failed")
+        for key in ("last_acked_stroke", "last_completed_stroke"):
+            val = getattr(result, key, None)
+            if val is not None:
+                ckpt[key] = val
+        artefacts = dict(job["artefacts"])
+        if render is not None and render.exists():
+            artefacts["render"] = render.name
+        if record.exists():
+            artefacts["record"] = record.name
+        ckpt["artefacts"] = artefacts
+        ckpt["stats"] = {**job["stats"], "plot": stages.jsonable({
+            k: getattr(result, k) for k in ("lines_acked", "lines_executed", "elapsed_s")
+            if hasattr(result, k)})}
+        if status == "cancelled" and self.d.stopping.is_set():
+            status = "interrupted"  # a shutdown, not a user's cancel: resumable
+        error = getattr(result, "error", None)
+        if status != "done":
+            self.last_error = error or status
+        self._end(job, status, error, ckpt)
+
+    def _end(self, job: dict, status: str, error: str | None, fields: dict[str, Any]) -> None:
+        job_id = job["id"]
+        if status == "interrupted":
+            done = fields.get("last_completed_stroke", job["last_completed_stroke"])
+            fields["resume_stroke"] = 0 if done is None else done + 1
+            self.d.store.transition(job_id, "interrupted", expect=["plotting"],
+                                    message=error or "plot interrupted", error=error, **fields)
+            log.warning("job %d: plot interrupted (resume from stroke %d)", job_id,
+                        fields["resume_stroke"])
+            return
+        if status not in ("done", "cancelled", "failed"):
+            status, error = "failed", error or f"plot ended with status {status!r}"
+        self.d.finish(job_id, status, error, expect=["plotting"], **fields)
