@@ -72,9 +72,15 @@ def sidecar_for(path: Path) -> Path | None:
     """``photo.yaml`` or ``photo.png.yaml`` beside ``photo.png``."""
     for base in (path.with_suffix(""), path):
         for suf in SIDECAR_SUFFIXES:
-            cand = base.parent / (base.name + suf)
-            if cand != path and cand.is_file() and not cand.is_symlink():
-                return cand
+            name = base.name + suf
+            if len(name.encode()) > MAX_NAME_BYTES:
+                continue
+            cand = base.parent / name
+            try:
+                if cand != path and not cand.is_symlink() and cand.is_file():
+                    return cand
+            except OSError:
+                continue
     return None
 
 
@@ -318,11 +324,15 @@ class Inbox:
                 continue
             move_file(s, d)
         if job["error"]:
-            # rejected at intake: the entry already went to failed/ by the move above
             if job["archive"]:
+                # rejected at intake: the entry itself already went to failed/ above
                 _write_reason(Path(job["archive"]), job["error"])
-            self.store.transition(job["id"], "failed", expect=["claiming"], claim=None,
-                                  archived=1, message=job["error"])
+                self.store.transition(job["id"], "failed", expect=["claiming"], claim=None,
+                                      archived=1, message=job["error"])
+            else:  # taken, but its options are bad: fail it like any job
+                self.store.transition(job["id"], "failed", expect=["claiming"], claim=None,
+                                      message=job["error"])
+                self.archive(self.store.get(job["id"]))
             log.warning("job %d: %s: %s", job["id"], job["name"], job["error"])
             return
         if not moved_all and not (Path(job["dir"]) / (job["input"] or "")).exists():

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from plotterd.service.api import make_app
+from plotterd.service.daemon import Daemon
+
+from .helpers import DATA
+
+TOKEN = "a-long-enough-token"
+
+
+@pytest.fixture
+def daemon(cfg):
+    d = Daemon(cfg)  # not started: the API works on the store alone
+    yield d
+    d.store.close()
+
+
+def test_token_required_when_set(daemon):
+    daemon.cfg.api.token = TOKEN
+    c = TestClient(make_app(daemon))
+    assert c.get("/health").status_code == 200
+    assert c.get("/jobs").status_code == 401
+    assert c.get("/jobs", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+    assert c.get("/jobs", headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+    ok = c.get("/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and ok.json() == []
+    assert c.post("/plot/pause").status_code == 401
+    assert "/jobs/{job_id}/resume" in c.get("/openapi.json").json()["paths"]
+
+
+def test_upload_and_job_views(daemon):
+    c = TestClient(make_app(daemon))
+    with open(DATA / "camera_small.png", "rb") as f:
+        r = c.post("/jobs", files={"file": ("my photo.png", f)},
+                   data={"pipeline": "tiny", "options": '{"iterations": 3}'})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert (job["state"], job["source"], job["name"], job["options"]) == (
+        "queued", "upload", "my photo.png", {"iterations": 3})
+    jid = job["id"]
+    detail = c.get(f"/jobs/{jid}").json()
+    assert [e["state"] for e in detail["events"]] == ["claiming", "queued"]
+    # register the input as an artefact and fetch it
+    daemon.store.update(jid, artefacts={"input": "input.png", "evil": "../../jobs.db"})
+    got = c.get(f"/jobs/{jid}/artefacts/input")
+    assert got.status_code == 200 and got.content == (DATA / "camera_small.png").read_bytes()
+    assert c.get(f"/jobs/{jid}/artefacts/evil").status_code == 404
+    assert c.get(f"/jobs/{jid}/artefacts/nope").status_code == 404
+    assert c.get("/jobs/999").status_code == 404
+    bad = c.post("/jobs", files={"file": ("x.png", b"123")}, data={"options": "[1, 2]"})
+    assert bad.status_code == 400
+    # cancel a queued job; resume needs an interrupted one
+    assert c.post(f"/jobs/{jid}/resume").status_code == 409
+    assert c.post(f"/jobs/{jid}/cancel").json()["result"] == "cancelled"
+    assert c.get(f"/jobs/{jid}").json()["state"] == "cancelled"
+    assert c.post("/plot/cancel").status_code == 409  # nothing plotting
+
+
+def test_upload_size_limit_and_status(daemon):
+    daemon.cfg.api.max_upload_mb = 0.001
+    c = TestClient(make_app(daemon))
+    r = c.post("/jobs", files={"file": ("big.png", b"x" * 5000)})
+    assert r.status_code == 413
+    assert not any(daemon.staging.iterdir())
+    st = c.get("/plotter").json()
+    assert st["dry_run"] and st["state"] == "idle" and st["camera"]["state"] == "off"
+    assert c.post("/camera/capture").status_code == 503
+    assert c.post("/plot/pause").json()["state"] == "paused"
+    assert c.post("/plot/resume").json()["state"] == "idle"

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from plotterd.service.camera import Camera, CameraError, process_frame
+from plotterd.service.config import CameraConfig, ClaheConfig
+
+
+def _video(path, frames=4, w=64, h=48):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))
+    assert writer.isOpened()
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        img = np.full((h, w, 3), 40 + 40 * i, np.uint8)
+        img[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = rng.integers(0, 255, 3)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def test_video_file_source_crop_and_clahe(tmp_path):
+    src = _video(tmp_path / "cam.avi")
+    cam = Camera(CameraConfig(source=str(src), crop=[0.25, 0.25, 0.5, 0.5], warmup_frames=0))
+    frames = [cam.grab() for _ in range(6)]  # more than the file holds: it loops
+    assert all(f.shape == (24, 32) and f.dtype == np.uint8 for f in frames)
+    assert cam.status()["state"] == "ok" and cam.status()["captures"] == 6
+    out = cam.save(frames[0], tmp_path / "f.png")
+    assert cv2.imread(str(out), cv2.IMREAD_GRAYSCALE).shape == (24, 32)
+
+
+def test_clahe_spreads_a_dull_frame():
+    rng = np.random.default_rng(1)
+    dull = rng.integers(100, 120, (64, 64, 3)).astype(np.uint8)
+    out = process_frame(dull, CameraConfig(clahe=ClaheConfig(clip_limit=4.0, tile=4)))
+    assert out.ndim == 2 and np.ptp(out) > np.ptp(dull)
+    colour = process_frame(dull, CameraConfig(grey=False, clahe=None))
+    assert colour.shape == dull.shape
+
+
+def test_bad_device_is_reported_not_fatal():
+    cam = Camera(CameraConfig(source="/nonexistent/video0.avi", retry_s=60))
+    with pytest.raises(CameraError, match="cannot open camera"):
+        cam.grab()
+    st = cam.status()
+    assert st["state"] == "error" and "cannot open" in st["error"]
+    assert cam.try_open() is False  # not due for a retry yet: no exception either
+    off = Camera(CameraConfig(source=None))
+    with pytest.raises(CameraError, match="no camera configured"):
+        off.grab()

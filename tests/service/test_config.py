@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plotterd.errors import ConfigError
+from plotterd.service.config import load_config, parse_config
+
+
+def test_defaults_without_a_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("PLOTTERD_TOKEN", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    cfg = load_config(None)
+    assert cfg.dry_run and cfg.auto_resume
+    assert cfg.inbox == cfg.state_dir / "inbox"
+    assert "plotterd" in str(cfg.state_dir)
+    assert cfg.api.bind == "127.0.0.1" and cfg.api.token is None
+    assert cfg.pipeline == "lines-blurmse"
+
+
+def test_full_file_relative_paths(tmp_path):
+    f = tmp_path / "conf" / "plotterd.yaml"
+    f.parent.mkdir()
+    f.write_text(
+        "state_dir: state\ninbox: /srv/inbox\npipelines: {points: points-ssmse}\n"
+        "plotter: {port: /dev/ttyUSB0, profile: grbl-z, baudrate: 250000}\n"
+        "camera: {source: 0, crop: [0.1, 0.1, 0.8, 0.8], clahe: null, interval_s: 60}\n"
+        "api: {bind: 0.0.0.0, port: 9000, token: secret-token}\n"
+    )
+    cfg = load_config(f)
+    assert cfg.state_dir == f.parent / "state"
+    assert cfg.inbox == Path("/srv/inbox")
+    assert cfg.pipelines == {"points": "points-ssmse"}
+    assert not cfg.dry_run and not cfg.auto_resume
+    assert cfg.camera.clahe is None and cfg.camera.source == 0
+    assert cfg.api.url == "http://127.0.0.1:9000"
+    assert load_config(f, dry_run=True).dry_run
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"inbx": "/x"}, "inbx"),
+    ({"plotter": {"speed": 3}}, "plotter.speed"),
+    ({"api": {"port": "http"}}, "api.port"),
+    ({"api": {"port": 70000}}, "api.port"),
+    ({"log_level": "loud"}, "log_level"),
+    ({"intake": {"observer": "magic"}}, "intake.observer"),
+    ({"intake": {"stable_s": -1}}, "intake.stable_s"),
+    ({"camera": {"crop": [0.5, 0.5, 0.8, 0.1]}}, "camera.crop"),
+    ({"camera": {"clahe": {"clip": 2}}}, "camera.clahe.clip"),
+    ({"camera": {"source": True}}, "camera.source"),
+    ({"plotter": {"sim_speed": "fast"}}, "plotter.sim_speed"),
+    ({"pipelines": {"done": "tiny"}}, "pipelines.done"),
+    ({"optimiser": {"threads": 0}}, "optimiser.threads"),
+    ({"page": {"orientation": "diagonal"}}, "page.orientation"),
+    ([1, 2], "config"),
+])
+def test_bad_values_name_their_key(tmp_path, data, key):
+    if isinstance(data, dict):
+        data = {"state_dir": str(tmp_path), **data}
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert e.value.key == key
+    assert key in str(e.value)
+
+
+def test_token_required_off_loopback(tmp_path, monkeypatch):
+    monkeypatch.delenv("PLOTTERD_TOKEN", raising=False)
+    with pytest.raises(ConfigError) as e:
+        parse_config({"state_dir": str(tmp_path), "api": {"bind": "0.0.0.0"}})
+    assert e.value.key == "api.token"
+    parse_config({"state_dir": str(tmp_path), "api": {"bind": "::1"}})  # loopback: fine
+    monkeypatch.setenv("PLOTTERD_TOKEN", "from-the-environment")
+    cfg = parse_config({"state_dir": str(tmp_path), "api": {"bind": "0.0.0.0"}})
+    assert cfg.api.token == "from-the-environment"
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("api: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: config: not valid YAML"):
+        load_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("state_dir: s\n")
+    assert load_config(empty).state_dir == tmp_path / "s"
