@@ -35,6 +35,7 @@ def job_view(job: dict[str, Any], base: str = "") -> dict[str, Any]:
         "error": job["error"],
         "artefacts": {name: f"{base}/jobs/{jid}/artefacts/{name}"
                       for name in sorted(job["artefacts"])},
+        "files": {name: str(Path(job["dir"]) / rel) for name, rel in job["artefacts"].items()},
         "stats": job["stats"],
         "plot": {"last_acked_stroke": job["last_acked_stroke"],
                  "last_completed_stroke": job["last_completed_stroke"],
