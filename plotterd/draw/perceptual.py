@@ -366,7 +366,6 @@ class LPIPSLoss(_VGGLoss):
 
 
 def _validate_common(cfg: dict[str, Any]) -> None:
-    W.get_backbone(cfg["backbone"], "loss.backbone")
     if not isinstance(cfg["allow_random_weights"], bool):
         raise ConfigError(
             "loss.allow_random_weights",
@@ -375,6 +374,7 @@ def _validate_common(cfg: dict[str, Any]) -> None:
     wd = cfg["weights_dir"]
     if wd is not None and not (isinstance(wd, (str, os.PathLike)) and os.fspath(wd)):
         raise ConfigError("loss.weights_dir", f"must be a directory path or null, got {wd!r}")
+    W.get_backbone(cfg["backbone"], "loss.backbone", _weights_dir(wd))
 
 
 def _validate_feature(cfg: dict[str, Any]) -> None:

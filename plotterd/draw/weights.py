@@ -132,21 +132,85 @@ _LOCK = threading.Lock()
 # ------------------------------------------------------------------------------ registry
 
 
-def backbones() -> dict[str, Backbone]:
-    """Every known backbone by name (built-in ones first)."""
-    return {**KNOWN, **_EXTRA}
+def backbones(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Backbone]:
+    """Every known backbone by name: built in, registered, then those listed in the weights
+    directory's ``backbones.yaml``."""
+    return {**KNOWN, **_EXTRA, **_file_entries(weights_dir)}
 
 
-def get_backbone(name: str, key: str = "loss.backbone") -> Backbone:
+def get_backbone(
+    name: str, key: str = "loss.backbone", weights_dir: str | os.PathLike[str] | None = None
+) -> Backbone:
     if not isinstance(name, str):
         raise ConfigError(key, f"must be a backbone name, got {name!r}")
-    found = backbones().get(name)
+    known = backbones(weights_dir)
+    found = known.get(name)
     if found is None:
-        raise ConfigError(key, f"unknown backbone {name!r} (known: {', '.join(backbones())})")
+        raise ConfigError(key, f"unknown backbone {name!r} (known: {', '.join(known)})")
     return found
 
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def _make_backbone(
+    name: Any,
+    file: Any,
+    url: Any = None,
+    sha256: Any = None,
+    layout: Any = None,
+    key: str = "weights.backbones",
+    source: str | None = None,
+) -> Backbone:
+    k = f"{key}.{name}"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(
+            key, f"backbone name must be letters, digits, '_', '.', '-': {name!r}", source
+        )
+    if name in KNOWN:
+        raise ConfigError(k, f"{name!r} is built in and cannot be redefined", source)
+    if not isinstance(file, (str, os.PathLike)) or not os.fspath(file):
+        raise ConfigError(f"{k}.file", f"must be a file name or path, got {file!r}", source)
+    if url is not None and not (isinstance(url, str) and re.match(r"^(https?|file)://", url)):
+        raise ConfigError(f"{k}.url", f"must be an http(s):// or file:// URL, got {url!r}", source)
+    if sha256 is not None:
+        if not isinstance(sha256, str) or not _HEX.match(sha256.lower()):
+            raise ConfigError(f"{k}.sha256", f"must be 8 to 64 hex digits, got {sha256!r}", source)
+        sha256 = sha256.lower()
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(
+            f"{k}.layout", f"must be one of {', '.join(LAYOUTS)}, got {layout!r}", source
+        )
+    origin = f"registered in {source}" if source else f"registered as {name!r}"
+    return Backbone(name, os.fspath(file), url, sha256, layout, source=origin)
+
+
+def _parse_entries(entries: Any, key: str, source: str | None = None) -> dict[str, Backbone]:
+    if not isinstance(entries, Mapping):
+        raise ConfigError(key, "must be a mapping of name -> {file, url, sha256, layout}", source)
+    out = {}
+    for name, spec in entries.items():
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{key}.{name}", "must be a mapping with at least 'file'", source)
+        unknown = set(spec) - {"file", "url", "sha256", "layout"}
+        if unknown:
+            raise ConfigError(
+                f"{key}.{name}.{sorted(unknown)[0]}",
+                "unknown key (accepted: file, url, sha256, layout)",
+                source,
+            )
+        if "file" not in spec:
+            raise ConfigError(f"{key}.{name}.file", "missing", source)
+        out[name] = _make_backbone(
+            name,
+            spec["file"],
+            spec.get("url"),
+            spec.get("sha256"),
+            spec.get("layout"),
+            key,
+            source,
+        )
+    return out
 
 
 def register_backbone(
@@ -157,26 +221,10 @@ def register_backbone(
     layout: str | None = None,
     key: str = "weights.backbones",
 ) -> Backbone:
-    """Add (or replace) a backbone with the VGG16 features layout under ``name``.
-
-    The built-in ``imagenet`` and ``sin`` cannot be replaced: their meaning is fixed.
-    """
-    k = f"{key}.{name}"
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(key, f"backbone name must be letters, digits, '_', '.', '-': {name!r}")
-    if name in KNOWN:
-        raise ConfigError(k, f"{name!r} is built in and cannot be redefined")
-    if not isinstance(file, (str, os.PathLike)) or not str(file):
-        raise ConfigError(f"{k}.file", f"must be a file name or path, got {file!r}")
-    if url is not None and not (isinstance(url, str) and re.match(r"^(https?|file)://", url)):
-        raise ConfigError(f"{k}.url", f"must be an http(s):// or file:// URL, got {url!r}")
-    if sha256 is not None:
-        if not isinstance(sha256, str) or not _HEX.match(sha256.lower()):
-            raise ConfigError(f"{k}.sha256", f"must be 8 to 64 hex digits, got {sha256!r}")
-        sha256 = sha256.lower()
-    if layout is not None and layout not in LAYOUTS:
-        raise ConfigError(f"{k}.layout", f"must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    b = Backbone(name, os.fspath(file), url, sha256, layout, source=f"registered as {name!r}")
+    """Add (or replace) a backbone with the VGG16 features layout under ``name``, for this
+    process. The built-in ``imagenet`` and ``sin`` cannot be replaced: their meaning is fixed.
+    ``file``: a file name looked for in the weights dirs, or an absolute path."""
+    b = _make_backbone(name, file, url, sha256, layout, key)
     with _LOCK:
         _EXTRA[name] = b
     return b
@@ -185,27 +233,39 @@ def register_backbone(
 def register_backbones(
     entries: Mapping[str, Any], key: str = "weights.backbones"
 ) -> list[Backbone]:
-    """Register config entries ``name -> {file, url?, sha256?, layout?}``."""
-    if not isinstance(entries, Mapping):
-        raise ConfigError(key, "must be a mapping of name -> {file, url, sha256, layout}")
-    out = []
-    for name, spec in entries.items():
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"{key}.{name}", "must be a mapping with at least 'file'")
-        unknown = set(spec) - {"file", "url", "sha256", "layout"}
-        if unknown:
-            raise ConfigError(
-                f"{key}.{name}.{sorted(unknown)[0]}",
-                "unknown key (accepted: file, url, sha256, layout)",
-            )
-        if "file" not in spec:
-            raise ConfigError(f"{key}.{name}.file", "missing")
-        out.append(
-            register_backbone(
-                name, spec["file"], spec.get("url"), spec.get("sha256"), spec.get("layout"), key
-            )
-        )
-    return out
+    """Register config entries ``name -> {file, url?, sha256?, layout?}`` (all or none)."""
+    parsed = _parse_entries(entries, key)
+    with _LOCK:
+        _EXTRA.update(parsed)
+    return list(parsed.values())
+
+
+REGISTRY_FILE = "backbones.yaml"
+_FILE_CACHE: dict[str, tuple[int, dict[str, Backbone]]] = {}
+
+
+def _file_entries(weights_dir: str | os.PathLike[str] | None) -> dict[str, Backbone]:
+    """Backbones listed in ``<weights dir>/backbones.yaml`` (same form as register_backbones);
+    one place that the CLI, the daemon and its worker processes all read."""
+    path = search_dirs(weights_dir)[0] / REGISTRY_FILE
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return {}
+    with _LOCK:
+        hit = _FILE_CACHE.get(str(path))
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError("backbones", f"cannot read: {e}", str(path)) from None
+    parsed = _parse_entries(raw, "backbones", str(path))
+    with _LOCK:
+        _FILE_CACHE[str(path)] = (mtime, parsed)
+    return parsed
 
 
 # ------------------------------------------------------------------------------ locations
@@ -231,17 +291,16 @@ def search_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]
 
 
 def _candidates(b: Backbone, weights_dir: str | os.PathLike[str] | None) -> list[Path]:
-    out = []
-    if Path(b.file).expanduser().is_absolute():
-        out.append(Path(b.file).expanduser())
-    out += [d / b.filename for d in search_dirs(weights_dir)]
-    return out
+    f = Path(b.file).expanduser()
+    if f.is_absolute():  # that path, else a copy imported into the weights dirs
+        return [f] + [d / f.name for d in search_dirs(weights_dir)]
+    return [d / f for d in search_dirs(weights_dir)]
 
 
 def locate(
     backbone: str | Backbone, weights_dir: str | os.PathLike[str] | None = None
 ) -> Path | None:
-    b = get_backbone(backbone) if isinstance(backbone, str) else backbone
+    b = get_backbone(backbone, "backbone", weights_dir) if isinstance(backbone, str) else backbone
     for p in _candidates(b, weights_dir):
         if p.is_file():
             return p
@@ -348,19 +407,23 @@ def _detect_layout(keys: list[str]) -> str | None:
 
 
 def read_features(
-    path: str | os.PathLike[str], layout: str | None = None
+    path: str | os.PathLike[str], layout: str | None = None, label: str | None = None
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Load a checkpoint and return its VGG16 ``features`` as ``{"N.weight"|"N.bias": tensor}``
     (float32, CPU) and the layout found. Raises WeightsError naming the file when it is not a
-    PyTorch checkpoint or does not hold VGG16 features of the right shapes."""
-    p = Path(path)
-    if not p.is_file():
+    PyTorch checkpoint or does not hold VGG16 features of the right shapes (``label``: the
+    name to use for it in messages, when reading a temporary copy)."""
+    path = Path(path)
+    p = label or str(path)
+    if not path.is_file():
         raise WeightsError(f"{p}: no such file")
     try:
-        obj = _torch_load(p)
+        obj = _torch_load(path)
     except Exception as e:  # torch raises many types for a file that is not a checkpoint
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{p}: not a loadable PyTorch checkpoint ({first})") from None
+        raise WeightsError(
+            f"{p}: not a loadable PyTorch checkpoint ({type(e).__name__}: {first})"
+        ) from None
     sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(sd, Mapping) or not all(isinstance(k, str) for k in sd):
         raise WeightsError(f"{p}: not a state dict (found {type(sd).__name__})")
@@ -420,7 +483,7 @@ def inspect(
     check_hash: bool = True,
     progress: ProgressCallback | None = None,
 ) -> WeightsInfo:
-    b = get_backbone(name, "backbone")
+    b = get_backbone(name, "backbone", weights_dir)
     info = WeightsInfo(b, _candidates(b, weights_dir))
     path = locate(b, weights_dir)
     if path is None:
@@ -438,7 +501,7 @@ def list_weights(
     check_hash: bool = True,
     progress: ProgressCallback | None = None,
 ) -> list[WeightsInfo]:
-    return [inspect(n, weights_dir, check_hash, progress) for n in backbones()]
+    return [inspect(n, weights_dir, check_hash, progress) for n in backbones(weights_dir)]
 
 
 def missing_message(b: Backbone, searched: list[Path]) -> str:
@@ -497,7 +560,7 @@ def load_backbone(
     """The backbone's features, verified: hash against the published digest (if any) and
     layout. Missing file: WeightsError (see :func:`missing_message`) unless ``allow_random``.
     Loaded features are cached per file, so jobs after the first start fast."""
-    b = get_backbone(name)
+    b = get_backbone(name, "loss.backbone", weights_dir)
     path = locate(b, weights_dir)
     if path is None:
         if allow_random:
@@ -536,8 +599,8 @@ def check_weights(
     kind = loss_cfg.get("type")
     if kind not in _LOSS_DEFAULT_BACKBONE or loss_cfg.get("allow_random_weights"):
         return
-    b = get_backbone(loss_cfg.get("backbone") or _LOSS_DEFAULT_BACKBONE[kind])
     wd = loss_cfg.get("weights_dir") or weights_dir
+    b = get_backbone(loss_cfg.get("backbone") or _LOSS_DEFAULT_BACKBONE[kind], "loss.backbone", wd)
     if locate(b, wd) is None:
         raise WeightsError(missing_message(b, _candidates(b, wd)))
 
@@ -545,13 +608,15 @@ def check_weights(
 # ------------------------------------------------------------------------------ installing
 
 
-def _verify_file(b: Backbone, path: Path, digest: str) -> None:
+def _verify_file(b: Backbone, path: Path, digest: str, label: str | None = None) -> None:
+    """Layout first (says "not a checkpoint" rather than "wrong hash" for a stray file)."""
+    read_features(path, b.layout, label)
     if hash_matches(b, digest) is False:
         raise WeightsError(
-            f"{path}: SHA-256 {digest[:16]}... does not match the published {b.sha256} for "
-            f"backbone {b.name!r} ({b.filename}); it is not that file or it is damaged"
+            f"{label or path}: SHA-256 {digest[:16]}... does not match the published "
+            f"{b.sha256} for backbone {b.name!r} ({b.filename}); it is not that file or it is "
+            "damaged"
         )
-    read_features(path, b.layout)
 
 
 def _copy_hashing(
@@ -571,8 +636,8 @@ def _copy_hashing(
     return h.hexdigest()
 
 
-def _finish_install(b: Backbone, tmp: Path, digest: str, dest_dir: Path) -> Path:
-    _verify_file(b, tmp, digest)
+def _finish_install(b: Backbone, tmp: Path, digest: str, dest_dir: Path, label: str) -> Path:
+    _verify_file(b, tmp, digest, label)
     dest = dest_dir / b.filename
     os.replace(tmp, dest)  # atomic on one file system: a reader sees the old file or the new
     _write_sidecar(dest, digest)
@@ -590,7 +655,7 @@ def install(
 ) -> Path:
     """Verify ``src`` as backbone ``name`` (published SHA-256 or prefix, VGG16 features keys
     and shapes) and install it as ``weights_dir/<file>`` atomically. Returns the new path."""
-    b = get_backbone(name, "name")
+    b = get_backbone(name, "name", weights_dir)
     src_p = Path(src).expanduser()
     if not src_p.is_file():
         raise WeightsError(f"{src_p}: no such file")
@@ -609,7 +674,7 @@ def install(
     tmp = Path(tmp_name)
     try:
         digest = _copy_hashing(src_p, fd, src_p.stat().st_size, progress, "import")
-        return _finish_install(b, tmp, digest, dest_dir)
+        return _finish_install(b, tmp, digest, dest_dir, str(src_p))
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -623,7 +688,7 @@ def fetch(
 ) -> Path:
     """Download backbone ``name`` from its official URL (or ``url``), check its hash and
     layout, and install it atomically. Offline, a WeightsError says how to import instead."""
-    b = get_backbone(name, "name")
+    b = get_backbone(name, "name", weights_dir)
     src = url or b.url
     if not src:
         raise WeightsError(
@@ -673,6 +738,6 @@ def fetch(
         finally:
             if fd != -1:
                 os.close(fd)
-        return _finish_install(b, tmp, h.hexdigest(), dest_dir)
+        return _finish_install(b, tmp, h.hexdigest(), dest_dir, f"download from {src}")
     finally:
         tmp.unlink(missing_ok=True)
