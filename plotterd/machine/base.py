@@ -1,0 +1,111 @@
+"""What the GRBL and Marlin drivers share: timeouts, the exceptions that steer recovery, and
+the records of lines in flight and acknowledged."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from plotterd.errors import PlotterdError
+
+
+@dataclass
+class Timeouts:
+    """Every wait has one (seconds, wall clock). Long commands get longer ones."""
+
+    banner: float = 5.0  # after opening a port, for the reset banner
+    ok: float = 10.0  # for an ok, beyond any dwell in the line; extended while the machine moves
+    status: float = 2.0  # for the answer to a GRBL '?' (two misses: link lost)
+    command: float = 10.0  # for send-and-wait commands ($I, $X, settings, M110 ...)
+    homing: float = 120.0  # for $H / G28
+    idle: float = 600.0  # for the machine to finish once everything is acknowledged
+    poll: float = 0.2  # status polling interval (GRBL: at most 5 Hz)
+    reconnect_attempts: int = 5
+    reconnect_backoff: float = 0.5  # first wait; doubles, capped at 8 s
+    max_resumes: int = 5  # automatic resumes (reset / reconnect) within one stream() call
+
+    @classmethod
+    def fast(cls) -> Timeouts:
+        """Short timeouts for tests on an instant simulator."""
+        return cls(banner=0.5, ok=0.4, status=0.3, command=1.0, homing=5.0, idle=10.0,
+                   poll=0.05, reconnect_attempts=3, reconnect_backoff=0.05)
+
+
+class LinkLost(PlotterdError):
+    """The serial link failed (device gone, or the board stopped answering)."""
+
+
+class BoardReset(PlotterdError):
+    """The board reset mid-job (banner, ``start``, ALARM:3): what it buffered is lost."""
+
+
+class FirmwareError(PlotterdError):
+    """The firmware refused a line or stopped (GRBL error:N / ALARM:N, Marlin halted...)."""
+
+    def __init__(self, message: str, *, needs_reset: bool = False, alarm: int | None = None):
+        super().__init__(message)
+        self.needs_reset = needs_reset
+        self.alarm = alarm
+
+
+@dataclass
+class Item:
+    """One line to send, with what the streamer knows about it."""
+
+    text: str  # as sent (GRBL: stripped of comments and whitespace)
+    tag: int | None = None  # index in the Program, None for injected lines
+    kind: str = "setup"
+    motion: bool = False  # a planner block (G0/G1 with an axis word)
+    wait: float = 0.0  # seconds the firmware may legitimately take (dwell); -1: homing
+    seq: int = 0  # set by the driver when sent: the order of sending
+
+
+@dataclass
+class Ack:
+    item: Item
+    error: str | None = None  # firmware's refusal, None when ok
+    lost: bool = False  # the ok never came; inferred from the machine state
+
+
+_MOTION = re.compile(r"^(?:N\d+)?G0*[01](?![0-9.])", re.I)
+_AXIS = re.compile(r"[XYZ]", re.I)
+_DWELL_P = re.compile(r"P\s*([-+]?[\d.]+)", re.I)
+_DWELL_S = re.compile(r"S\s*([-+]?[\d.]+)", re.I)
+
+
+def strip_line(text: str) -> str:
+    """Remove ';' and '(...)' comments and all whitespace (what GRBL ignores anyway), and the
+    real-time characters '?', '!' and '~' that GRBL would act on even inside a line."""
+    out, depth = [], 0
+    for ch in text:
+        if ch == ";" and depth == 0:
+            break
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth == 0 and not ch.isspace() and ch not in "?!~":
+            out.append(ch)
+    return "".join(out).upper()
+
+
+def make_item(text: str, firmware: str, tag: int | None = None, kind: str = "setup") -> Item:
+    if firmware == "grbl":
+        sent = strip_line(text)
+    else:
+        sent = text.split(";", 1)[0].strip()
+    compact = sent.replace(" ", "").upper()
+    motion = bool(_MOTION.match(compact)) and bool(_AXIS.search(compact))
+    wait = 0.0
+    word = compact[:3]
+    if compact.startswith("G4") and not compact.startswith("G4.") and compact[2:3] in "PS":
+        m = _DWELL_P.search(compact)
+        s = _DWELL_S.search(compact)
+        if m:
+            # GRBL's G4 P is seconds; Marlin's is milliseconds
+            wait = float(m.group(1)) / (1.0 if firmware == "grbl" else 1000.0)
+        elif s:
+            wait = float(s.group(1))
+    elif compact in ("$H",) or word == "G28":
+        wait = -1.0  # homing: the homing timeout applies
+    return Item(sent, tag, kind, motion, max(wait, 0.0) if wait >= 0 else -1.0)

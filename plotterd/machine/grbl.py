@@ -1,0 +1,502 @@
+"""GRBL 1.1 host driver: every line from the board is parsed once into a typed event; the
+driver streams by character counting, polls status at most 5 Hz, and recovers from lost
+``ok``s by asking the machine what it is doing."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from plotterd.machine.base import (
+    Ack,
+    BoardReset,
+    FirmwareError,
+    Item,
+    LinkLost,
+    Timeouts,
+    make_item,
+)
+from plotterd.machine.grbl_codes import alarm_text, error_text
+from plotterd.machine.transport import Transport
+
+log = logging.getLogger("plotterd.machine.grbl")
+
+SOFT_RESET = b"\x18"
+LINE_MAX = 79  # GRBL's 80-byte line buffer keeps one byte for the terminator
+
+
+# ---- events: one typed value per line received ----
+@dataclass(frozen=True)
+class Ok:
+    pass
+
+
+@dataclass(frozen=True)
+class Error:
+    code: int
+
+    @property
+    def text(self) -> str:
+        return error_text(self.code)
+
+
+@dataclass(frozen=True)
+class Alarm:
+    code: int
+
+    @property
+    def text(self) -> str:
+        return alarm_text(self.code)
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str  # Idle, Run, Hold, Jog, Alarm, Door, Check, Home, Sleep
+    sub: int | None  # Hold:0 / Hold:1, Door:n
+    mpos: tuple[float, ...] | None
+    wpos: tuple[float, ...] | None
+    wco: tuple[float, ...] | None
+    planner_free: int | None
+    rx_free: int | None
+    feed: float | None
+    spindle: float | None
+
+
+@dataclass(frozen=True)
+class Banner:
+    version: str
+
+
+@dataclass(frozen=True)
+class Opt:
+    flags: str
+    blocks: int | None
+    rx_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str  # [MSG:...], [VER:...], [GC:...] and other bracketed feedback
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: int
+    value: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    text: str
+
+
+Event = Ok | Error | Alarm | Status | Banner | Opt | Message | Setting | Unknown
+
+_BANNER = re.compile(r"^Grbl\s+(\S+)")
+_NUMS = re.compile(r"[-+]?\d*\.?\d+")
+
+
+def _floats(s: str) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(v) for v in s.split(","))
+    except ValueError:
+        return None
+
+
+def parse(line: str) -> Event:
+    """One line from GRBL -> one event."""
+    s = line.strip()
+    if s == "ok":
+        return Ok()
+    if s.startswith("error:"):
+        try:
+            return Error(int(s[6:]))
+        except ValueError:
+            return Unknown(s)
+    if s.startswith("ALARM:"):
+        try:
+            return Alarm(int(s[6:]))
+        except ValueError:
+            return Unknown(s)
+    if s.startswith("<") and s.endswith(">"):
+        return _parse_status(s[1:-1]) or Unknown(s)
+    m = _BANNER.match(s)
+    if m:
+        return Banner(m.group(1))
+    if s.startswith("[OPT:") and s.endswith("]"):
+        parts = s[5:-1].split(",")
+        blocks = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        rx = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+        return Opt(parts[0], blocks, rx)
+    if s.startswith("[") and s.endswith("]"):
+        return Message(s[1:-1])
+    if s.startswith("$") and "=" in s:
+        k, _, v = s[1:].partition("=")
+        if k.isdigit():
+            return Setting(int(k), v)
+    return Unknown(s)
+
+
+def _parse_status(body: str) -> Status | None:
+    fields = body.split("|")
+    state, _, sub = fields[0].partition(":")
+    if not state.isalpha():
+        return None
+    values: dict[str, str] = {}
+    for f in fields[1:]:
+        k, _, v = f.partition(":")
+        values[k] = v
+    bf = _floats(values["Bf"]) if "Bf" in values else None
+    fs = _floats(values.get("FS", values.get("F", ""))) if ("FS" in values or "F" in values) \
+        else None
+    return Status(
+        state=state,
+        sub=int(sub) if sub.isdigit() else None,
+        mpos=_floats(values["MPos"]) if "MPos" in values else None,
+        wpos=_floats(values["WPos"]) if "WPos" in values else None,
+        wco=_floats(values["WCO"]) if "WCO" in values else None,
+        planner_free=int(bf[0]) if bf and len(bf) > 0 else None,
+        rx_free=int(bf[1]) if bf and len(bf) > 1 else None,
+        feed=fs[0] if fs else None,
+        spindle=fs[1] if fs and len(fs) > 1 else None,
+    )
+
+
+@dataclass
+class _InFlight:
+    item: Item
+    nbytes: int
+    since: float
+
+
+class GrblDriver:
+    """Character-counting streaming to GRBL 1.1 over a Transport."""
+
+    firmware = "grbl"
+    line_max = LINE_MAX
+
+    def __init__(self, transport: Transport, timeouts: Timeouts, rx_size: int | None = None):
+        self.t = transport
+        self.T = timeouts
+        self.rx_config = rx_size
+        self.rx_size = rx_size or 128
+        self.blocks = 15
+        self._reset_stream_state()
+        self.wco = (0.0, 0.0, 0.0)
+        self.status: Status | None = None
+        self.status_time = 0.0
+        self.seq = 0
+
+    def _reset_stream_state(self) -> None:
+        self.fifo: deque[_InFlight] = deque()
+        self.in_flight_bytes = 0
+        self.acked: deque[Item] = deque(maxlen=512)
+        self.executed_seq = getattr(self, "executed_seq", 0)
+        self._status_sent: float | None = None
+        self._status_misses = 0
+        self._last_poll = 0.0
+        self._quiet_since: float | None = None
+        self._pending: list[Ack] = []
+
+    @property
+    def rx_limit(self) -> int:
+        # one byte of margin: GRBL's ring buffer of N bytes holds N-1
+        return self.rx_size - 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.fifo)
+
+    def make_item(self, text: str, tag: int | None = None, kind: str = "setup") -> Item:
+        return make_item(text, "grbl", tag, kind)
+
+    def sync_item(self) -> Item:
+        """A line acknowledged only once everything before it has run (G4 P0)."""
+        return make_item("G4 P0", "grbl", None, "sync")
+
+    # ---- connecting ----
+    def connect(self) -> None:
+        """After opening the port: wait for the banner (soft-reset if none came), learn the
+        buffer sizes from $I, and unlock an alarm left from before."""
+        self._reset_stream_state()
+        if not self._wait_banner(self.T.banner):
+            self.t.write(SOFT_RESET)
+            if not self._wait_banner(self.T.banner):
+                raise LinkLost(f"{self.t.port}: no GRBL banner after opening and a soft reset")
+        self._after_banner()
+
+    def _after_banner(self) -> None:
+        try:
+            for ev in self.command("$I"):
+                if isinstance(ev, Opt):
+                    if ev.blocks:
+                        self.blocks = ev.blocks
+                    if ev.rx_bytes and not self.rx_config:
+                        self.rx_size = ev.rx_bytes
+        except FirmwareError as e:
+            log.info("$I not supported (%s); assuming %d-byte buffer", e, self.rx_size)
+        st = self.query_status()
+        if st.state == "Alarm":
+            self.command("$X")
+
+    def _wait_banner(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.t.readline(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                return False
+            ev = parse(line)
+            if isinstance(ev, Banner):
+                return True
+            if isinstance(ev, Status):
+                self._note_status(ev)
+
+    def recover_after_reset(self) -> None:
+        """The board reset mid-job: forget what was in flight, drain to the banner, unlock."""
+        self._reset_stream_state()
+        self._wait_banner(min(self.T.banner, 1.0))
+        self._after_banner()
+
+    # ---- send-and-wait ----
+    def command(self, text: str, timeout: float | None = None) -> list[Event]:
+        """Send one line and wait for its ok (settings, $X, $I: one at a time). Returns the
+        events received before the ok; FirmwareError on error:/ALARM:."""
+        if self.fifo:
+            self.drain()
+        item = self.make_item(text)
+        if timeout is None:
+            timeout = self.T.homing if item.wait < 0 else self.T.command + item.wait
+        self.t.write((item.text + "\n").encode("ascii", "replace"))
+        events: list[Event] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.t.readline(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                raise LinkLost(f"{self.t.port}: no answer to {text!r} within {timeout:g} s")
+            ev = parse(line)
+            if isinstance(ev, Ok):
+                return events
+            if isinstance(ev, Error):
+                raise FirmwareError(f"GRBL refused {text!r}: {ev.text}")
+            if isinstance(ev, Alarm):
+                raise FirmwareError(f"GRBL {ev.text}", alarm=ev.code)
+            if isinstance(ev, Banner):
+                raise BoardReset(f"GRBL reset while waiting for {text!r}")
+            if isinstance(ev, Status):
+                self._note_status(ev)
+            events.append(ev)
+
+    def query_status(self, timeout: float | None = None) -> Status:
+        """Ask '?' and wait for the report."""
+        timeout = self.T.status if timeout is None else timeout
+        for _ in range(2):
+            self.t.write(b"?")
+            deadline = time.monotonic() + timeout
+            while True:
+                line = self.t.readline(max(0.0, deadline - time.monotonic()))
+                if line is None:
+                    break
+                ev = self._handle(line)
+                if isinstance(ev, Status):
+                    return ev
+        raise LinkLost(f"{self.t.port}: no answer to status queries")
+
+    # ---- streaming ----
+    def can_send(self, item: Item) -> bool:
+        n = len(item.text) + 1
+        return not self.fifo or self.in_flight_bytes + n <= self.rx_limit
+
+    def send(self, item: Item) -> None:
+        self.seq += 1
+        item.seq = self.seq
+        data = (item.text + "\n").encode("ascii", "replace")
+        self.t.write(data)
+        self.fifo.append(_InFlight(item, len(data), time.monotonic()))
+        self.in_flight_bytes += len(data)
+
+    def poll(self, timeout: float) -> list[Ack]:
+        """Read what the board sent (waiting up to ``timeout`` for the first line)."""
+        line = self.t.readline(timeout)
+        while line is not None:
+            self._handle(line)
+            line = self.t.readline(0.0)
+        acks, self._pending = self._pending, []
+        return acks
+
+    def _pop(self, error: str | None = None, lost: bool = False) -> None:
+        f = self.fifo.popleft()
+        self.in_flight_bytes -= f.nbytes
+        self.acked.append(f.item)
+        self._pending.append(Ack(f.item, error, lost))
+        if self.fifo:
+            self.fifo[0].since = time.monotonic()
+
+    def _handle(self, line: str) -> Event:
+        ev = parse(line)
+        if isinstance(ev, Ok | Error):
+            if not self.fifo:
+                log.warning("GRBL answered %r with nothing in flight (late ok?)", line)
+                return ev
+            self._pop(ev.text if isinstance(ev, Error) else None)
+        elif isinstance(ev, Status):
+            self._note_status(ev)
+        elif isinstance(ev, Alarm):
+            if ev.code == 3:
+                raise BoardReset(f"GRBL {ev.text}")
+            raise FirmwareError(f"GRBL {ev.text}", alarm=ev.code)
+        elif isinstance(ev, Banner):
+            raise BoardReset("GRBL reset (new banner) mid-job: buffered lines are lost")
+        elif isinstance(ev, Unknown):
+            log.warning("GRBL sent an unrecognised line %r", line)
+        return ev
+
+    def _note_status(self, st: Status) -> None:
+        self.status = st
+        self.status_time = time.monotonic()
+        self._status_sent = None
+        self._status_misses = 0
+        if st.wco:
+            self.wco = st.wco
+        if st.planner_free is not None:
+            used = max(0, self.blocks - st.planner_free)
+            self.executed_seq = max(self.executed_seq, self._walk_back(used))
+
+    def _walk_back(self, used: int) -> int:
+        """seq of the last acknowledged line known executed when ``used`` planner blocks
+        are still queued: the last ``used`` acknowledged motion lines may not have run."""
+        skipped = 0
+        for item in reversed(self.acked):
+            if skipped >= used:
+                return item.seq
+            if item.motion:
+                skipped += 1
+        return 0
+
+    def tick(self) -> None:
+        """Status polling and the ok timeout; raises LinkLost when the board went quiet."""
+        now = time.monotonic()
+        if self._status_sent is not None and now - self._status_sent > self.T.status:
+            self._status_misses += 1
+            self._status_sent = None
+            if self._status_misses >= 2:
+                raise LinkLost(f"{self.t.port}: GRBL stopped answering status queries")
+        if self._status_sent is None and now - self._last_poll >= self.T.poll:
+            self._last_poll = now
+            self._status_sent = now
+            self.t.write(b"?")
+        if not self.fifo:
+            self._quiet_since = None
+            return
+        head = self.fifo[0]
+        limit = self.T.homing if head.item.wait < 0 else self.T.ok + head.item.wait
+        if now - head.since <= limit:
+            return
+        st = self.status
+        if st is None or self.status_time < head.since:
+            return  # wait for a fresh status; misses end in LinkLost above
+        if st.state in ("Run", "Hold", "Jog", "Home", "Door"):
+            head.since = now  # the machine is busy: the ok is late, not lost
+            self._quiet_since = None
+            return
+        if st.state == "Alarm":
+            raise FirmwareError("GRBL is in Alarm state", alarm=0)
+        empty = st.planner_free == self.blocks and st.rx_free == self.rx_size
+        if st.state in ("Idle", "Check") and empty:
+            # idle with empty buffers yet lines unanswered: their oks were lost. Wait out any
+            # dwell still in flight (GRBL reports Idle while dwelling) before believing it.
+            quiet = max((f.item.wait for f in self.fifo), default=0.0) + 2 * self.T.poll
+            if self._quiet_since is None:
+                self._quiet_since = self.status_time
+            elif self.status_time - self._quiet_since >= quiet:
+                log.warning("GRBL idle with %d lines unanswered: treating their oks as lost",
+                            len(self.fifo))
+                while self.fifo:
+                    self._pop(lost=True)
+                self.executed_seq = max(self.executed_seq, self.seq)
+                self._quiet_since = None
+            return
+        if now - head.since > 3 * limit:
+            raise FirmwareError(f"GRBL stalled: no ok for {head.item.text!r} in "
+                                f"{now - head.since:.1f} s (state {st.state})")
+
+    def drain(self, timeout: float | None = None) -> list[Ack]:
+        """Wait until every line in flight is answered (ok, error or lost)."""
+        acks: list[Ack] = []
+        deadline = time.monotonic() + (timeout or self.T.idle)
+        while self.fifo:
+            acks += self.poll(0.02)
+            self.tick()
+            if time.monotonic() > deadline:
+                raise FirmwareError(f"GRBL did not answer {len(self.fifo)} lines in time")
+        return acks + self._flush_pending()
+
+    def _flush_pending(self) -> list[Ack]:
+        acks, self._pending = self._pending, []
+        return acks
+
+    def wait_idle(self) -> list[Ack]:
+        """A job is done when every line is acknowledged and the machine reports Idle with an
+        empty planner."""
+        acks = self.drain()
+        deadline = time.monotonic() + self.T.idle
+        while True:
+            st = self.query_status()
+            if st.state in ("Idle", "Check") and (st.planner_free in (None, self.blocks)):
+                self.executed_seq = self.seq
+                return acks
+            if st.state == "Alarm":
+                raise FirmwareError("GRBL is in Alarm state", alarm=0)
+            if time.monotonic() > deadline:
+                raise FirmwareError(f"GRBL still {st.state} after {self.T.idle:g} s")
+            acks += self.poll(self.T.poll)
+
+    # ---- stopping ----
+    def safe_cancel(self, pen_up: list[str]) -> None:
+        """Feed hold, wait until the machine stands still in Hold:0, soft-reset (voids the
+        buffers), unlock, lift the pen."""
+        st = self.query_status()
+        if self.fifo or st.state not in ("Idle", "Check"):
+            self.t.write(b"!")
+            deadline = time.monotonic() + self.T.ok + max(
+                (f.item.wait for f in self.fifo), default=0.0)
+            prev = None
+            while True:
+                time.sleep(self.T.poll)
+                st = self.query_status()
+                if st.state in ("Idle", "Alarm") or (st.state == "Hold" and st.sub == 0
+                                                      and st.mpos == prev):
+                    break
+                prev = st.mpos
+                if time.monotonic() > deadline:
+                    raise FirmwareError("GRBL did not come to a stop after a feed hold")
+            self.t.write(SOFT_RESET)
+            self._reset_stream_state()
+            self._wait_banner(self.T.banner)
+            st = self.query_status()
+        self._reset_stream_state()
+        if st.state == "Alarm":
+            self.command("$X")
+        for text in pen_up:
+            self.command(text)
+        self.wait_idle()
+
+    def stop_after_error(self, exc: FirmwareError, pen_up: list[str]) -> None:
+        """After error:N the lines already buffered still run; let them, then lift the pen.
+        After an alarm, unlock first."""
+        if exc.alarm is not None:
+            self._reset_stream_state()
+            self._wait_banner(min(self.T.banner, 1.0))
+            st = self.query_status()
+            if st.state == "Alarm":
+                self.command("$X")
+        else:
+            try:
+                self.drain(self.T.ok)
+            except FirmwareError:
+                pass
+        for text in pen_up:
+            self.command(text)
+        self.wait_idle()

@@ -1,0 +1,395 @@
+"""Marlin host driver: numbered, checksummed lines (``N<n> <cmd>*<xor>``), resend handling
+with a history and a cap, busy keep-alives that extend timeouts, reset and halt detection.
+Every line from the board is parsed once into a typed event."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from plotterd.machine.base import (
+    Ack,
+    BoardReset,
+    FirmwareError,
+    Item,
+    LinkLost,
+    Timeouts,
+    make_item,
+)
+from plotterd.machine.transport import Transport
+
+log = logging.getLogger("plotterd.machine.marlin")
+
+LINE_MAX = 96  # Marlin's MAX_CMD_SIZE, framing included
+HISTORY = 100  # sent lines kept for resends (OctoPrint keeps 50)
+MAX_RESENDS = 10  # of one line before giving up (as OctoPrint)
+
+
+def checksum(text: str) -> int:
+    c = 0
+    for b in text.encode("ascii", "replace"):
+        c ^= b
+    return c
+
+
+def frame(n: int, cmd: str) -> str:
+    body = f"N{n} {cmd}"
+    return f"{body}*{checksum(body)}"
+
+
+# ---- events ----
+@dataclass(frozen=True)
+class Ok:
+    line: int | None = None  # N<n>: last line Marlin accepted (ADVANCED_OK)
+    planner_free: int | None = None  # P<n>
+    buffer_free: int | None = None  # B<n>
+
+
+@dataclass(frozen=True)
+class Resend:
+    line: int
+
+
+@dataclass(frozen=True)
+class Error:
+    text: str
+
+
+@dataclass(frozen=True)
+class Halted:
+    text: str
+
+
+@dataclass(frozen=True)
+class Busy:
+    text: str
+
+
+@dataclass(frozen=True)
+class Start:
+    pass
+
+
+@dataclass(frozen=True)
+class Position:
+    x: float
+    y: float
+    z: float
+
+
+@dataclass(frozen=True)
+class Echo:
+    text: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    text: str
+
+
+Event = Ok | Resend | Error | Halted | Busy | Start | Position | Echo | Unknown
+
+_RESEND = re.compile(r"^(?:Resend:|rs)\s*N?\s*(\d+)", re.I)
+_OK_FIELD = re.compile(r"\b([NPB])(\d+)")
+_POS = re.compile(r"^X:\s*([-+\d.]+)\s+Y:\s*([-+\d.]+)\s+Z:\s*([-+\d.]+)")
+
+
+def parse(line: str) -> Event:
+    """One line from Marlin -> one event."""
+    s = line.strip()
+    if s == "ok" or s.startswith("ok "):
+        fields = {k: int(v) for k, v in _OK_FIELD.findall(s[2:])}
+        return Ok(fields.get("N"), fields.get("P"), fields.get("B"))
+    m = _RESEND.match(s)
+    if m:
+        return Resend(int(m.group(1)))
+    low = s.lower()
+    if low.startswith("error:") or low.startswith("!!"):
+        if "halted" in low or "kill()" in low or low.startswith("!!"):
+            return Halted(s)
+        return Error(s[6:].strip())
+    if low.startswith("echo:busy") or low.startswith("busy:"):
+        return Busy(s)
+    if s == "start":
+        return Start()
+    m = _POS.match(s)
+    if m:
+        return Position(float(m.group(1)), float(m.group(2)), float(m.group(3)))
+    if low.startswith("echo:") or s == "wait":
+        return Echo(s)
+    return Unknown(s)
+
+
+@dataclass
+class _InFlight:
+    item: Item | None  # None: an unnumbered probe (M114)
+    n: int | None
+    gen: int
+    since: float
+    refused: bool = False  # answered with an error/resend: its ok does not acknowledge it
+    resend_seen: bool = False
+
+
+class MarlinDriver:
+    """One numbered line in flight at a time (what most hosts do: Marlin's ``ok`` comes once
+    a command is planned, so its 16-block planner stays full while moves are longer than a
+    round trip)."""
+
+    firmware = "marlin"
+    line_max = LINE_MAX
+
+    def __init__(self, transport: Transport, timeouts: Timeouts, window: int = 1):
+        self.t = transport
+        self.T = timeouts
+        self.window = window
+        self.seq = 0
+        self.executed_seq = 0
+        self.planner_size = 16
+        self._reset_stream_state()
+
+    def _reset_stream_state(self) -> None:
+        self.next_n = 1
+        self.gen = 0
+        self.fifo: deque[_InFlight] = deque()
+        self.history: OrderedDict[int, Item] = OrderedDict()
+        self.resend_queue: deque[tuple[int, Item]] = deque()
+        self.resend_counts: dict[int, int] = {}
+        self.acked: deque[Item] = deque(maxlen=512)
+        self._pending: list[Ack] = []
+        self._alive = time.monotonic()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.fifo) + len(self.resend_queue)
+
+    def make_item(self, text: str, tag: int | None = None, kind: str = "setup") -> Item:
+        return make_item(text, "marlin", tag, kind)
+
+    def sync_item(self) -> Item:
+        return make_item("M400", "marlin", None, "sync")
+
+    # ---- connecting ----
+    def connect(self) -> None:
+        """Wait for ``start`` (the board resets when the port opens), then the M110 N0
+        handshake that zeroes the line counter."""
+        self._reset_stream_state()
+        deadline = time.monotonic() + self.T.banner
+        while True:
+            line = self.t.readline(max(0.0, deadline - time.monotonic()))
+            if line is None or isinstance(parse(line), Start):
+                break
+        self._handshake()
+
+    def _handshake(self) -> None:
+        for attempt in range(3):
+            self.t.write((frame(0, "M110 N0") + "\n").encode("ascii"))
+            deadline = time.monotonic() + self.T.command
+            while True:
+                line = self.t.readline(max(0.0, deadline - time.monotonic()))
+                if line is None:
+                    break
+                ev = parse(line)
+                if isinstance(ev, Ok):
+                    self._drain_quiet()
+                    self.next_n = 1
+                    return
+                if isinstance(ev, Halted):
+                    raise FirmwareError(f"Marlin halted: {ev.text}", needs_reset=True)
+            log.warning("no answer to M110 N0 (attempt %d)", attempt + 1)
+        raise LinkLost(f"{self.t.port}: Marlin did not answer the M110 N0 handshake")
+
+    def _drain_quiet(self, quiet: float = 0.05) -> None:
+        while self.t.readline(quiet) is not None:
+            pass
+
+    def recover_after_reset(self) -> None:
+        self._reset_stream_state()
+        self._drain_quiet(0.1)
+        self._handshake()
+
+    # ---- streaming ----
+    def can_send(self, item: Item) -> bool:
+        return not self.resend_queue and len(self.fifo) < self.window
+
+    def send(self, item: Item) -> None:
+        self.seq += 1
+        item.seq = self.seq
+        n = self.next_n
+        self.next_n += 1
+        self.history[n] = item
+        while len(self.history) > HISTORY:
+            self.history.popitem(last=False)
+        self._write(n, item)
+
+    def _write(self, n: int, item: Item) -> None:
+        self.t.write((frame(n, item.text) + "\n").encode("ascii", "replace"))
+        self.fifo.append(_InFlight(item, n, self.gen, time.monotonic()))
+
+    def pump(self) -> None:
+        """Send what a resend request asked for, before anything new."""
+        while self.resend_queue and len(self.fifo) < self.window:
+            n, item = self.resend_queue.popleft()
+            self._write(n, item)
+
+    def poll(self, timeout: float) -> list[Ack]:
+        line = self.t.readline(timeout)
+        while line is not None:
+            self._handle(line)
+            line = self.t.readline(0.0)
+        acks, self._pending = self._pending, []
+        return acks
+
+    def _handle(self, line: str) -> Event:
+        ev = parse(line)
+        self._alive = time.monotonic()
+        if isinstance(ev, Ok):
+            self._on_ok(ev)
+        elif isinstance(ev, Resend):
+            self._on_resend(ev.line)
+        elif isinstance(ev, Error):
+            if self.fifo:
+                self.fifo[0].refused = True
+            log.info("Marlin: %s", ev.text)
+        elif isinstance(ev, Halted):
+            raise FirmwareError(f"Marlin halted ({ev.text}); the board needs M999 or a reset",
+                                needs_reset=True)
+        elif isinstance(ev, Start):
+            raise BoardReset("Marlin reset ('start') mid-job: buffered lines are lost")
+        elif isinstance(ev, Position):
+            # the answer to our probe: every line sent before it was processed, so their
+            # oks were lost
+            if any(f.item is None for f in self.fifo):
+                while self.fifo and self.fifo[0].item is not None:
+                    self._pop(lost=True)
+        elif isinstance(ev, Unknown):
+            log.warning("Marlin sent an unrecognised line %r", line)
+        return ev
+
+    def _pop(self, lost: bool = False, ok: Ok | None = None) -> None:
+        f = self.fifo.popleft()
+        if f.item is None or f.refused:
+            return
+        self.acked.append(f.item)
+        self._pending.append(Ack(f.item, None, lost))
+        if f.item.kind == "sync" and not lost:
+            self.executed_seq = max(self.executed_seq, f.item.seq)
+        if self.fifo:
+            self.fifo[0].since = time.monotonic()
+
+    def _on_ok(self, ev: Ok) -> None:
+        if not self.fifo:
+            log.warning("Marlin sent ok with nothing in flight (late ok?)")
+            return
+        self._pop(ok=ev)
+        if ev.planner_free is not None:
+            self.planner_size = max(self.planner_size, ev.planner_free)
+            used = self.planner_size - ev.planner_free
+            self.executed_seq = max(self.executed_seq, self._walk_back(used))
+
+    def _walk_back(self, used: int) -> int:
+        skipped = 0
+        for item in reversed(self.acked):
+            if skipped >= used:
+                return item.seq
+            if item.motion:
+                skipped += 1
+        return 0
+
+    def _on_resend(self, n: int) -> None:
+        head = self.fifo[0] if self.fifo else None
+        if head is not None and head.gen < self.gen:
+            # answers a line sent before our last rewind: already being resent
+            log.info("ignoring stale resend request for line %d", n)
+            head.refused = True
+            return
+        if head is not None and head.resend_seen:
+            return  # the same request repeated within one answer
+        if head is not None:
+            head.refused = head.resend_seen = True
+        if n >= self.next_n:
+            log.info("resend request for line %d that was never sent: ignored", n)
+            return
+        if n not in self.history:
+            raise FirmwareError(f"Marlin asked to resend line {n}, which is no longer in the "
+                                f"history of the last {HISTORY} lines")
+        self.resend_counts[n] = self.resend_counts.get(n, 0) + 1
+        if self.resend_counts[n] > MAX_RESENDS:
+            raise FirmwareError(f"Marlin asked for line {n} ({self.history[n].text!r}) more "
+                                f"than {MAX_RESENDS} times: giving up (noisy line or resend "
+                                "loop)")
+        self.gen += 1
+        for f in list(self.fifo)[1:]:
+            f.refused = True  # sent after the refused line: Marlin drops them too
+        self.resend_queue = deque((k, self.history[k]) for k in range(n, self.next_n)
+                                  if k in self.history)
+        log.info("Marlin asked for line %d: resending %d lines", n, len(self.resend_queue))
+
+    def tick(self) -> None:
+        """The ok timeout: busy keep-alives extend it; on expiry ask M114 (unnumbered); no
+        answer to that means the link is lost."""
+        if not self.fifo:
+            return
+        now = time.monotonic()
+        head = self.fifo[0]
+        probe = next((f for f in self.fifo if f.item is None), None)
+        if probe is not None:
+            if now - max(probe.since, self._alive) > self.T.ok:
+                raise LinkLost(f"{self.t.port}: Marlin stopped answering")
+            return
+        wait = self.T.homing if head.item is not None and head.item.wait < 0 else (
+            head.item.wait if head.item is not None else 0.0)
+        if now - max(head.since, self._alive) > self.T.ok + wait:
+            log.warning("no ok from Marlin for %.1f s: probing with M114", now - head.since)
+            self.t.write(b"M114\n")
+            self.fifo.append(_InFlight(None, None, self.gen, now))
+
+    def drain(self, timeout: float | None = None) -> list[Ack]:
+        acks: list[Ack] = []
+        deadline = time.monotonic() + (timeout or self.T.idle)
+        while self.fifo or self.resend_queue:
+            self.pump()
+            acks += self.poll(0.02)
+            self.tick()
+            if time.monotonic() > deadline:
+                raise FirmwareError(f"Marlin did not answer {len(self.fifo)} lines in time")
+        acks += self._pending
+        self._pending = []
+        return acks
+
+    def command(self, text: str) -> None:
+        self.send(self.make_item(text, None, "command"))
+        self.drain(self.T.command + self.T.ok)
+
+    def wait_idle(self) -> list[Ack]:
+        """Everything acknowledged, then M400 answered: the planner is empty."""
+        acks = self.drain()
+        item = self.sync_item()
+        self.send(item)
+        acks += self.drain()
+        self.executed_seq = max(self.executed_seq, item.seq)
+        return acks
+
+    # ---- stopping ----
+    def safe_cancel(self, pen_up: list[str]) -> None:
+        """Marlin has no feed hold in its protocol: stop sending, let the few buffered
+        commands finish, lift the pen."""
+        self.drain()
+        for text in pen_up:
+            self.command(text)
+        self.wait_idle()
+
+    def stop_after_error(self, exc: FirmwareError, pen_up: list[str]) -> None:
+        if exc.needs_reset:
+            # a halted Marlin only comes back through a reset: reopen (DTR pulse)
+            self.t.reconnect()
+            self.connect()
+        else:
+            self.fifo.clear()
+            self.resend_queue.clear()
+            self._pending = []
+        for text in pen_up:
+            self.command(text)
+        self.wait_idle()

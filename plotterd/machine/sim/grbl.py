@@ -1,0 +1,383 @@
+"""A simulated GRBL 1.1 board: 128-byte receive buffer that drops overflow, real-time bytes
+handled on arrival, 15-block planner that holds back ``ok`` while full, status reports with
+``Bf:``, soft-limit alarm, reset banner, ``$I``/``$C``/``$X``/``$H``, hold/resume, G4 dwell
+(seconds), M3/M5 servo pens and Z pens."""
+
+from __future__ import annotations
+
+import re
+
+from plotterd.machine.sim.core import INF, SimConfig, Simulator
+
+BANNER = "Grbl 1.1h ['$' for help]"
+LINE_MAX = 79  # GRBL's 80-byte line buffer keeps one byte for the terminator
+_WORD = re.compile(r"([A-Z])([-+]?(?:\d+\.?\d*|\.\d+))?")
+_SUPPORTED_G = {0, 1, 4, 17, 21, 90, 91, 94}
+_SUPPORTED_M = {2, 3, 4, 5, 30}
+
+
+class GrblSim(Simulator):
+    firmware = "grbl"
+    eol = b"\r\n"
+
+    def __init__(self, cfg: SimConfig):
+        self.settings = {0: 10.0, 1: 25.0, 10: 1.0, 11: cfg.junction_deviation, 20: 1.0,
+                         22: 1.0 if cfg.homing else 0.0, 32: 0.0,
+                         110: cfg.rapid, 111: cfg.rapid, 120: cfg.accel, 121: cfg.accel,
+                         130: cfg.bounds[2], 131: cfg.bounds[3]}
+        super().__init__(cfg)
+
+    # ---- state ----
+    def _reset_firmware(self) -> None:
+        self.rx = bytearray()
+        self.alarm: int | None = None
+        self.check_mode = False
+        self.pending = None  # (kind, data, line_no) of a line waiting for the planner
+        self.busy_until = INF  # a dwell or homing in progress ends then
+        self.busy_line: int | None = None
+        self.boot_at = INF
+        self.absolute = True
+        self.feed: float | None = None
+        self.spindle_on = False
+        self.spindle_s = 0.0
+        self.status_count = 0
+        self.rx_line_no = 0  # used for drop_ok/garble bookkeeping
+        self.no_ok: set[int] = set()
+        self.garbled: set[int] = set()
+        self.servo = None  # reset turns the spindle off: a servo pen goes up
+
+    def _boot(self, t: float) -> None:
+        self.boot_at = t
+        if self.cfg.homing:
+            self.alarm = 0  # locked until homed or unlocked
+
+    def _next_timer(self) -> float:
+        return min(self.boot_at, self.busy_until)
+
+    def _timer(self, t: float) -> None:
+        if t >= self.boot_at:
+            self.boot_at = INF
+            self.emit(t, "")
+            self.emit(t, BANNER)
+            if self.alarm is not None:
+                self.emit(t, "[MSG:'$H'|'$X' to unlock]")
+        if t >= self.busy_until:
+            self.busy_until = INF
+            if self.busy_line is not None:
+                line, self.busy_line = self.busy_line, None
+                self._ok(t, line)
+
+    def state_name(self) -> str:
+        if self.alarm is not None:
+            return "Alarm"
+        if self.hold:
+            return "Hold:1" if self.moving() else "Hold:0"
+        if self.check_mode:
+            return "Check"
+        if self.moving() or self.planner:
+            return "Run"
+        return "Idle"
+
+    # ---- bytes arriving ----
+    def _rx_byte(self, t: float, b: int) -> None:
+        if self.boot_at < INF:
+            return  # still in the bootloader: bytes are lost
+        if b == 0x3F:  # '?'
+            self._status(t)
+        elif b == 0x21:  # '!' feed hold
+            if self.alarm is None:
+                self.hold = True
+        elif b == 0x7E:  # '~' cycle start
+            if self.hold:
+                self.hold = False
+                if self.current is None:
+                    self._start_next(t)
+        elif b == 0x18:  # Ctrl-X soft reset
+            self._soft_reset(t, alarm_if_moving=True)
+        elif b >= 0x80:
+            pass  # overrides and jog cancel: not simulated
+        elif len(self.rx) < self.cfg.rx_size:
+            self.rx.append(b)
+        else:
+            self.dropped_bytes += 1  # a full serial buffer drops bytes silently
+
+    def _status(self, t: float) -> None:
+        x, y, z = self.position(t)
+        self.status_count += 1
+        free = self.cfg.blocks - self.planner_used()
+        feed = (self.current.feed * 60.0) if self.current is not None else 0.0
+        s = (f"<{self.state_name()}|MPos:{x:.3f},{y:.3f},{z:.3f}|Bf:{free},"
+             f"{self.cfg.rx_size - len(self.rx)}|FS:{feed:.0f},{self.spindle_s:.0f}")
+        if self.status_count % 10 == 1:
+            s += "|WCO:0.000,0.000,0.000"
+        self.emit(t, s + ">")
+
+    def _soft_reset(self, t: float, alarm_if_moving: bool) -> None:
+        moving = self.moving() and not (self.hold and not self.moving())
+        self._truncate_motion(t)
+        keep_alarm = self.alarm
+        self.hold = False
+        self._reset_firmware()
+        self.resets += 1
+        self.events.append((t, "reset"))
+        if alarm_if_moving and moving:
+            self.emit(t, "ALARM:3")
+            self.alarm = 3
+        elif keep_alarm is not None:
+            self.alarm = keep_alarm
+        self.emit(t, "")
+        self.emit(t, BANNER)
+        if self.alarm is not None:
+            self.emit(t, "[MSG:'$H'|'$X' to unlock]")
+
+    # ---- main loop ----
+    def _process(self, t: float) -> None:
+        while not self.silent and not self.disconnected:
+            if self.boot_at < INF or self.busy_until < INF:
+                return
+            if self.pending is not None and not self._try_pending(t):
+                return
+            i = -1
+            for k, ch in enumerate(self.rx):
+                if ch in (0x0A, 0x0D):
+                    i = k
+                    break
+            if i < 0:
+                return
+            raw = bytes(self.rx[:i])
+            del self.rx[: i + 1]
+            self.lines_received += 1
+            n = self.lines_received
+            self._line(t, raw, n)
+
+    def _line(self, t: float, raw: bytes, n: int) -> None:
+        f = self.faults
+        if f.take("corrupt", n):
+            raw = f.corrupt(raw, b"#@&")
+        if f.take("disconnect", n):
+            self.go_away(t, forever=False)
+            return
+        if f.take("unplug", n):
+            self.go_away(t, forever=True)
+            return
+        if f.take("silence", n):
+            self.go_silent(t)
+            return
+        if f.take("reset", n):
+            self._soft_reset(t, alarm_if_moving=True)
+            return
+        if f.take("drop_ok", n):
+            self.no_ok.add(n)
+        if f.take("garble", n):
+            self.garbled.add(n)
+        err = f.take("error", n)
+        if err:
+            self._error(t, int(err.arg) if err.arg is not None else 20, n)
+            return
+        text = raw.decode("latin-1")
+        text = re.sub(r"\([^)]*\)", "", text).split(";", 1)[0]
+        text = "".join(text.split()).upper()
+        if len(text) > LINE_MAX:
+            self._error(t, 11, n)
+        elif not text:
+            self._ok(t, n)
+        elif text.startswith("$"):
+            self._system(t, text, n)
+        elif self.alarm is not None:
+            self._error(t, 9, n)
+        else:
+            self._gcode(t, text, n)
+
+    def _ok(self, t: float, n: int) -> None:
+        if n in self.no_ok:
+            self.no_ok.discard(n)
+            return
+        if n in self.garbled:
+            self.garbled.discard(n)
+            self.emit(t, "o\x8bk")
+            return
+        self.emit(t, "ok")
+
+    def _error(self, t: float, code: int, n: int) -> None:
+        if n in self.garbled:
+            self.garbled.discard(n)
+            self.emit(t, f"err\x8bor:{code}")
+            return
+        self.emit(t, f"error:{code}")
+
+    # ---- $ commands ----
+    def _system(self, t: float, text: str, n: int) -> None:
+        busy = not self.executor_idle()
+        if text == "$I":
+            self.emit(t, "[VER:1.1h.20190830:plotterd-sim]")
+            self.emit(t, f"[OPT:V,{self.cfg.blocks},{self.cfg.rx_size}]")
+        elif text == "$X":
+            if self.alarm is not None:
+                self.alarm = None
+                self.emit(t, "[MSG:Caution: Unlocked]")
+        elif text == "$H":
+            if not self.settings[22]:
+                return self._error(t, 5, n)
+            self.alarm = None
+            d = max(abs(self.pos[0] - self.cfg.bounds[0]), abs(self.pos[1] - self.cfg.bounds[1]))
+            self.pos = [self.cfg.bounds[0], self.cfg.bounds[1], self.pos[2]]
+            if not self.cfg.instant:
+                self.busy_until = t + 0.5 + d / (self.cfg.rapid / 60.0)
+                self.busy_line = n
+                return
+        elif text == "$C":
+            if busy:
+                return self._error(t, 8, n)
+            self.check_mode = not self.check_mode
+            self.emit(t, "[MSG:Enabled]" if self.check_mode else "[MSG:Disabled]")
+        elif text == "$$":
+            for k in sorted(self.settings):
+                self.emit(t, f"${k}={self.settings[k]:g}")
+        elif text == "$G":
+            mode = "G90" if self.absolute else "G91"
+            sp = "M3" if self.spindle_on else "M5"
+            self.emit(t, f"[GC:G0 G54 G17 G21 {mode} G94 {sp} M9 T0 F{self.feed or 0:g} "
+                         f"S{self.spindle_s:g}]")
+        elif re.fullmatch(r"\$\d+=[-+]?[\d.]+", text):
+            if busy:
+                return self._error(t, 8, n)
+            k, v = text[1:].split("=")
+            self.settings[int(k)] = float(v)
+            if not self.cfg.instant:
+                # an EEPROM write stops serial receive on AVR: incoming bytes meanwhile are
+                # lost, which is why hosts send settings one at a time
+                self.busy_until = t + 0.02
+                self.busy_line = n
+                self.rx.clear()
+                return
+        else:
+            return self._error(t, 3, n)
+        self._ok(t, n)
+
+    # ---- G-code ----
+    def _gcode(self, t: float, text: str, n: int) -> None:
+        words: dict[str, float] = {}
+        gs: list[float] = []
+        ms: list[float] = []
+        pos = 0
+        while pos < len(text):
+            m = _WORD.match(text, pos)
+            if m is None:
+                return self._error(t, 1, n)  # expected command letter
+            if m.group(2) is None:
+                return self._error(t, 2, n)  # bad number format
+            letter, value = m.group(1), float(m.group(2))
+            pos = m.end()
+            if letter == "G":
+                gs.append(value)
+            elif letter == "M":
+                ms.append(value)
+            elif letter in "XYZFPSN":
+                if letter in words:
+                    return self._error(t, 25, n)  # repeated word
+                words[letter] = value
+            else:
+                return self._error(t, 20, n)
+        for g in gs:
+            if g not in _SUPPORTED_G:
+                return self._error(t, 20, n)
+        for m_ in ms:
+            if m_ not in _SUPPORTED_M:
+                return self._error(t, 20, n)
+        if "F" in words:
+            if words["F"] <= 0:
+                return self._error(t, 4, n)
+            self.feed = words["F"]
+        for g in gs:
+            if g == 90:
+                self.absolute = True
+            elif g == 91:
+                self.absolute = False
+        motion = next((g for g in gs if g in (0, 1)), None)
+        if 4 in gs:
+            if "P" not in words:
+                return self._error(t, 28, n)
+            self.pending = ("dwell", words["P"], n)
+        elif ms and any(m_ in (3, 4, 5, 2, 30) for m_ in ms):
+            self.pending = ("spindle", (ms, words.get("S")), n)
+        elif "S" in words and not any(k in words for k in "XYZ"):
+            self.pending = ("spindle", ([], words["S"]), n)
+        elif motion is not None or any(k in words for k in "XYZ"):
+            if motion is None:
+                motion = getattr(self, "_modal_motion", 0)
+            self._modal_motion = motion
+            if not any(k in words for k in "XYZ"):
+                return self._ok(t, n)
+            if motion == 1 and self.feed is None:
+                return self._error(t, 22, n)
+            base = self._planned_end()
+            tgt = []
+            for i, k in enumerate("XYZ"):
+                if k in words:
+                    tgt.append(words[k] if self.absolute else base[i] + words[k])
+                else:
+                    tgt.append(base[i])
+            target = (tgt[0], tgt[1], tgt[2])
+            if self.check_mode:
+                return self._ok(t, n)
+            if self.settings[20] and not self.in_bounds(target):
+                self.out_of_bounds.append(target)
+                # GRBL checks soft limits when planning: the move is not executed, the
+                # machine halts and resets into ALARM:2 (position kept)
+                self._truncate_motion(t)
+                self.emit(t, "ALARM:2")
+                self._soft_reset(t, alarm_if_moving=False)
+                self.alarm = 2
+                self.emit(t, "[MSG:'$H'|'$X' to unlock]")
+                return
+            feed = self.cfg.rapid if motion == 0 else min(self.feed or 0, self.cfg.rapid)
+            self.pending = ("move", (target, feed), n)
+        else:
+            return self._ok(t, n)
+        self._try_pending(t)
+
+    def _planned_end(self) -> tuple[float, float, float]:
+        if self.planner:
+            return self.planner[-1].end
+        if self.current is not None:
+            return self.current.end
+        return (self.pos[0], self.pos[1], self.pos[2])
+
+    def _try_pending(self, t: float) -> bool:
+        """Complete the waiting line if it can; True when the main loop may go on."""
+        kind, data, n = self.pending
+        if kind == "move":
+            if self.planner_used() >= self.cfg.blocks:
+                return False  # planner full: ok held back
+            target, feed = data
+            if self.check_mode:
+                self.pending = None
+                self._ok(t, n)
+                return True
+            self.queue_move(t, target, feed, self._planned_end())
+            self.pending = None
+            self._ok(t, n)
+            return True
+        # dwell and spindle changes wait for the planner to empty
+        if not self.executor_idle():
+            return False
+        self.pending = None
+        if kind == "dwell":
+            if self.check_mode or self.cfg.instant or data <= 0:
+                self._ok(t, n)
+                return True
+            self.busy_until = t + data  # GRBL's G4 P is in seconds
+            self.busy_line = n
+            return False
+        ms, s = data
+        if s is not None:
+            self.spindle_s = s
+        for m_ in ms:
+            if m_ in (3, 4):
+                self.spindle_on = True
+            elif m_ in (5, 2, 30):
+                self.spindle_on = False
+        if not self.check_mode:
+            self.servo = self.spindle_s if self.spindle_on else None
+        self._ok(t, n)
+        return True

@@ -1,0 +1,294 @@
+"""A simulated Marlin 2 board: line numbers and checksums with ``Resend:``, a 4-command buffer
+in front of a 16-block planner, ``echo:busy: processing`` keep-alives while a command waits,
+``start`` on reset, M280 servo pens that do NOT wait for queued moves (hence M400), G4 P in
+milliseconds, software endstops that clamp, ``Error:Printer halted`` after a kill."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from plotterd.machine.sim.core import INF, SimConfig, Simulator
+
+BUFSIZE = 4  # Marlin's command queue
+KEEPALIVE = 2.0  # s between busy messages (Marlin's DEFAULT_KEEPALIVE_INTERVAL)
+MAX_CMD = 96
+_WORD = re.compile(r"([A-Z])\s*([-+]?(?:\d+\.?\d*|\.\d+))?")
+
+
+def checksum(text: str) -> int:
+    c = 0
+    for ch in text.encode("latin-1"):
+        c ^= ch
+    return c
+
+
+class MarlinSim(Simulator):
+    firmware = "marlin"
+    eol = b"\n"
+
+    def __init__(self, cfg: SimConfig):
+        super().__init__(cfg)
+
+    def _reset_firmware(self) -> None:
+        self.rx = bytearray()
+        self.queue: deque[tuple[str, int, int | None]] = deque()  # (cmd, rx line, N)
+        self.last_n = 0
+        self.boot_at = INF
+        self.halted = False
+        self.absolute = True
+        self.feed = 1500.0
+        self.blocked_since: float | None = None
+        self.keepalive_at = INF
+        self.dwell_until = INF
+        self.dwell_done = False
+        self.loop_line: int | None = None  # resend_loop: the N that is always refused
+        self.no_ok: set[int] = set()
+        self.garbled: set[int] = set()
+        self.servo = None
+
+    def _boot(self, t: float) -> None:
+        self.boot_at = t
+
+    def _next_timer(self) -> float:
+        return min(self.boot_at, self.keepalive_at, self.dwell_until)
+
+    def _timer(self, t: float) -> None:
+        if t >= self.boot_at:
+            self.boot_at = INF
+            self.emit(t, "start")
+            self.emit(t, "echo:Marlin 2.1.2.1")
+            self.emit(t, "echo:plotterd simulated board")
+        if t >= self.dwell_until:
+            self.dwell_until = INF
+            self.dwell_done = True
+        if t >= self.keepalive_at:
+            self.emit(t, "echo:busy: processing")
+            self.keepalive_at = t + KEEPALIVE
+
+    # ---- bytes arriving ----
+    def _rx_byte(self, t: float, b: int) -> None:
+        if self.boot_at < INF or self.halted:
+            return
+        if len(self.rx) < self.cfg.rx_size:
+            self.rx.append(b)
+        else:
+            self.dropped_bytes += 1
+
+    # ---- main loop ----
+    def _process(self, t: float) -> None:
+        while not self.silent and not self.disconnected and self.boot_at == INF:
+            if self.halted:
+                return
+            self._take_lines(t)
+            if self.halted or self.disconnected or self.silent:
+                return
+            if not self.queue:
+                self._unblock()
+                return
+            if not self._execute(t):
+                if self.blocked_since is None:
+                    self.blocked_since = t
+                    self.keepalive_at = t + KEEPALIVE
+                return
+            self._unblock()
+
+    def _unblock(self) -> None:
+        self.blocked_since = None
+        self.keepalive_at = INF
+
+    def _take_lines(self, t: float) -> None:
+        """Move complete lines from the serial buffer into the command queue, checking line
+        numbers and checksums (Marlin's get_serial_commands)."""
+        while len(self.queue) < BUFSIZE:
+            i = self.rx.find(b"\n")
+            j = self.rx.find(b"\r")
+            if i < 0 or (0 <= j < i):
+                i = j
+            if i < 0:
+                return
+            raw = bytes(self.rx[:i])
+            del self.rx[: i + 1]
+            if not raw.strip():
+                continue
+            self.lines_received += 1
+            n = self.lines_received
+            if not self._line(t, raw, n):
+                return
+
+    def _line(self, t: float, raw: bytes, n: int) -> bool:
+        f = self.faults
+        if f.take("corrupt", n):
+            raw = f.corrupt(raw, b"#@&")
+        if f.take("disconnect", n):
+            self.go_away(t, forever=False)
+            return False
+        if f.take("unplug", n):
+            self.go_away(t, forever=True)
+            return False
+        if f.take("silence", n):
+            self.go_silent(t)
+            return False
+        if f.take("reset", n):
+            self._reset(t)
+            return False
+        if f.take("halt", n) or f.take("error", n):
+            self._truncate_motion(t)
+            self.emit(t, "Error:Printer halted. kill() called!")
+            self.halted = True
+            self.rx.clear()
+            self.queue.clear()
+            return False
+        if f.take("drop_ok", n):
+            self.no_ok.add(n)
+        if f.take("garble", n):
+            self.garbled.add(n)
+        line = raw.decode("latin-1").strip()
+        if len(line) > MAX_CMD:
+            line = line[:MAX_CMD]  # Marlin truncates: the checksum check then fails
+        line_n = None
+        if line.startswith("N"):
+            m = re.match(r"N(-?\d+)\s*", line)
+            if m is None:
+                return self._resend(t, "Line Number is not Last Line Number+1", n)
+            line_n = int(m.group(1))
+            star = line.rfind("*")
+            body = line[m.end(): star if star >= 0 else None].strip()
+            is_m110 = body.upper().startswith("M110")
+            if line_n != self.last_n + 1 and not is_m110:
+                return self._resend(t, "Line Number is not Last Line Number+1", n)
+            if star < 0:
+                return self._resend(t, "No Checksum with line number", n)
+            try:
+                cs = int(line[star + 1:])
+            except ValueError:
+                cs = -1
+            if cs != checksum(line[:star]):
+                return self._resend(t, "checksum mismatch", n)
+            if f.take("resend", n):
+                return self._resend(t, "checksum mismatch", n)
+            if f.take("resend_loop", n):
+                self.loop_line = line_n
+            if self.loop_line is not None and line_n == self.loop_line:
+                return self._resend(t, "checksum mismatch", n)
+            self.last_n = line_n
+            cmd = body
+        else:
+            cmd = line.split(";", 1)[0].strip()
+        self.queue.append((cmd, n, line_n))
+        return True
+
+    def _resend(self, t: float, why: str, n: int) -> bool:
+        self.emit(t, f"Error:{why}, Last Line: {self.last_n}")
+        self.emit(t, f"Resend: {self.last_n + 1}")
+        self._ok(t, n)
+        self.rx.clear()  # Marlin flushes its receive buffer and waits for the resend
+        return False
+
+    def _ok(self, t: float, n: int, extra: str = "") -> None:
+        if n in self.no_ok:
+            self.no_ok.discard(n)
+            return
+        if self.cfg.advanced_ok:
+            free_planner = self.cfg.blocks - self.planner_used()
+            free_buf = BUFSIZE - len(self.queue)
+            extra = f" N{self.last_n} P{free_planner} B{free_buf}" + extra
+        if n in self.garbled:
+            self.garbled.discard(n)
+            self.emit(t, "o\x8bk" + extra)
+            return
+        self.emit(t, "ok" + extra)
+
+    def _reset(self, t: float) -> None:
+        self._truncate_motion(t)
+        self._reset_firmware()
+        self.resets += 1
+        self.events.append((t, "reset"))
+        self._boot(t + self.boot_delay())
+
+    # ---- executing the head of the command queue ----
+    def _execute(self, t: float) -> bool:
+        cmd, n, _ = self.queue[0]
+        words: dict[str, float] = {}
+        up = cmd.upper()
+        code = None
+        for m in _WORD.finditer(up):
+            if m.group(2) is None:
+                continue
+            if code is None and m.group(1) in "GM":
+                code = f"{m.group(1)}{float(m.group(2)):g}"
+                continue
+            words.setdefault(m.group(1), float(m.group(2)))
+        extra = ""
+        if code in ("G0", "G1"):
+            if "F" in words:
+                self.feed = words["F"]
+            if any(k in words for k in "XYZ"):
+                if self.planner_used() >= self.cfg.blocks:
+                    return False
+                base = self._planned_end()
+                tgt = []
+                for i, k in enumerate("XYZ"):
+                    v = words.get(k)
+                    tgt.append(base[i] if v is None else (v if self.absolute else base[i] + v))
+                target = (tgt[0], tgt[1], tgt[2])
+                if not self.in_bounds(target):
+                    # software endstops: Marlin clamps the target to the machine's travel
+                    self.out_of_bounds.append(target)
+                    x0, y0, x1, y1 = self.cfg.bounds
+                    z0, z1 = self.cfg.z_range
+                    target = (min(max(target[0], x0), x1), min(max(target[1], y0), y1),
+                              min(max(target[2], z0), z1))
+                feed = self.cfg.rapid if code == "G0" and "F" not in words else self.feed
+                self.queue_move(t, target, feed, base)
+        elif code == "G4":
+            if not self.executor_idle():
+                return False
+            if not self.dwell_done:
+                ms = words.get("P", 0.0) + 1000.0 * words.get("S", 0.0)  # Marlin: P in ms
+                if ms > 0 and not self.cfg.instant:
+                    if self.dwell_until == INF:
+                        self.dwell_until = t + ms / 1000.0
+                    return False
+            self.dwell_done = False
+        elif code == "M400":
+            if not self.executor_idle():
+                return False
+        elif code == "M280":
+            # not synchronised with queued moves (Marlin #870): the servo moves right away
+            self.servo = words.get("S", self.servo)
+        elif code == "G28":
+            if not self.executor_idle():
+                return False
+            self.pos = [self.cfg.bounds[0], self.cfg.bounds[1], self.pos[2]]
+        elif code == "M114":
+            x, y, z = self.position(t)
+            self.emit(t, f"X:{x:.2f} Y:{y:.2f} Z:{z:.2f} E:0.00 Count X:{round(x * 80)} "
+                         f"Y:{round(y * 80)} Z:{round(z * 400)}")
+        elif code == "M105":
+            extra = " T:25.00 /0.00 B:25.00 /0.00"
+        elif code == "M115":
+            self.emit(t, "FIRMWARE_NAME:Marlin 2.1.2.1 (plotterd simulator) "
+                         "SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin "
+                         "PROTOCOL_VERSION:1.0 MACHINE_TYPE:Plotter EXTRUDER_COUNT:0")
+            self.emit(t, "Cap:ADVANCED_OK:1")
+        elif code == "M110":
+            self.last_n = int(words.get("N", 0))
+        elif code == "G90":
+            self.absolute = True
+        elif code == "G91":
+            self.absolute = False
+        elif code in ("G21", "M17", "M18", "M84", "M999", "M82", "G92") or code is None:
+            pass
+        else:
+            self.emit(t, f'echo:Unknown command: "{cmd}"')
+        self.queue.popleft()
+        self._ok(t, n, extra)
+        return True
+
+    def _planned_end(self) -> tuple[float, float, float]:
+        if self.planner:
+            return self.planner[-1].end
+        if self.current is not None:
+            return self.current.end
+        return (self.pos[0], self.pos[1], self.pos[2])

@@ -1,0 +1,432 @@
+"""Streaming a Program to a plotter: the entry point the daemon and the CLI call.
+
+    result = stream(program, "/dev/ttyUSB0", progress=cb, control=ctl)
+
+- GRBL: character counting; Marlin: numbered lines with resends (see the drivers).
+- ``control`` (a StreamControl, thread-safe) pauses (the pen is lifted after the line in
+  progress and the machine comes to rest), resumes (the pen goes down again if it was down)
+  and cancels (the machine stops safely and the pen is left up).
+- A disconnect or a board reset mid-job is recovered here: reconnect with backoff, re-send
+  the setup lines, lift the pen, travel to the start of the first stroke not known to be fully
+  drawn and go on from there (that stroke is redrawn from its start). A caller can do the same
+  after a restart with ``start_stroke``.
+- Progress counts acknowledged and executed lines separately: a line is executed once the
+  machine has run it (GRBL: status ``Bf:``; Marlin: ``ok ... P<free planner>``; both: the
+  answer to a synchronising command), a conservative figure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plotterd.errors import ConfigError, InputError, PlotterdError
+from plotterd.gcode.program import Program
+from plotterd.machine.base import (
+    Ack,
+    BoardReset,
+    FirmwareError,
+    Item,
+    LinkLost,
+    Timeouts,
+)
+from plotterd.machine.transport import Transport
+from plotterd.progress import Cancelled, Progress, ProgressCallback
+
+log = logging.getLogger("plotterd.machine")
+
+FIRMWARES = ("grbl", "marlin")
+_TERMINAL = ("done", "cancelled", "failed", "interrupted")
+
+
+class StreamControl:
+    """Pause, resume and cancel a running stream() from other threads.
+
+    ``state``: idle, connecting, running, pausing, paused, cancelling, recovering, and at the
+    end done, cancelled, failed or interrupted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = "idle"
+        self._pause = False
+        self._resume = False
+        self._cancel = False
+
+    def pause(self) -> None:
+        """Lift the pen after the line in progress and hold there."""
+        with self._lock:
+            self._pause, self._resume = True, False
+
+    def resume(self) -> None:
+        """Lower the pen (if it was down) and continue."""
+        with self._lock:
+            self._resume, self._pause = True, False
+
+    def cancel(self) -> None:
+        """Stop safely and leave the pen up."""
+        with self._lock:
+            self._cancel = True
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state
+
+    @property
+    def cancel_requested(self) -> bool:
+        with self._lock:
+            return self._cancel
+
+    def _set(self, state: str) -> None:
+        with self._lock:
+            self._state = state
+
+    def _take(self) -> tuple[bool, bool, bool]:
+        """(pause, resume, cancel) requested since the last call."""
+        with self._lock:
+            p, r = self._pause, self._resume
+            self._pause = self._resume = False
+            return p, r, self._cancel
+
+
+@dataclass
+class StreamResult:
+    status: str  # done | cancelled | failed | interrupted
+    error: str | None = None
+    lines_acked: int = 0  # program lines acknowledged (a prefix of the program)
+    lines_executed: int = 0  # program lines known to have run (conservative)
+    total_lines: int = 0
+    last_acked_stroke: int | None = None
+    last_completed_stroke: int | None = None  # every drawing line of it has run
+    resume_stroke: int | None = None  # where a later stream(start_stroke=...) should start
+    elapsed_s: float = 0.0
+    resumes: int = 0  # automatic resumes after a reset or a reconnect
+    pen_up: bool | None = None  # the pen was lifted at the end (None: not known)
+    renders: list[Path] = field(default_factory=list)  # PNG and SVG (simulator only)
+    simulator: Any = field(default=None, repr=False)  # the sim:// plotter, else None
+
+
+class _CancelRequest(Exception):
+    pass
+
+
+def make_driver(firmware: str, transport: Transport, timeouts: Timeouts):
+    if firmware == "grbl":
+        from plotterd.machine.grbl import GrblDriver
+
+        return GrblDriver(transport, timeouts)
+    from plotterd.machine.marlin import MarlinDriver
+
+    return MarlinDriver(transport, timeouts)
+
+
+def stream(program: Program, port: str, *, firmware: str | None = None,
+           baudrate: int = 115200, start_stroke: int | None = None,
+           progress: ProgressCallback | None = None, control: StreamControl | None = None,
+           render_to: str | Path | None = None, timeouts: Timeouts | None = None
+           ) -> StreamResult:
+    """Send ``program`` to the plotter on ``port`` (a device path or a pyserial URL such as
+    ``sim://grbl?speed=instant``) and return how it ended. Raises InputError/ConfigError for
+    a program or option that cannot be streamed; every machine-side problem is reported in
+    the result (status failed/interrupted with ``error``)."""
+    return _Streamer(program, port, firmware, baudrate, start_stroke, progress, control,
+                     render_to, timeouts).run()
+
+
+class _Streamer:
+    def __init__(self, program, port, firmware, baudrate, start_stroke, progress, control,
+                 render_to, timeouts):
+        fw = (firmware or program.header.get("firmware") or "grbl").lower()
+        if fw == "klipper":
+            fw = "marlin"  # Klipper's host interface speaks Marlin's numbered lines
+        if fw not in FIRMWARES:
+            raise ConfigError("firmware", f"{fw!r} is not supported (grbl or marlin)")
+        if not isinstance(baudrate, int) or baudrate <= 0:
+            raise ConfigError("baudrate", f"{baudrate!r} is not a positive integer")
+        self.fw = fw
+        self.program = program
+        self.lines = program.lines
+        self.port = port
+        self.progress = progress
+        self.control = control or StreamControl()
+        self.render_to = render_to
+        self.T = timeouts or Timeouts()
+        self.pen_up_cmds = [str(c) for c in program.header.get("pen_up", [])]
+        self.pen_down_cmds = [str(c) for c in program.header.get("pen_down", [])]
+        self.transport = Transport(port, baudrate, self.T)
+        self.driver = make_driver(fw, self.transport, self.T)
+        self._check_lines()
+        # strokes in program order: first line, and the line after which the stroke is drawn
+        self.stroke_first: dict[int, int] = {}
+        done_at: dict[int, int] = {}
+        for i, ln in enumerate(self.lines):
+            if ln.stroke is None:
+                continue
+            self.stroke_first.setdefault(ln.stroke, i)
+            if ln.kind == "draw" or ln.stroke not in done_at or \
+                    self.lines[done_at[ln.stroke]].kind != "draw":
+                done_at[ln.stroke] = i
+        self.strokes = sorted(self.stroke_first, key=self.stroke_first.__getitem__)
+        self._done_idx = [done_at[s] for s in self.strokes]
+        if start_stroke is not None and start_stroke not in self.stroke_first:
+            raise InputError(f"start stroke {start_stroke}: the program has strokes "
+                             f"{self._stroke_range()}")
+        self.start_stroke = start_stroke
+        self.acked_pos = 0
+        self.executed_pos = 0
+        self.resumes = 0
+        self._t0 = time.monotonic()
+        self._last_report = 0.0
+        self._sent_seqs: list[int] = []
+        self._sent_tags: list[int] = []
+
+    def _stroke_range(self) -> str:
+        if not self.stroke_first:
+            return "none"
+        return f"{min(self.stroke_first)}..{max(self.stroke_first)}"
+
+    def _check_lines(self) -> None:
+        limit = self.driver.line_max - (0 if self.fw == "grbl" else 12)  # "N123456 " "*123"
+        for i, ln in enumerate(self.lines):
+            text = self.driver.make_item(ln.text).text
+            if len(text) > limit:
+                raise InputError(f"G-code line {i + 1} ({text[:30]!r}...) is {len(text)} "
+                                 f"characters; {self.fw} accepts at most {limit}")
+
+    # ---- bookkeeping ----
+    def _item(self, i: int) -> Item:
+        ln = self.lines[i]
+        return self.driver.make_item(ln.text, i, ln.kind)
+
+    def _injected(self, cmds: list[str], kind: str) -> list[Item]:
+        return [self.driver.make_item(c, None, kind) for c in cmds]
+
+    def _completed_stroke(self) -> int | None:
+        k = bisect.bisect_left(self._done_idx, self.executed_pos)  # done_idx < executed_pos
+        return self.strokes[k - 1] if k > 0 else None
+
+    def _acked_stroke(self) -> int | None:
+        for i in range(self.acked_pos - 1, -1, -1):
+            if self.lines[i].stroke is not None:
+                return self.lines[i].stroke
+            if self.lines[i].kind == "end":
+                continue
+            return None
+        return None
+
+    def _resume_point(self) -> int | None | str:
+        """The first stroke not known to be fully drawn ("end" when none is left)."""
+        done = self._completed_stroke()
+        k = 0 if done is None else self.strokes.index(done) + 1
+        return self.strokes[k] if k < len(self.strokes) else "end"
+
+    def _on_acks(self, acks: list[Ack]) -> None:
+        for ack in acks:
+            item = ack.item
+            if ack.error is not None:
+                where = f"line {item.tag + 1}" if item.tag is not None else "injected line"
+                raise FirmwareError(f"{where} {item.text!r}: {ack.error}")
+            if item.tag is not None:
+                self.acked_pos = max(self.acked_pos, item.tag + 1)
+        self._update_executed()
+
+    def _update_executed(self) -> None:
+        seq = self.driver.executed_seq
+        k = bisect.bisect_right(self._sent_seqs, seq)
+        if k > 0:
+            self.executed_pos = max(self.executed_pos, self._sent_tags[k - 1] + 1)
+
+    def _report(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_report < 0.05:
+            return
+        self._last_report = now
+        elapsed = now - self._t0
+        eta = None
+        total_t = self.lines[-1].t_end if self.lines else None
+        if total_t is not None and self.executed_pos > 0:
+            done_t = self.lines[self.executed_pos - 1].t_end
+            if done_t is not None:
+                eta = max(0.0, total_t - done_t)
+        elif self.executed_pos > 0:
+            eta = elapsed * (len(self.lines) - self.executed_pos) / self.executed_pos
+        self.progress(Progress(
+            stage="plot", done=self.executed_pos, total=len(self.lines), elapsed_s=elapsed,
+            eta_s=eta, info={
+                "acked": self.acked_pos, "executed": self.executed_pos,
+                "stroke": self._acked_stroke(), "completed_stroke": self._completed_stroke(),
+                "strokes": len(self.strokes), "state": self.control.state,
+                "resumes": self.resumes}))
+
+    # ---- the plan: what to send, in order ----
+    def _plan(self, start: int | None | str) -> list[Item]:
+        if start is None:
+            return [self._item(i) for i in range(len(self.lines))]
+        setup = [self._item(i) for i, ln in enumerate(self.lines) if ln.kind == "setup"]
+        lift = self._injected(self.pen_up_cmds, "pen_up")
+        if start == "end":
+            first = next((i for i, ln in enumerate(self.lines) if ln.kind == "end"),
+                         len(self.lines))
+        else:
+            first = self.stroke_first[start]
+        return setup + lift + [self._item(i) for i in range(first, len(self.lines))]
+
+    # ---- running ----
+    def run(self) -> StreamResult:
+        status, error, pen_up = "failed", None, None
+        connected = False
+        try:
+            self.control._set("connecting")
+            self.transport.open()
+            self.driver.connect()
+            connected = True
+            start: int | None | str = self.start_stroke
+            if start is not None:
+                self.executed_pos = self.acked_pos = self.stroke_first[start]
+            while True:
+                try:
+                    self._run_plan(self._plan(start))
+                    status = "done"
+                    break
+                except BoardReset as e:
+                    start = self._before_resume(e)
+                    self.driver.recover_after_reset()
+                except LinkLost as e:
+                    start = self._before_resume(e)
+                    self.transport.reconnect()
+                    self.driver.connect()
+        except (_CancelRequest, Cancelled):
+            status = "cancelled"
+            self.control._set("cancelling")
+            try:
+                self.driver.safe_cancel(self.pen_up_cmds)
+                pen_up = bool(self.pen_up_cmds) or None
+            except PlotterdError as e:
+                error = f"cancelled, but could not stop cleanly: {e}; pen state unknown"
+        except FirmwareError as e:
+            status, error = "failed", str(e)
+            try:
+                self.driver.stop_after_error(e, self.pen_up_cmds)
+                pen_up = bool(self.pen_up_cmds) or None
+            except PlotterdError as e2:
+                error += f"; could not lift the pen afterwards ({e2}): pen state unknown"
+        except (LinkLost, BoardReset) as e:
+            status = "interrupted" if connected else "failed"
+            error = str(e)
+        except _NoResume as e:
+            status, error = "interrupted", str(e)
+        finally:
+            self.transport.close()
+        if status == "done":
+            self.acked_pos = self.executed_pos = len(self.lines)
+        self.control._set(status)
+        self._report(force=True)
+        result = StreamResult(
+            status=status, error=error, lines_acked=self.acked_pos,
+            lines_executed=self.executed_pos, total_lines=len(self.lines),
+            last_acked_stroke=self._acked_stroke(),
+            last_completed_stroke=self._completed_stroke(),
+            elapsed_s=time.monotonic() - self._t0, resumes=self.resumes, pen_up=pen_up,
+            simulator=self.transport.simulator)
+        if status != "done" and self.strokes:
+            nxt = self._resume_point()
+            result.resume_stroke = None if nxt == "end" else nxt  # type: ignore[assignment]
+        sim = self.transport.simulator
+        if sim is not None:
+            sim.close()
+            if self.render_to is not None:
+                result.renders = sim.render(self.render_to)
+        if error:
+            log.warning("plot %s: %s", status, error)
+        return result
+
+    def _before_resume(self, e: PlotterdError) -> int | str:
+        self.resumes += 1
+        self.control._set("recovering")
+        if not self.strokes:
+            raise _NoResume(f"{e}; plain G-code without stroke marks cannot be resumed")
+        if self.resumes > self.T.max_resumes:
+            raise _NoResume(f"{e}; gave up after {self.T.max_resumes} automatic resumes")
+        nxt = self._resume_point()
+        log.warning("%s: resuming from %s", e, f"stroke {nxt}" if nxt != "end" else "the end")
+        # the stroke in progress is redrawn from its start
+        first = self.stroke_first[nxt] if nxt != "end" else self.executed_pos
+        self.executed_pos = min(self.executed_pos, first)
+        self.acked_pos = min(self.acked_pos, first)
+        return nxt
+
+    def _run_plan(self, plan: list[Item]) -> None:
+        drv = self.driver
+        self._sent_seqs, self._sent_tags = [], []
+        pos = 0
+        pen_down = False  # as of the last line sent
+        pause_at: int | None = None  # feed stops here while pausing/paused
+        pen_was_down = False
+        if self.control.state in ("pausing", "paused"):
+            # paused when the link was lost: re-initialise and lift the pen, then wait
+            pause_at = 0
+            while pause_at < len(plan) and (plan[pause_at].tag is None
+                                            or plan[pause_at].kind == "setup"):
+                pause_at += 1
+        state = "pausing" if pause_at is not None else "running"
+        self.control._set(state)
+        while True:
+            want_pause, want_resume, want_cancel = self.control._take()
+            if want_cancel:
+                raise _CancelRequest()
+            if want_pause and state == "running":
+                extra = self._injected(self.pen_up_cmds, "pen_up") if pen_down else []
+                pen_was_down = pen_down
+                extra.append(drv.sync_item())
+                plan[pos:pos] = extra
+                pause_at = pos + len(extra)
+                pen_down = False
+                state = "pausing"
+                self.control._set(state)
+            elif want_resume and state in ("pausing", "paused"):
+                if pen_was_down:
+                    down = self._injected(self.pen_down_cmds, "pen_down")
+                    at = pause_at if pause_at is not None else pos
+                    plan[at:at] = down
+                    pen_down = True
+                pause_at = None
+                pen_was_down = False
+                state = "running"
+                self.control._set(state)
+            limit = len(plan) if pause_at is None else pause_at
+            pump = getattr(drv, "pump", None)
+            if pump is not None:
+                pump()
+            while pos < limit and drv.can_send(plan[pos]):
+                item = plan[pos]
+                drv.send(item)
+                if item.tag is not None:
+                    self._sent_seqs.append(item.seq)
+                    self._sent_tags.append(item.tag)
+                if item.kind == "pen_down":
+                    pen_down = True
+                elif item.kind == "pen_up":
+                    pen_down = False
+                pos += 1
+            self._on_acks(drv.poll(0.02))
+            drv.tick()
+            self._update_executed()
+            self._report()
+            if state == "pausing" and pos >= limit and drv.in_flight == 0:
+                state = "paused"
+                self.control._set(state)
+            if pos >= len(plan) and drv.in_flight == 0 and pause_at is None:
+                break
+        self._on_acks(drv.wait_idle())
+        self.executed_pos = max(self.executed_pos, self.acked_pos)
+
+
+class _NoResume(PlotterdError):
+    pass
