@@ -193,3 +193,11 @@ def test_search_dirs_env_and_paths(tmp_path, monkeypatch):
 
 def test_pipelines_dir_is_the_repos():
     assert PIPELINES_DIR == Path(__file__).resolve().parents[2] / "pipelines"
+
+
+def test_the_documented_example_is_valid():
+    text = (PIPELINES_DIR.parent / "docs" / "pipelines.md").read_text()
+    example = text.split("## Example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    p = pipeline_from_dict(yaml.safe_load(example))
+    assert p.name == "colour-curves" and p.channels == 3 and len(p.strokes) == 2
+    assert p.strokes[0].parametrisation == "sigmoid" and p.coarse_to_fine.fraction == 0.3
