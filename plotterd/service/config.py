@@ -20,7 +20,7 @@ Example (all keys, with their defaults)::
       sim_speed: scaled:20               # simulator speed: instant | scaled:<factor> | realtime
       auto_resume: null                  # resume an interrupted plot by itself (null: dry-run only)
     page: {paper: a4, orientation: auto, margin_mm: 10}
-    optimiser: {device: auto, threads: 1, checkpoint_every: 25, iterations: null, seed: 0,
+    optimiser: {device: auto, threads: 1, checkpoint_every: 25, iterations: null, seed: null,
                 timeout_s: null}
     intake: {observer: auto, stable_s: 1.0, scan_interval_s: 1.0}
     camera:
@@ -74,7 +74,7 @@ class OptimiserConfig:
     threads: int = 1
     checkpoint_every: int = 25
     iterations: int | None = None
-    seed: int | None = 0
+    seed: int | None = None  # None = the pipeline's own seed
     timeout_s: float | None = None
 
 

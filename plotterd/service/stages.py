@@ -73,10 +73,23 @@ def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path) -> tuple[dict[s
     return {k: Path(v) for k, v in paths.items()}, jsonable(getattr(result, "stats", {}))
 
 
-def sim_url(firmware: str, speed: str, record: Path | None = None, seed: int = 1) -> str:
-    """The pyserial URL of the simulated plotter (dry-run)."""
-    fw = firmware if firmware in ("grbl", "marlin") else "grbl"
+def sim_url(firmware: str, speed: str, record: Path | None = None, seed: int = 1,
+            header: dict[str, Any] | None = None) -> str:
+    """The pyserial URL of the simulated plotter (dry-run), shaped like the machine the
+    G-code was written for (bounds and pen kind from the program header)."""
+    fw = "marlin" if firmware in ("marlin", "klipper") else "grbl"
     url = f"sim://{fw}?speed={speed}&seed={seed}"
+    header = header or {}
+    bounds = header.get("bounds")
+    if isinstance(bounds, list) and len(bounds) == 4:
+        url += "&bounds=" + ",".join(f"{float(b):g}" for b in bounds)
+    down = " ".join(header.get("pen_down") or []).upper()
+    if "M280" in down:
+        url += "&pen=m280"
+    elif "Z" in down:
+        url += "&pen=z"
+    elif "M3" in down and fw == "grbl":
+        url += "&pen=servo"
     if record is not None:
         url += "&record=" + quote(str(record), safe="/")
     return url
@@ -99,9 +112,14 @@ def plot(gcode_path: Path, port: str | None, *, sim_speed: str, record: Path | N
 
     program = Program.load(gcode_path)
     if port is None:
-        port = sim_url(program.firmware, sim_speed, record)
+        port = sim_url(program.firmware, sim_speed, record, header=program.header)
     else:
         render_to = None
+    strokes = sorted({ln.stroke for ln in program.lines if ln.stroke is not None})
+    if start_stroke is not None and strokes and start_stroke not in strokes:
+        # resuming past the last stroke recorded: redraw from the next one that exists
+        later = [s for s in strokes if s >= start_stroke]
+        start_stroke = later[0] if later else strokes[-1]
     return stream(program, port, baudrate=baudrate, start_stroke=start_stroke,
                   progress=progress, control=control, render_to=render_to)
 

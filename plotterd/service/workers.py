@@ -151,7 +151,10 @@ class OptimiserWorker(threading.Thread):
             log.info("job %d: G-code ready", job_id)
             self.d.plotter.wake.set()
             return
-        self.d.finish(job_id, "failed", self._failure(job_dir, rc))
+        msg = self._failure(job_dir, rc)
+        if job["input"]:  # name the file the user dropped, not the job's copy of it
+            msg = msg.replace(str(job_dir / job["input"]), job["name"])
+        self.d.finish(job_id, "failed", msg)
 
     @staticmethod
     def _failure(job_dir: Path, rc: int) -> str:
@@ -289,9 +292,11 @@ class PlotterWorker(threading.Thread):
                                  record=record, baudrate=cfg.plotter.baudrate,
                                  start_stroke=start, progress=report, control=control,
                                  render_to=render)
-        except PlotterdError as e:
+        except (PlotterdError, OSError) as e:
+            # the port could not be opened or went away: the paper may hold part of the
+            # drawing, so keep the job resumable rather than failing it
             self.last_error = str(e)
-            self._end(job, "interrupted" if self.d.stopping.is_set() else "failed", str(e), ckpt)
+            self._end(job, "interrupted", f"plotter: {e}", ckpt)
             return
         status = getattr(result, "status", "failed")
         for key in ("last_acked_stroke", "last_completed_stroke"):
@@ -309,6 +314,11 @@ class PlotterWorker(threading.Thread):
             if hasattr(result, k)})}
         if status == "cancelled" and self.d.stopping.is_set():
             status = "interrupted"  # a shutdown, not a user's cancel: resumable
+        if status == "interrupted" and getattr(result, "resume_stroke", None) is not None:
+            ckpt["resume_stroke"] = result.resume_stroke
+        if status == "interrupted" and getattr(result, "resume_stroke", 1) is None \
+                and ckpt.get("last_completed_stroke") is not None:
+            status = "done"  # every stroke was drawn; only the closing moves were lost
         error = getattr(result, "error", None)
         if status != "done":
             self.last_error = error or status
@@ -317,8 +327,9 @@ class PlotterWorker(threading.Thread):
     def _end(self, job: dict, status: str, error: str | None, fields: dict[str, Any]) -> None:
         job_id = job["id"]
         if status == "interrupted":
-            done = fields.get("last_completed_stroke", job["last_completed_stroke"])
-            fields["resume_stroke"] = 0 if done is None else done + 1
+            if fields.get("resume_stroke") is None:
+                done = fields.get("last_completed_stroke", job["last_completed_stroke"])
+                fields["resume_stroke"] = 0 if done is None else done + 1
             self.d.store.transition(job_id, "interrupted", expect=["plotting"],
                                     message=error or "plot interrupted", error=error, **fields)
             log.warning("job %d: plot interrupted (resume from stroke %d)", job_id,
