@@ -171,7 +171,8 @@ class VGG16Features(nn.Module):
             if v == "M":
                 mods.append(nn.MaxPool2d(2, 2))
                 continue
-            conv = nn.Conv2d(c_in, int(v), 3, padding=1)
+            # skip_init: the weights are overwritten at once, so don't pay for kaiming init
+            conv = nn.utils.skip_init(nn.Conv2d, c_in, int(v), 3, padding=1)
             i = len(mods)
             conv.weight.data.copy_(features[f"{i}.weight"])
             conv.bias.data.copy_(features[f"{i}.bias"])

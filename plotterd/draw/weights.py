@@ -21,6 +21,7 @@ backbone is seeded random weights and its metadata says ``"weights": "random"``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import os
@@ -538,9 +539,10 @@ class LoadedWeights:
         return {"backbone": self.backbone, "weights": str(self.path), "sha256": self.sha256}
 
 
+@functools.lru_cache(maxsize=2)
 def random_features(seed: int = RANDOM_SEED) -> dict[str, torch.Tensor]:
     """VGG16 features with torch's default initialisation, seeded, without touching the
-    caller's random stream."""
+    caller's random stream. Cached: callers must not modify the tensors (losses copy them)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out = {}
