@@ -1,0 +1,141 @@
+"""Page polylines -> G-code: firmware profiles, the bounds-checked writer, the time model.
+
+Entry points (the daemon and the CLI use exactly these)::
+
+    profile = load_profile("grbl-servo", search_dirs=())      # or a path to a YAML file
+    program = write_program(document, profile)                # vpype Document -> Program
+    result = make_gcode("strokes.json", profile=profile, page=PageSpec(), options=None)
+    paths = result.save("out.gcode")   # out.gcode, out.svg, out.stats.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import vpype as vp
+
+from plotterd.draw.strokes import Strokes
+from plotterd.gcode.profile import (
+    PenSpec,
+    Profile,
+    bundled_dir,
+    list_profiles,
+    load_profile,
+    parse_profile,
+)
+from plotterd.gcode.program import GLine, Program
+from plotterd.gcode.writer import program_stats, to_machine, write_program
+from plotterd.progress import Progress, ProgressCallback
+from plotterd.vector import PX_PER_MM, PageSpec, VectorOptions, vectorise
+
+__all__ = [
+    "GLine",
+    "GcodeResult",
+    "PenSpec",
+    "Profile",
+    "Program",
+    "bundled_dir",
+    "list_profiles",
+    "load_profile",
+    "make_gcode",
+    "parse_profile",
+    "to_machine",
+    "write_program",
+]
+
+
+@dataclass
+class GcodeResult:
+    program: Program
+    document: vp.Document  # page px, in plotting order
+    stats: dict[str, Any]
+
+    def save(self, out_gcode: str | Path, travel_layer: bool = False) -> dict[str, Path]:
+        """Write OUT.gcode, OUT.svg (plotting order, a layer per pen; pen-up travel in its own
+        layer if ``travel_layer``) and OUT.stats.json. Returns {"gcode", "svg", "stats"}."""
+        out = Path(out_gcode)
+        svg = out.with_suffix(".svg")
+        stats = out.with_suffix(".stats.json")
+        self.program.save(out)
+        doc = self.document
+        if travel_layer:
+            doc = doc.clone()
+            for lid in self.document.layers:
+                doc.layers[lid] = self.document.layers[lid]
+            travel = _travel_lines(self.document)
+            if travel:
+                tid = max(doc.layers, default=0) + 1
+                doc.add(vp.LineCollection(travel), tid)
+                doc.layers[tid].set_property(vp.METADATA_FIELD_NAME, "pen-up travel")
+                doc.layers[tid].set_property(vp.METADATA_FIELD_COLOR, vp.Color("#ff3030"))
+                doc.layers[tid].set_property(vp.METADATA_FIELD_PEN_WIDTH, 0.1 * PX_PER_MM)
+        tmp = svg.with_suffix(".svg.tmp")
+        with tmp.open("w") as f:
+            vp.write_svg(f, doc, source_string="plotterd", set_date=False)
+        tmp.replace(svg)
+        tmp = stats.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_jsonable(self.stats), indent=2, sort_keys=True) + "\n")
+        tmp.replace(stats)
+        return {"gcode": out, "svg": svg, "stats": stats}
+
+
+def _travel_lines(doc: vp.Document) -> list[np.ndarray]:
+    """Pen-up moves in plotting order, from the paper's top-left corner (page px)."""
+    out = []
+    here = 0j
+    for lid in sorted(doc.layers):
+        for ln in doc.layers[lid].lines:
+            if len(ln) and ln[0] != here:
+                out.append(np.array([here, ln[0]]))
+            if len(ln):
+                here = ln[-1]
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def make_gcode(
+    source: Strokes | str | Path | vp.Document,
+    *,
+    profile: Profile | str | Path,
+    page: PageSpec | None = None,
+    options: VectorOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> GcodeResult:
+    """strokes.json / Strokes / SVG (or an already laid-out Document) -> checked G-code.
+
+    Raises OutOfBoundsError before writing anything if the drawing does not fit the machine.
+    """
+    t0 = time.perf_counter()
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    if isinstance(source, vp.Document):
+        document = source
+        stats: dict[str, Any] = {"source": "document"}
+    else:
+        vec = vectorise(source, page or PageSpec(), options, progress=progress)
+        document, stats = vec.document, dict(vec.stats)
+    if progress is not None:
+        progress(Progress("gcode", 0, 1, time.perf_counter() - t0, info={"step": "write"}))
+    program = write_program(document, prof)
+    stats.update(program_stats(program))
+    stats["total_s"] = time.perf_counter() - t0
+    if progress is not None:
+        progress(Progress("gcode", 1, 1, time.perf_counter() - t0, info={"step": "done"}))
+    return GcodeResult(program=program, document=document, stats=_jsonable(stats))

@@ -1,0 +1,309 @@
+"""vpype Document (page px) -> :class:`Program`: machine coordinates, bounds check, G-code.
+
+Our own writer rather than vpype-gcode's: its built-in profiles never lift the pen and it
+mirrors offsets wrongly (vpype-gcode #25, #37). Safety rules, all checked here:
+
+- every coordinate is mapped to the machine and checked against the profile's bounds
+  BEFORE any line is produced; a drawing that does not fit raises OutOfBoundsError saying
+  by how much it overflows on which side;
+- start/end blocks that move X/Y are checked the same way;
+- the pen is lifted before anything moves (setup), before every travel (each stroke ends
+  with a pen-up) and at the end; feeds are > 0 (the profile refuses anything else);
+- no line is longer than the profile's max_line_length: a long move is written with fewer
+  decimals (re-checked against the bounds), and refused if that is not enough.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import vpype as vp
+
+from plotterd.errors import ConfigError, OutOfBoundsError
+from plotterd.gcode.motion import polyline_times, rest_to_rest
+from plotterd.gcode.profile import Profile, _num
+from plotterd.gcode.program import GLine, Program
+from plotterd.vector.layout import PX_PER_MM
+
+_WORD = re.compile(r"([A-Z])\s*([-+]?\d*\.?\d+)", re.IGNORECASE)
+
+
+@dataclass
+class Layer:
+    id: int
+    name: str
+    color: str
+    paths: list[np.ndarray]  # (m, 2) machine mm
+
+
+def to_machine(xy_mm: np.ndarray, paper_mm: tuple[float, float], profile: Profile) -> np.ndarray:
+    """Page mm (origin top-left, y down) -> machine mm.
+
+    The paper corner ``profile.origin`` sits at ``profile.offset`` on the bed; coordinates
+    are measured from it along the paper edges, pointing into the paper, and an inverted
+    axis counts the other way (machines whose axes run negative from home).
+    """
+    w, h = paper_mm
+    u, v = xy_mm[..., 0], xy_mm[..., 1]
+    a = w - u if profile.origin.endswith("right") else u
+    b = h - v if profile.origin.startswith("bottom") else v
+    sx = -1.0 if profile.invert_x else 1.0
+    sy = -1.0 if profile.invert_y else 1.0
+    return np.stack([profile.offset_x + sx * a, profile.offset_y + sy * b], axis=-1)
+
+
+def _moves_in(lines: tuple[str, ...] | list[str]) -> list[tuple[float | None, float | None]]:
+    """X/Y targets of G0/G1 lines in a start/end block (absolute mode)."""
+    out = []
+    for c in lines:
+        words = {k.upper(): float(v) for k, v in _WORD.findall(c)}
+        head = c.split()[0].upper() if c.split() else ""
+        if head in ("G0", "G00", "G1", "G01") and ("X" in words or "Y" in words):
+            out.append((words.get("X"), words.get("Y")))
+    return out
+
+
+def check_bounds(points: np.ndarray, profile: Profile, what: str = "the drawing") -> None:
+    """Raise OutOfBoundsError, saying by how much, if any (N, 2) point is outside."""
+    if len(points) == 0:
+        return
+    lo = points.min(axis=0)
+    hi = points.max(axis=0)
+    over = []
+    eps = 1e-9
+    if lo[0] < profile.x_min - eps:
+        over.append(f"{profile.x_min - lo[0]:.2f} mm below x_min")
+    if hi[0] > profile.x_max + eps:
+        over.append(f"{hi[0] - profile.x_max:.2f} mm beyond x_max")
+    if lo[1] < profile.y_min - eps:
+        over.append(f"{profile.y_min - lo[1]:.2f} mm below y_min")
+    if hi[1] > profile.y_max + eps:
+        over.append(f"{hi[1] - profile.y_max:.2f} mm beyond y_max")
+    if over:
+        raise OutOfBoundsError(
+            f"{what} does not fit profile {profile.name!r}: it overflows "
+            f"{', '.join(over)} (it spans X {lo[0]:.2f}..{hi[0]:.2f}, Y {lo[1]:.2f}..{hi[1]:.2f};"
+            f" the machine X {profile.x_min:g}..{profile.x_max:g}, Y {profile.y_min:g}.."
+            f"{profile.y_max:g} mm). Use smaller paper or larger margins, or fix the profile's "
+            "bounds or paper offset."
+        )
+
+
+def _layers(document: vp.Document, profile: Profile) -> tuple[list[Layer], tuple[float, float]]:
+    if document.page_size:
+        paper = (document.page_size[0] / PX_PER_MM, document.page_size[1] / PX_PER_MM)
+    else:  # no page: the drawing's own bounding box from the origin
+        b = document.bounds() or (0, 0, 0, 0)
+        paper = (b[2] / PX_PER_MM, b[3] / PX_PER_MM)
+    layers = []
+    for lid in sorted(document.layers):
+        lc = document.layers[lid]
+        color = lc.property(vp.METADATA_FIELD_COLOR)
+        name = lc.property(vp.METADATA_FIELD_NAME)
+        paths = []
+        for ln in lc.lines:
+            if len(ln) == 0:
+                continue
+            if len(ln) == 1:  # a lone vertex is a dot
+                ln = np.repeat(ln, 2)
+            xy = np.column_stack([ln.real, ln.imag]) / PX_PER_MM
+            m = to_machine(xy, paper, profile)
+            paths.append(np.round(m, profile.decimals))
+        layers.append(
+            Layer(
+                lid,
+                str(name) if name else f"pen {lid}",
+                color.as_rgb_hex() if color is not None else "#000000",
+                paths,
+            )
+        )
+    return layers, paper
+
+
+class _Emitter:
+    def __init__(self, profile: Profile):
+        self.p = profile
+        self.lines: list[GLine] = []
+        self.t = 0.0
+        self.decimals = profile.decimals
+        self.f_draw = _num(profile.draw_feed, 0)
+        self.f_travel = _num(profile.travel_feed, 0)
+
+    def add(self, text: str, kind: str, stroke: int | None, dt: float = 0.0) -> None:
+        if len(text) > self.p.max_line_length:
+            raise ConfigError(
+                "gcode.max_line_length",
+                f"{text!r} is longer than {self.p.max_line_length} characters",
+                self.p.source,
+            )
+        self.t += dt
+        self.lines.append(GLine(text, kind, stroke, self.t))
+
+    def move(self, word: str, x: float, y: float, feed: str, kind: str, stroke: int | None,
+             dt: float) -> None:
+        d = self.decimals
+        text = f"{word} X{_num(x, d)} Y{_num(y, d)} F{feed}"
+        while len(text) > self.p.max_line_length and d > 0:
+            # shorter numbers; the rounded point must still be inside the bounds
+            d -= 1
+            rx, ry = round(x, d), round(y, d)
+            check_bounds(np.array([[rx, ry]]), self.p, f"move {word} X{rx} Y{ry}")
+            text = f"{word} X{_num(rx, d)} Y{_num(ry, d)} F{feed}"
+        self.add(text, kind, stroke, dt)
+
+
+def write_program(document: vp.Document, profile: Profile) -> Program:
+    """Turn a page document (vpype px, layers in plotting order) into a Program."""
+    layers, paper = _layers(document, profile)
+    allpts = [p for layer in layers for p in layer.paths]
+    if allpts:
+        check_bounds(np.concatenate(allpts), profile)
+    for key, block in (("start", profile.start), ("end", profile.end)):
+        xs = [(x, y) for x, y in _moves_in(block)]
+        if xs:
+            # a block move only names the axes it moves; the other stays where it was (the
+            # bounds check takes the lower bound as a stand-in for a missing axis)
+            pts = np.array([[profile.x_min if x is None else x, profile.y_min if y is None else y]
+                            for x, y in xs])
+            check_bounds(pts, profile, f"the profile's {key} block")
+
+    p = profile
+    em = _Emitter(p)
+    pen_up, pen_down = p.pen_up_lines(), p.pen_down_lines()
+    up_time = [p.pen.up_move_s] * len(p.pen.up_commands) + (
+        [p.pen.up_dwell_s] if p.pen.up_dwell_s > 0 else []
+    )
+    down_time = [p.pen.down_move_s] * len(p.pen.down_commands) + (
+        [p.pen.down_dwell_s] if p.pen.down_dwell_s > 0 else []
+    )
+
+    # setup: units, absolute, pen up before anything moves, then the profile's start block
+    for c in p.setup_lines():
+        em.add(c, "setup", None)
+    for c, dt in zip(pen_up, up_time, strict=True):
+        em.add(c, "setup", None, dt)
+    for c in p.start:
+        em.add(c, "setup", None)
+
+    draw_times = polyline_times(allpts, p.draw_feed, p.acceleration, p.junction_deviation)
+    # travels: from where the pen is to each path's first point
+    firsts = np.array([pth[0] for pth in allpts]) if allpts else np.zeros((0, 2))
+    lasts = np.array([pth[-1] for pth in allpts]) if allpts else np.zeros((0, 2))
+    here = _start_position(p)
+    prev = np.vstack([[here], lasts[:-1]]) if allpts else np.zeros((0, 2))
+    travel_len = np.hypot(*(firsts - prev).T) if allpts else np.zeros(0)
+    travel_t = rest_to_rest(travel_len, p.travel_feed, p.acceleration)
+
+    stroke = 0
+    pens_info: list[dict[str, Any]] = []
+    for li, layer in enumerate(layers):
+        if not layer.paths:
+            continue
+        pens_info.append({"layer": layer.id, "name": layer.name, "color": layer.color,
+                          "first_stroke": stroke, "strokes": len(layer.paths)})
+        for k, path in enumerate(layer.paths):
+            x0, y0 = path[0]
+            em.move("G0", x0, y0, em.f_travel, "travel", stroke, float(travel_t[stroke]))
+            if k == 0 and li > 0 and p.pen_change and len(pens_info) > 1:
+                for c in p.pen_change:
+                    # no comment characters: they would cut the line when parsed back
+                    name = re.sub(r"[;()]", "", layer.name)
+                    em.add(c.replace("{name}", name).replace("{color}", layer.color),
+                           "pen_down", stroke)
+            for c, dt in zip(pen_down, down_time, strict=True):
+                em.add(c, "pen_down", stroke, dt)
+            px, py = x0, y0
+            emitted = False
+            for (x, y), dt in zip(path[1:], draw_times[stroke], strict=True):
+                if x == px and y == py:  # vertices that rounding merged: no move
+                    em.t += float(dt)
+                    continue
+                em.move("G1", x, y, em.f_draw, "draw", stroke, float(dt))
+                px, py, emitted = x, y, True
+            if not emitted:  # a dot: one zero-length draw between pen down and up
+                em.move("G1", x0, y0, em.f_draw, "draw", stroke, 0.0)
+            for c, dt in zip(pen_up, up_time, strict=True):
+                em.add(c, "pen_up", stroke, dt)
+            stroke += 1
+
+    # the end: pen up once more (also marks the end block), then the profile's end block
+    here = lasts[-1] if allpts else _start_position(p)
+    for c, dt in zip(pen_up, up_time, strict=True):
+        em.add(c, "end", None, dt)
+    for c in p.end:
+        dt = 0.0
+        for x, y in _moves_in([c]):
+            target = np.array([here[0] if x is None else x, here[1] if y is None else y])
+            dt = float(rest_to_rest(np.hypot(*(target - here)), p.travel_feed, p.acceleration))
+            here = target
+        em.add(c, "end", None, dt)
+
+    all_arr = np.concatenate(allpts) if allpts else np.zeros((0, 2))
+    header: dict[str, Any] = {
+        "version": 1,
+        "profile": p.name,
+        "firmware": p.firmware,
+        "units": "mm",
+        "pen_up": pen_up,
+        "pen_down": pen_down,
+        "pen_change": list(p.pen_change),
+        "dwell_unit": p.dwell_unit,
+        "travel_feed": p.travel_feed,
+        "draw_feed": p.draw_feed,
+        "acceleration": p.acceleration,
+        "bounds": [p.x_min, p.y_min, p.x_max, p.y_max],
+        "drawing_bounds": (
+            [float(v) for v in (*all_arr.min(axis=0), *all_arr.max(axis=0))] if len(all_arr)
+            else None
+        ),
+        "paper_mm": [round(paper[0], 3), round(paper[1], 3)],
+        "estimated_s": round(em.t, 3),
+        "strokes": stroke,
+        "pens": pens_info,
+    }
+    return Program(em.lines, header)
+
+
+def _start_position(p: Profile) -> np.ndarray:
+    """Where the pen is assumed to be when the program starts: the last X/Y the start block
+    moves to, else the machine origin (0, 0) clamped into the bounds."""
+    x = min(max(0.0, p.x_min), p.x_max)
+    y = min(max(0.0, p.y_min), p.y_max)
+    for mx, my in _moves_in(p.start):
+        x = x if mx is None else mx
+        y = y if my is None else my
+    return np.array([x, y])
+
+
+def program_stats(program: Program) -> dict[str, Any]:
+    """Figures measured on the emitted program itself (machine mm)."""
+    travel = draw = 0.0
+    pos = None
+    for ln in program.lines:
+        if ln.kind not in ("travel", "draw"):
+            continue
+        words = {k.upper(): float(v) for k, v in _WORD.findall(ln.text)}
+        new = np.array([words.get("X", np.nan), words.get("Y", np.nan)])
+        if pos is not None:
+            new = np.where(np.isnan(new), pos, new)
+            d = float(np.hypot(*(new - pos)))
+            if ln.kind == "travel":
+                travel += d
+            else:
+                draw += d
+        pos = new
+    text = program.text()
+    return {
+        "profile": program.header.get("profile"),
+        "firmware": program.header.get("firmware"),
+        "estimated_s": program.header.get("estimated_s"),
+        "strokes": program.header.get("strokes"),
+        "machine_draw_mm": draw,
+        "machine_travel_mm": travel,
+        "gcode_lines": len(program.lines),
+        "gcode_bytes": len(text.encode()),
+        "machine_bbox": program.header.get("drawing_bounds"),
+    }
