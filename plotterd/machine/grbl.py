@@ -200,6 +200,7 @@ class GrblDriver:
         self._last_poll = 0.0
         self._quiet_since: float | None = None
         self._pending: list[Ack] = []
+        self._seen_banner = False
 
     @property
     def rx_limit(self) -> int:
@@ -256,8 +257,10 @@ class GrblDriver:
 
     def recover_after_reset(self) -> None:
         """The board reset mid-job: forget what was in flight, drain to the banner, unlock."""
+        seen = self._seen_banner
         self._reset_stream_state()
-        self._wait_banner(min(self.T.banner, 1.0))
+        if not seen:  # after ALARM:3 the banner is still to come
+            self._wait_banner(min(self.T.banner, 1.0))
         self._after_banner()
 
     # ---- send-and-wait ----
@@ -331,6 +334,9 @@ class GrblDriver:
         self.in_flight_bytes -= f.nbytes
         self.acked.append(f.item)
         self._pending.append(Ack(f.item, error, lost))
+        # whatever the last status said, at most `blocks` acknowledged moves can still be
+        # waiting in the planner: everything acknowledged before them has run
+        self.executed_seq = max(self.executed_seq, self._walk_back(self.blocks))
         if self.fifo:
             self.fifo[0].since = time.monotonic()
 
@@ -348,6 +354,7 @@ class GrblDriver:
                 raise BoardReset(f"GRBL {ev.text}")
             raise FirmwareError(f"GRBL {ev.text}", alarm=ev.code)
         elif isinstance(ev, Banner):
+            self._seen_banner = True
             raise BoardReset("GRBL reset (new banner) mid-job: buffered lines are lost")
         elif isinstance(ev, Unknown):
             log.warning("GRBL sent an unrecognised line %r", line)

@@ -274,6 +274,8 @@ class MarlinDriver:
             return
         self.acked.append(f.item)
         self._pending.append(Ack(f.item, None, lost))
+        # at most planner_size acknowledged moves can still be queued
+        self.executed_seq = max(self.executed_seq, self._walk_back(self.planner_size))
         if f.item.kind == "sync" and not lost:
             self.executed_seq = max(self.executed_seq, f.item.seq)
         if self.fifo:
@@ -387,9 +389,10 @@ class MarlinDriver:
             self.t.reconnect()
             self.connect()
         else:
-            self.fifo.clear()
-            self.resend_queue.clear()
-            self._pending = []
+            # start numbering afresh: whatever line Marlin was stuck on is abandoned
+            self._reset_stream_state()
+            self._drain_quiet(0.1)
+            self._handshake()
         for text in pen_up:
             self.command(text)
         self.wait_idle()

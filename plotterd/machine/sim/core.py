@@ -326,6 +326,7 @@ class Simulator:
         self._truncate_motion(t)
         self.disconnected = True
         self.unplugged = forever
+        self.servo = None  # the board lost power: the servo signal stops, the pen lifts
         self._outgoing.clear()
         self._incoming.clear()
         self.events.append((t, "unplug" if forever else "disconnect"))

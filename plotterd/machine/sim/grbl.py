@@ -113,7 +113,7 @@ class GrblSim(Simulator):
         self.emit(t, s + ">")
 
     def _soft_reset(self, t: float, alarm_if_moving: bool) -> None:
-        moving = self.moving() and not (self.hold and not self.moving())
+        moving = self.moving()
         self._truncate_motion(t)
         keep_alarm = self.alarm
         self.hold = False
@@ -165,6 +165,14 @@ class GrblSim(Simulator):
             return
         if f.take("reset", n):
             self._soft_reset(t, alarm_if_moving=True)
+            return
+        if f.take("halt", n):
+            # GRBL's nearest thing to a halt: a hard limit switch trips (ALARM:1)
+            self._truncate_motion(t)
+            self.emit(t, "ALARM:1")
+            self._soft_reset(t, alarm_if_moving=False)
+            self.alarm = 1
+            self.emit(t, "[MSG:'$H'|'$X' to unlock]")
             return
         if f.take("drop_ok", n):
             self.no_ok.add(n)

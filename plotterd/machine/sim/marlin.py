@@ -42,7 +42,7 @@ class MarlinSim(Simulator):
         self.keepalive_at = INF
         self.dwell_until = INF
         self.dwell_done = False
-        self.loop_line: int | None = None  # resend_loop: the N that is always refused
+        self.loop_line: tuple[int, str] | None = None  # resend_loop: always refused
         self.no_ok: set[int] = set()
         self.garbled: set[int] = set()
         self.servo = None
@@ -168,8 +168,8 @@ class MarlinSim(Simulator):
             if f.take("resend", n):
                 return self._resend(t, "checksum mismatch", n)
             if f.take("resend_loop", n):
-                self.loop_line = line_n
-            if self.loop_line is not None and line_n == self.loop_line:
+                self.loop_line = (line_n, body)  # as if this line always got corrupted
+            if self.loop_line == (line_n, body):
                 return self._resend(t, "checksum mismatch", n)
             self.last_n = line_n
             cmd = body
