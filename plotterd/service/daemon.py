@@ -254,7 +254,7 @@ class Daemon:
             log.exception("the HTTP API stopped")
 
     def stop(self) -> None:
-        if self.stopping.is_set() and not self._threads:
+        if self.stopping.is_set() and not self._threads and not self.plotter.is_alive():
             return
         log.info("stopping")
         sd_notify("STOPPING=1")
@@ -267,8 +267,9 @@ class Daemon:
         self.watcher.stop()
         if self.server is not None:
             self.server.should_exit = True
-        for t in self._threads:
-            t.join(timeout=20)
+        for t in {*self._threads, self.optimiser, self.plotter}:
+            if t.is_alive():
+                t.join(timeout=30)
         self._threads = []
         self.camera.close()
         self.store.close()

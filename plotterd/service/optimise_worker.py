@@ -79,7 +79,9 @@ def run(job_dir: Path, parent_pid: int | None = None) -> int:
         source = str(job_dir / spec["input"])
     store.progress(job_id, "vectorise", 0.0, {})
     paths, stats = stages.make_gcode(source, spec, job_dir)
+    rename = {"svg": "page", "stats": "gcode_stats"}  # draw's svg is the drawing
     for k, v in paths.items():
+        k = rename.get(k, k)
         v = Path(v)
         artefacts[k] = str(v.relative_to(job_dir)) if v.is_relative_to(job_dir) else str(v)
     _atomic_write(job_dir / "result.json", stages.dumps({"artefacts": artefacts,

@@ -1,0 +1,100 @@
+"""The plotter worker against the real streamer and simulated GRBL plotter, with a program
+built here (so it does not depend on the G-code stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plotterd.gcode.program import GLine, Program
+from plotterd.service.daemon import Daemon
+
+from .helpers import wait_for
+
+
+def square_program(n: int, size: float = 30.0) -> Program:
+    header = {"version": 1, "firmware": "grbl", "pen_up": ["M5"], "pen_down": ["M3 S30"],
+              "travel_feed": 3000, "bounds": [0, 0, 300, 200], "strokes": n}
+    lines = [GLine("G21", "setup"), GLine("G90", "setup"), GLine("M5", "setup")]
+    for k in range(n):
+        x, y = 10 + (k % 8) * 35, 10 + (k // 8) * 35
+        lines += [GLine(f"G0 X{x} Y{y}", "travel", k), GLine("M3 S30", "pen_down", k),
+                  GLine("G4 P0.05", "pen_down", k)]
+        for dx, dy in ((size, 0), (size, size), (0, size), (0, 0)):
+            lines.append(GLine(f"G1 X{x + dx} Y{y + dy} F3000", "draw", k))
+        lines.append(GLine("M5", "pen_up", k))
+    lines.append(GLine("G0 X0 Y0", "end"))
+    return Program(lines, header)
+
+
+def _vectorised_job(d: Daemon, n: int) -> dict:
+    job = d.store.create(source="upload", name="squares.gcode", kind="svg",
+                         jobs_dir=d.cfg.jobs_dir, state="queued")
+    Path(job["dir"]).mkdir(parents=True)
+    square_program(n).save(Path(job["dir"]) / "plot.gcode")
+    d.store.transition(job["id"], "vectorised", artefacts={"gcode": "plot.gcode"})
+    return job
+
+
+def _segments(path: Path) -> int:
+    return len(path.read_text().split("\n")) - 1 if path.exists() else 0
+
+
+def test_plot_done_with_render(cfg):
+    cfg.plotter.sim_speed = "instant"
+    d = Daemon(cfg)
+    job = _vectorised_job(d, 5)
+    d.plotter.start()
+    done = wait_for(lambda: (j := d.store.get(job["id"]))["state"] == "done" and j, 30)
+    d.stopping.set()
+    assert done["last_completed_stroke"] == 4 and done["error"] is None
+    assert {"render", "record", "gcode"} <= set(done["artefacts"])
+    assert (Path(done["dir"]) / "render.png").read_bytes()[:4] == b"\x89PNG"
+    assert _segments(Path(done["dir"]) / "plot.record") == 5 * 4
+    assert done["stats"]["plot"]["lines_acked"] > 0
+
+
+def test_shutdown_interrupts_and_restart_resumes(cfg):
+    cfg.plotter.sim_speed = "scaled:20"
+    d = Daemon(cfg)
+    job = _vectorised_job(d, 16)
+    d.plotter.start()
+    wait_for(lambda: (d.store.get(job["id"])["last_completed_stroke"] or -1) >= 2, 60,
+             what="three strokes drawn")
+    d.stop()
+    j = d.store.__class__(cfg.db_path).get(job["id"])
+    assert j["state"] == "interrupted", j
+    assert 2 < j["resume_stroke"] < 16
+    first = _segments(Path(j["dir"]) / "plot.record")
+    # a restart in dry-run resumes by itself, from the stroke after the last completed one
+    cfg.plotter.sim_speed = "instant"
+    d2 = Daemon(cfg)
+    d2.recover()
+    assert d2.store.get(job["id"])["state"] == "vectorised"
+    d2.plotter.start()
+    done = wait_for(lambda: (x := d2.store.get(job["id"]))["state"] == "done" and x, 30)
+    d2.stopping.set()
+    total = _segments(Path(done["dir"]) / "plot.record")
+    # every stroke drawn; at most the one in progress at the stop drawn twice
+    assert 16 * 4 <= total <= 16 * 4 + 4 + first - 4 * j["resume_stroke"] + 4
+    events = [e["state"] for e in d2.store.events(job["id"])]
+    assert events[-4:] == ["interrupted", "vectorised", "plotting", "done"]
+
+
+def test_pause_holds_next_job_and_cancel(cfg):
+    cfg.plotter.sim_speed = "scaled:5"
+    d = Daemon(cfg)
+    d.plotter.pause()
+    job = _vectorised_job(d, 8)
+    d.plotter.start()
+    import time
+
+    time.sleep(1.5)
+    assert d.store.get(job["id"])["state"] == "vectorised"  # paused: not started
+    d.plotter.resume()
+    wait_for(lambda: d.store.get(job["id"])["state"] == "plotting", 10)
+    wait_for(lambda: d.plotter.control is not None, 10)
+    assert d.cancel_job(job["id"]) == "cancelling"
+    j = wait_for(lambda: (x := d.store.get(job["id"]))["state"] == "cancelled" and x, 30)
+    d.stopping.set()
+    assert j["finished"] is not None
+    assert d.plotter.status()["state"] == "idle"
