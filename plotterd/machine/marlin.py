@@ -176,7 +176,8 @@ class MarlinDriver:
         """Wait for ``start`` (the board resets when the port opens), then the M110 N0
         handshake that zeroes the line counter."""
         self._reset_stream_state()
-        deadline = time.monotonic() + self.T.banner
+        # boards without auto-reset (or a pty) send no "start": do not wait long for it
+        deadline = time.monotonic() + min(self.T.banner, 2.0)
         while True:
             line = self.t.readline(max(0.0, deadline - time.monotonic()))
             if line is None or isinstance(parse(line), Start):

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serial import SerialBase
+
 from plotterd.errors import ConfigError, InputError, PlotterdError
 from plotterd.gcode.program import Program
 from plotterd.machine.base import (
@@ -125,13 +127,14 @@ def make_driver(firmware: str, transport: Transport, timeouts: Timeouts):
     return MarlinDriver(transport, timeouts)
 
 
-def stream(program: Program, port: str, *, firmware: str | None = None,
+def stream(program: Program, port: str | SerialBase, *, firmware: str | None = None,
            baudrate: int = 115200, start_stroke: int | None = None,
            progress: ProgressCallback | None = None, control: StreamControl | None = None,
            render_to: str | Path | None = None, timeouts: Timeouts | None = None
            ) -> StreamResult:
     """Send ``program`` to the plotter on ``port`` (a device path or a pyserial URL such as
-    ``sim://grbl?speed=instant``) and return how it ended. Raises InputError/ConfigError for
+    ``sim://grbl?speed=instant``, or an unopened pyserial port object) and return how it
+    ended. Raises InputError/ConfigError for
     a program or option that cannot be streamed; every machine-side problem is reported in
     the result (status failed/interrupted with ``error``)."""
     return _Streamer(program, port, firmware, baudrate, start_stroke, progress, control,

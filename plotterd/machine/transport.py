@@ -19,11 +19,18 @@ READ_SLICE = 0.02  # s; reads block at most this long so the streamer stays resp
 class Transport:
     """A pyserial port with line reading, clear errors and reconnection."""
 
-    def __init__(self, port: str, baudrate: int = 115200, timeouts: Timeouts | None = None):
-        self.port = port
+    def __init__(self, port: str | serial.SerialBase, baudrate: int = 115200,
+                 timeouts: Timeouts | None = None):
+        """``port``: a device path or pyserial URL, or a pyserial port object (opened here
+        if it is not open yet; reconnecting closes and reopens that same object)."""
+        self.ser: serial.SerialBase | None = None
+        if isinstance(port, str):
+            self.port = port
+        else:
+            self.ser = port
+            self.port = str(getattr(port, "port", None) or port)
         self.baudrate = baudrate
         self.timeouts = timeouts or Timeouts()
-        self.ser: serial.SerialBase | None = None
         self._buf = bytearray()
         self.log: list[tuple[float, str, str]] = []  # (time, ">" sent / "<" received, text)
         self._t0 = time.monotonic()
@@ -41,7 +48,8 @@ class Transport:
                                                  do_not_open=True)
             # opening asserts DTR, which resets most Arduino-based boards: the caller waits
             # for the banner
-            self.ser.open()
+            if not self.ser.is_open:
+                self.ser.open()
             self.ser.reset_input_buffer()
         except (serial.SerialException, OSError, ValueError) as e:
             raise LinkLost(f"cannot open {self.port}: {e}") from e
