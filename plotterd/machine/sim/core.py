@@ -347,6 +347,10 @@ class Simulator:
                 if not (self.disconnected or self.silent):
                     for b in data:
                         self._rx_byte(te, b)
+                        if b == 0x0A:
+                            # the firmware takes a line as soon as it is complete, while
+                            # the rest of the chunk is still arriving
+                            self._process(te)
             else:
                 self._timer(te)
             self._process(te)
