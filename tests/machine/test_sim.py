@@ -147,7 +147,7 @@ def test_marlin_servo_is_not_synchronised():
     port.write(b"G1 X50 Y0 F3000\nM280 P0 S30\n")
     time.sleep(0.05)
     sim = port.simulator
-    assert port.in_waiting == 0  # the simulator is lazy: any I/O brings it up to date
+    _ = port.in_waiting  # the simulator is lazy: any I/O brings it up to date
     with sim.lock:
         assert sim.moving() and sim.pen_down
 
