@@ -61,6 +61,7 @@ class GcodeResult:
         out = Path(out_gcode)
         svg = out.with_suffix(".svg")
         stats = out.with_suffix(".stats.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
         self.program.save(out)
         doc = self.document
         if travel_layer:

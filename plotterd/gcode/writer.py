@@ -99,28 +99,39 @@ def _layers(document: vp.Document, profile: Profile) -> tuple[list[Layer], tuple
         b = document.bounds() or (0, 0, 0, 0)
         paper = (b[2] / PX_PER_MM, b[3] / PX_PER_MM)
     layers = []
+    raw: list[np.ndarray] = []
     for lid in sorted(document.layers):
         lc = document.layers[lid]
         color = lc.property(vp.METADATA_FIELD_COLOR)
         name = lc.property(vp.METADATA_FIELD_NAME)
-        paths = []
-        for ln in lc.lines:
-            if len(ln) == 0:
-                continue
-            if len(ln) == 1:  # a lone vertex is a dot
-                ln = np.repeat(ln, 2)
-            xy = np.column_stack([ln.real, ln.imag]) / PX_PER_MM
-            m = to_machine(xy, paper, profile)
-            paths.append(np.round(m, profile.decimals))
+        lines = [np.repeat(ln, 2) if len(ln) == 1 else ln for ln in lc.lines if len(ln)]
+        raw.extend(lines)
         layers.append(
             Layer(
                 lid,
                 str(name) if name else f"pen {lid}",
                 color.as_rgb_hex() if color is not None else "#000000",
-                paths,
+                [np.zeros((len(ln), 2)) for ln in lines],  # filled in below
             )
         )
+    if raw:  # map all vertices at once, then hand each path its slice
+        allc = np.concatenate(raw)
+        xy = np.column_stack([allc.real, allc.imag]) / PX_PER_MM
+        m = np.round(to_machine(xy, paper, profile), profile.decimals)
+        parts = np.split(m, np.cumsum([len(ln) for ln in raw])[:-1])
+        k = 0
+        for layer in layers:
+            layer.paths = parts[k : k + len(layer.paths)]
+            k += len(layer.paths)
     return layers, paper
+
+
+def _fmt_many(values: np.ndarray, decimals: int) -> list[str]:
+    """Format many coordinates like ``_num`` (no trailing zeros), in bulk for speed."""
+    out = [f"{v:.{decimals}f}" for v in values.tolist()]
+    if decimals > 0:
+        out = [t.rstrip("0").rstrip(".") for t in out]
+    return ["0" if t in ("-0", "") else t for t in out]
 
 
 class _Emitter:
@@ -217,11 +228,19 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
                 em.add(c, "pen_down", stroke, dt)
             px, py = x0, y0
             emitted = False
-            for (x, y), dt in zip(path[1:], draw_times[stroke], strict=True):
+            sx, sy = _fmt_many(path[1:, 0], em.decimals), _fmt_many(path[1:, 1], em.decimals)
+            limit = p.max_line_length
+            for (x, y), tx, ty, dt in zip(path[1:].tolist(), sx, sy,
+                                          draw_times[stroke].tolist(), strict=True):
                 if x == px and y == py:  # vertices that rounding merged: no move
-                    em.t += float(dt)
+                    em.t += dt
                     continue
-                em.move("G1", x, y, em.f_draw, "draw", stroke, float(dt))
+                text = f"G1 X{tx} Y{ty} F{em.f_draw}"
+                if len(text) > limit:
+                    em.move("G1", x, y, em.f_draw, "draw", stroke, dt)
+                else:
+                    em.t += dt
+                    em.lines.append(GLine(text, "draw", stroke, em.t))
                 px, py, emitted = x, y, True
             if not emitted:  # a dot: one zero-length draw between pen down and up
                 em.move("G1", x0, y0, em.f_draw, "draw", stroke, 0.0)
@@ -233,15 +252,25 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
     here = lasts[-1] if allpts else _start_position(p)
     for c, dt in zip(pen_up, up_time, strict=True):
         em.add(c, "end", None, dt)
+    end_travel = 0.0
     for c in p.end:
         dt = 0.0
         for x, y in _moves_in([c]):
             target = np.array([here[0] if x is None else x, here[1] if y is None else y])
-            dt = float(rest_to_rest(np.hypot(*(target - here)), p.travel_feed, p.acceleration))
+            dist = float(np.hypot(*(target - here)))
+            end_travel += dist
+            dt = float(rest_to_rest(np.array(dist), p.travel_feed, p.acceleration))
             here = target
         em.add(c, "end", None, dt)
 
     all_arr = np.concatenate(allpts) if allpts else np.zeros((0, 2))
+    if allpts:  # segment lengths over all paths, minus the links between paths
+        seg = np.hypot(*np.diff(all_arr, axis=0).T)
+        links = np.cumsum([len(pth) for pth in allpts])[:-1] - 1
+        draw_mm = float(seg.sum() - seg[links].sum())
+    else:
+        draw_mm = 0.0
+    travel_mm = float(travel_len.sum()) + end_travel
     header: dict[str, Any] = {
         "version": 1,
         "profile": p.name,
@@ -261,6 +290,8 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
         ),
         "paper_mm": [round(paper[0], 3), round(paper[1], 3)],
         "estimated_s": round(em.t, 3),
+        "draw_mm": round(draw_mm, 3),
+        "travel_mm": round(travel_mm, 3),
         "strokes": stroke,
         "pens": pens_info,
     }
@@ -279,31 +310,16 @@ def _start_position(p: Profile) -> np.ndarray:
 
 
 def program_stats(program: Program) -> dict[str, Any]:
-    """Figures measured on the emitted program itself (machine mm)."""
-    travel = draw = 0.0
-    pos = None
-    for ln in program.lines:
-        if ln.kind not in ("travel", "draw"):
-            continue
-        words = {k.upper(): float(v) for k, v in _WORD.findall(ln.text)}
-        new = np.array([words.get("X", np.nan), words.get("Y", np.nan)])
-        if pos is not None:
-            new = np.where(np.isnan(new), pos, new)
-            d = float(np.hypot(*(new - pos)))
-            if ln.kind == "travel":
-                travel += d
-            else:
-                draw += d
-        pos = new
-    text = program.text()
+    """Figures about the emitted program (machine mm; lengths from the writer's header)."""
+    h = program.header
     return {
-        "profile": program.header.get("profile"),
-        "firmware": program.header.get("firmware"),
-        "estimated_s": program.header.get("estimated_s"),
-        "strokes": program.header.get("strokes"),
-        "machine_draw_mm": draw,
-        "machine_travel_mm": travel,
+        "profile": h.get("profile"),
+        "firmware": h.get("firmware"),
+        "estimated_s": h.get("estimated_s"),
+        "strokes": h.get("strokes"),
+        "machine_draw_mm": h.get("draw_mm"),
+        "machine_travel_mm": h.get("travel_mm"),
         "gcode_lines": len(program.lines),
-        "gcode_bytes": len(text.encode()),
-        "machine_bbox": program.header.get("drawing_bounds"),
+        "gcode_bytes": len(program.text().encode()),
+        "machine_bbox": h.get("drawing_bounds"),
     }

@@ -18,15 +18,22 @@ import vpype as vp
 from scipy.spatial import cKDTree
 
 
+def line_ends(lines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(first points, last points) of non-empty complex lines, as two arrays."""
+    counts = np.array([len(ln) for ln in lines], dtype=np.int64)
+    allc = np.concatenate(lines)
+    last = np.cumsum(counts) - 1
+    return allc[last - counts + 1], allc[last]
+
+
 def pen_up_length(lines: list[np.ndarray], start: complex | None = None) -> float:
     """Total pen-up travel between consecutive lines (plus from ``start`` if given)."""
     if not lines:
         return 0.0
-    starts = np.array([ln[0] for ln in lines])
-    ends = np.array([ln[-1] for ln in lines])
+    starts, ends = line_ends(lines)
     total = float(np.abs(starts[1:] - ends[:-1]).sum())
     if start is not None:
-        total += abs(starts[0] - start)
+        total += float(abs(starts[0] - start))
     return total
 
 
@@ -61,14 +68,15 @@ class _Tour:
     def __init__(self, lines: list[np.ndarray], start: complex, neighbours: int):
         n = self.n = len(lines)
         self.start = start
-        first = [complex(ln[0]) for ln in lines]
-        last = [complex(ln[-1]) for ln in lines]
+        first_a, last_a = line_ends(lines)
+        first, last = first_a.tolist(), last_a.tolist()
         self.hd = list(first)  # hd[m]: where line m's pen goes down (its first point as drawn)
         self.tl = list(last)  # tl[m]: where it comes up
         self.order = list(range(n))  # order[p] = line at position p
         self.pos = list(range(n))  # pos[m] = position of line m
         self.flipped = [False] * n
-        xy = np.array([[p.real, p.imag] for p in first + last])
+        both = np.concatenate([first_a, last_a])
+        xy = np.column_stack([both.real, both.imag])
         self.tree = cKDTree(xy)
         k = min(neighbours + 1, 2 * n)
         nbr = np.atleast_2d(self.tree.query(xy, k=k)[1]) % n

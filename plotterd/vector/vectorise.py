@@ -69,8 +69,17 @@ class VectorResult:
     stats: dict[str, Any]
 
 
-def _length(line: np.ndarray) -> float:
-    return float(np.abs(np.diff(line)).sum())
+def _lengths(lines: list[np.ndarray]) -> np.ndarray:
+    """Length of every (complex) line, in one pass over the concatenated vertices."""
+    if not lines:
+        return np.zeros(0)
+    counts = np.array([len(ln) for ln in lines])
+    allc = np.concatenate(lines)
+    seg = np.abs(np.diff(allc))
+    ends = np.cumsum(counts) - 1  # index of each line's last vertex
+    cum = np.r_[0.0, np.cumsum(seg)]
+    starts = ends - counts + 1
+    return cum[ends] - cum[starts]
 
 
 def _is_dot(line: np.ndarray) -> bool:
@@ -106,7 +115,7 @@ def _merge(lines: list[np.ndarray], tol_px: float, flip: bool) -> list[np.ndarra
     if tol_px <= 0 or len(lines) < 2:
         return lines
     n = len(lines)
-    ends = np.array([[ln[0], ln[-1]] for ln in lines]).reshape(-1)
+    ends = np.column_stack(ordering.line_ends(lines)).reshape(-1)  # first0, last0, first1..
     tree = cKDTree(np.column_stack([ends.real, ends.imag]))
     pairs = tree.query_pairs(tol_px, output_type="ndarray")
     if len(pairs) == 0:
@@ -271,8 +280,8 @@ def vectorise(
     min_len = opts.min_length_mm * PX_PER_MM
     kept: dict[int, list[np.ndarray]] = {}
     short = 0
-    for p in pieces:
-        if not _is_dot(p.line) and _length(p.line) < min_len:
+    for p, length in zip(pieces, _lengths([p.line for p in pieces]), strict=True):
+        if length < min_len and not _is_dot(p.line):
             short += 1
             continue
         kept.setdefault(p.layer, []).append(p.line)
@@ -305,7 +314,7 @@ def vectorise(
         pos = ordered[-1][-1]
     report(4)
 
-    draw_px = sum(_length(ln) for ln in plotted)
+    draw_px = float(_lengths(plotted).sum())
     x0, y0, x1, y1 = placement.area
     stats.update(
         {
@@ -327,8 +336,14 @@ def vectorise(
             "vectorise_s": time.perf_counter() - t_start,
         }
     )
-    b = doc.bounds()
-    stats["drawing_bbox_mm"] = None if b is None else [v / PX_PER_MM for v in b]
+    if plotted:
+        allc = np.concatenate(plotted)
+        stats["drawing_bbox_mm"] = [
+            float(v) / PX_PER_MM
+            for v in (allc.real.min(), allc.imag.min(), allc.real.max(), allc.imag.max())
+        ]
+    else:
+        stats["drawing_bbox_mm"] = None
     return VectorResult(document=doc, stats=stats)
 
 
