@@ -239,7 +239,10 @@ class _VGGLoss(Loss):
         self.register_buffer("in_shift", torch.tensor(shift, device=target.device).view(1, 3, 1, 1))
         self.register_buffer("in_scale", torch.tensor(scale, device=target.device).view(1, 3, 1, 1))
         self.loaded = W.load_backbone(backbone, _weights_dir(weights_dir), allow_random_weights)
-        self.net = VGG16Features(self.loaded.features, layers).to(target.device)
+        # channels_last: oneDNN's convolutions run faster on NHWC (measured: benchmarks/)
+        self.net = VGG16Features(self.loaded.features, layers).to(
+            target.device, memory_format=torch.channels_last
+        )
         _check_image(target, "the target", self.net.n_pools)
         with torch.no_grad():  # the target's features never change: computed once, here
             for i, f in enumerate(self.net(self.prepare(target.float()))):
@@ -250,7 +253,8 @@ class _VGGLoss(Loss):
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
         # broadcasting a grey (N, 1, H, W) against the 3-channel shift repeats it to 3 channels
-        return (self.to_range(image) - self.in_shift) / self.in_scale
+        x = (self.to_range(image) - self.in_shift) / self.in_scale
+        return x.contiguous(memory_format=torch.channels_last)
 
     def _diffs(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Per layer: (N, C, h, w) squared differences of unit features."""
