@@ -189,3 +189,14 @@ def test_blur_matches_continuous_gaussian_width():
     assert r == math.ceil(4 * 0.8)
     centre = k[r].item()
     assert centre == pytest.approx(1 / (0.8 * math.sqrt(2 * math.pi)), rel=0.02)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 2.0, 9.0])
+def test_blur_implementations_agree(sigma):
+    img = _rand(12, (1, 3, 19, 44)).double()
+    a = gaussian_blur(img, sigma, method="matmul")
+    b = gaussian_blur(img, sigma, method="conv")
+    assert torch.allclose(a, b, atol=1e-12)
+    assert torch.equal(gaussian_blur(img, sigma), a)  # small canvas: the matrix form
+    with pytest.raises(ValueError):
+        gaussian_blur(img, sigma, method="fft")
