@@ -138,22 +138,25 @@ def _segment_pixels(
     Walks along the major axis u (columns for flat segments, rows for steep ones); for each
     u the minor-axis range is the intersection of two supersets of the capsule: the band
     |v - line(u)| <= r sqrt(1 + slope^2) around the infinite line, and the range of the
-    segment's points whose u is within r of this u, widened by r.
+    segment's points whose u is within r of this u, widened by r. Pairs come out grouped by
+    segment, in segment order.
     """
     dev = a.device
     m = a.shape[0]
-    dx = b[:, 0] - a[:, 0]
-    dy = b[:, 1] - a[:, 1]
-    xmajor = dx.abs() >= dy.abs()
+    d = b - a
+    xmajor = d[:, 0].abs() >= d[:, 1].abs()
     au = torch.where(xmajor, a[:, 0], a[:, 1])
     av = torch.where(xmajor, a[:, 1], a[:, 0])
     bu = torch.where(xmajor, b[:, 0], b[:, 1])
-    bv = torch.where(xmajor, b[:, 1], b[:, 0])
+    du = torch.where(xmajor, d[:, 0], d[:, 1])
+    dv = torch.where(xmajor, d[:, 1], d[:, 0])
     usize = torch.where(xmajor, width, height).to(a.dtype)
-    vsize = torch.where(xmajor, height, width).to(a.dtype)
-    du = bu - au
-    dv = bv - av
+    vmax = torch.where(xmajor, height - 1, width - 1).to(a.dtype)
+    # |dv| <= |du|, so du == 0 means a point: any t gives the same v, and slope 0 is right
+    inv_du = torch.where(du == 0, 0.0, 1.0 / torch.where(du == 0, 1.0, du))
+    slope = dv * inv_du
     rr = r + _MARGIN
+    half = rr * torch.sqrt(1.0 + slope * slope)
     # clamp in float before the integer conversion so far-away strokes cannot overflow
     u0 = torch.minimum(torch.ceil(torch.minimum(au, bu) - rr).clamp_min(0), usize)
     u1 = torch.minimum(torch.floor(torch.maximum(au, bu) + rr), usize - 1).clamp_min(-1)
@@ -161,119 +164,190 @@ def _segment_pixels(
     ncols = int(ncol.sum())
     seg_c = torch.repeat_interleave(torch.arange(m, device=dev), ncol, output_size=ncols)
     start = torch.cumsum(ncol, 0) - ncol
-    u = u0[seg_c] + (torch.arange(ncols, device=dev) - start[seg_c]).to(a.dtype)
-    au_c, av_c, du_c, dv_c, rr_c = au[seg_c], av[seg_c], du[seg_c], dv[seg_c], rr[seg_c]
-    flat = du_c == 0  # then dv == 0 too: a point
-    du_safe = torch.where(flat, torch.ones_like(du_c), du_c)
-    slope = torch.where(flat, torch.zeros_like(du_c), dv_c / du_safe)
-    vline = av_c + (u - au_c) * slope
-    half = rr_c * torch.sqrt(1.0 + slope * slope)
-    ta = torch.where(flat, torch.zeros_like(u), (u - rr_c - au_c) / du_safe)
-    tb = torch.where(flat, torch.ones_like(u), (u + rr_c - au_c) / du_safe)
-    va = av_c + torch.minimum(ta, tb).clamp(0, 1) * dv_c
-    vb = av_c + torch.maximum(ta, tb).clamp(0, 1) * dv_c
-    vlo = torch.maximum(torch.minimum(va, vb) - rr_c, vline - half)
-    vhi = torch.minimum(torch.maximum(va, vb) + rr_c, vline + half)
-    vs = vsize[seg_c]
-    v0 = torch.minimum(torch.ceil(vlo).clamp_min(0), vs)
-    v1 = torch.minimum(torch.floor(vhi), vs - 1).clamp_min(-1)
+    k = torch.arange(ncols, device=dev) - start.index_select(0, seg_c)  # column in segment
+    # one gather of every per-segment quantity the columns need
+    table = torch.stack([u0 - au, av, dv, inv_du, slope, half, rr, vmax, u0], 1)
+    cols = table.index_select(0, seg_c).unbind(1)
+    x, av_c, dv_c, inv_c, slope_c, half_c, rr_c, vmax_c, u0_c = cols
+    x = x + k.to(a.dtype)  # u - au
+    ta = ((x - rr_c) * inv_c).clamp(0, 1)
+    tb = ((x + rr_c) * inv_c).clamp(0, 1)
+    va = av_c + ta * dv_c
+    vb = av_c + tb * dv_c
+    vline = av_c + x * slope_c
+    vlo = torch.maximum(torch.minimum(va, vb) - rr_c, vline - half_c)
+    vhi = torch.minimum(torch.maximum(va, vb) + rr_c, vline + half_c)
+    v0 = torch.minimum(torch.ceil(vlo).clamp_min(0), vmax_c + 1)
+    v1 = torch.minimum(torch.floor(vhi), vmax_c).clamp_min(-1)
     nrow = (v1 - v0 + 1).clamp_min(0).long()
     npairs = int(nrow.sum())
-    col_p = torch.repeat_interleave(torch.arange(ncols, device=dev), nrow, output_size=npairs)
+    # pixel index = base + k * stride along the column (stride W when v is the row)
+    u = u0_c.long() + k
+    xm = xmajor.index_select(0, seg_c)
+    v0 = v0.long()
+    stride = torch.where(xm, width, 1)
     startp = torch.cumsum(nrow, 0) - nrow
-    v = v0.long()[col_p] + (torch.arange(npairs, device=dev) - startp[col_p])
-    uu = u.long()[col_p]
-    seg_p = seg_c[col_p]
-    xm = xmajor[seg_p]
-    pix = torch.where(xm, v * width + uu, uu * width + v)
-    return seg_p, pix
+    base = torch.where(xm, v0 * width + u, u * width + v0) - startp * stride
+    col_p = torch.repeat_interleave(torch.arange(ncols, device=dev), nrow, output_size=npairs)
+    # index_select: much faster than advanced indexing on CPU
+    base, stride, seg_p = torch.stack([base, stride, seg_c], 1).index_select(0, col_p).unbind(1)
+    return seg_p, base + torch.arange(npairs, device=dev) * stride
 
 
-def _seg_d2(px, py, ax, ay, bx, by):
-    """Squared distance from (px, py) to segments a-b; zero-length segments act as points."""
-    mx = bx - ax
-    my = by - ay
-    qx = px - ax
-    qy = py - ay
-    mm = mx * mx + my * my
-    nz = mm > 0
-    t = torch.where(nz, (qx * mx + qy * my) / torch.where(nz, mm, torch.ones_like(mm)), 0.0)
-    t = t.clamp(0.0, 1.0)
+def _segment_table(verts: torch.Tensor, sigma2: torch.Tensor, grey: torch.Tensor | None):
+    """Per segment (M = N * nseg rows): ax, ay, mx, my, m.m (1 if m = 0), sigma2, grey.
+
+    Everything a pair needs that does not depend on its pixel, so a pair gathers one row.
+    A point is a zero-length segment. (Divisions rather than multiplications by inverses
+    keep the float32 rounding that of the plain formula.)
+    """
+    n, s, _ = verts.shape
+    nseg = max(s - 1, 1)
+    if s == 1:
+        a = verts[:, 0]
+        m = torch.zeros_like(a)
+    else:
+        a = verts[:, :-1].reshape(-1, 2)
+        m = verts[:, 1:].reshape(-1, 2) - a
+    mm = (m * m).sum(1)
+    # m = 0 makes (p - a).m = 0, so any nonzero divisor gives t = 0: the point distance
+    mm = torch.where(mm > 0, mm, 1.0)
+    cols = [a[:, 0], a[:, 1], m[:, 0], m[:, 1], mm, sigma2.repeat_interleave(nseg)]
+    if grey is not None:
+        cols.append(grey.repeat_interleave(nseg))
+    return torch.stack(cols, 1)
+
+
+def _pair_geometry(rows: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
+    """Squared distance from pixel (px, py) to its pair's segment (gathered table rows).
+
+    t = clamp((p - a).m / m.m, 0, 1) (method.md eq. 4); a zero-length segment has m = 0 and
+    m.m stored as 1, so t = 0 and the distance is the point distance, with no 0/0 anywhere.
+    Returns d2, t, ex, ey with e = p - a - t m.
+    """
+    qx = px - rows[:, 0]
+    qy = py - rows[:, 1]
+    mx = rows[:, 2]
+    my = rows[:, 3]
+    t = ((qx * mx + qy * my) / rows[:, 4]).clamp_(0.0, 1.0)
     ex = qx - t * mx
     ey = qy - t * my
-    return ex * ex + ey * ey
+    return ex * ex + ey * ey, t, ex, ey
 
 
 @dataclass
 class _Pairs:
-    stroke: torch.Tensor  # (P,) global stroke index
-    local: torch.Tensor  # (P,) stroke index within its batch
-    seg: torch.Tensor  # (P,) segment index within the stroke
+    seg: torch.Tensor  # (P,) segment index (stroke * nseg + segment) within its batch
+    stroke: torch.Tensor  # (P,) stroke index within its batch
     pix: torch.Tensor  # (P,) pixel index row * W + col
+    px: torch.Tensor  # (P,) pixel centre x (column)
+    py: torch.Tensor  # (P,) pixel centre y (row)
 
 
-def _enumerate(prep: _Prepared, height: int, width: int) -> _Pairs:
+def _pixel_xy(pix: torch.Tensor, width: int, dtype):
+    row = torch.div(pix, width, rounding_mode="floor")
+    return (pix - row * width).to(dtype), row.to(dtype)
+
+
+def _enumerate(prep: _Prepared, table: torch.Tensor, height: int, width: int) -> _Pairs:
     with torch.no_grad():
         verts = prep.verts.detach()
         n, s, _ = verts.shape
         nseg = max(s - 1, 1)
-        if s == 1:
-            a = verts[:, 0]
-            b = a
-        else:
-            a = verts[:, :-1].reshape(-1, 2)
-            b = verts[:, 1:].reshape(-1, 2)
-        r = (CUTOFF * prep.sigma2.detach().sqrt()).repeat_interleave(nseg)
-        segm, pix = _segment_pixels(a, b, r, height, width)
-        local = torch.div(segm, nseg, rounding_mode="floor")
-        seg = segm - local * nseg
-        if nseg > 1 and pix.numel():
-            # keep a pixel only for the stroke's nearest segment (first on ties): each
-            # (stroke, pixel) pair then occurs once and carries the min over segments
-            px = (pix % width).to(verts.dtype)
-            py = torch.div(pix, width, rounding_mode="floor").to(verts.dtype)
-            vx = verts[:, :, 0][local]  # (P, S)
-            vy = verts[:, :, 1][local]
-            best = None
-            best_j = None
-            for j in range(nseg):
-                d2 = _seg_d2(px, py, vx[:, j], vy[:, j], vx[:, j + 1], vy[:, j + 1])
-                if best is None:
-                    best = d2
-                    best_j = torch.zeros_like(seg)
-                else:
-                    closer = d2 < best
-                    best = torch.where(closer, d2, best)
-                    best_j = torch.where(closer, j, best_j)
-            keep = best_j == seg
-            local, seg, pix = local[keep], seg[keep], pix[keep]
-        return _Pairs(local + prep.offset, local, seg, pix)
+        a = table[:, 0:2]
+        b = a + table[:, 2:4]
+        r = CUTOFF * prep.sigma2.detach().sqrt().repeat_interleave(nseg)
+        seg, pix = _segment_pixels(a, b, r, height, width)
+        px, py = _pixel_xy(pix, width, verts.dtype)
+        if nseg == 1:
+            return _Pairs(seg, seg, pix, px, py)
+        stroke = torch.div(seg, nseg, rounding_mode="floor")
+        if pix.numel():
+            # A pixel near several segments of one stroke is listed once per segment: keep
+            # only its nearest segment (the first on ties, as the dense reference does), so
+            # every (stroke, pixel) pair occurs once and carries the min over segments.
+            # The nearest segment lists the pixel whenever it is within the cutoff.
+            d2 = _pair_geometry(table.index_select(0, seg), px, py)[0]
+            key = stroke * (height * width) + pix
+            key, order = torch.sort(key, stable=True)  # stable: segment order within a key
+            d2 = d2.index_select(0, order)
+            first = torch.ones_like(key, dtype=torch.bool)
+            first[1:] = key[1:] != key[:-1]
+            group = torch.cumsum(first, 0) - 1
+            gmin = torch.full((int(group[-1]) + 1,), math.inf, dtype=d2.dtype, device=d2.device)
+            gmin = gmin.scatter_reduce(0, group, d2, "amin")
+            is_min = d2 == gmin.index_select(0, group)
+            nmin = torch.cumsum(is_min, 0)
+            before = (nmin - is_min.long())[first]  # is_min count before each group
+            keep = is_min & (nmin - before.index_select(0, group) == 1)
+            order = order[keep]
+            seg, stroke, pix, px, py = (
+                x.index_select(0, order) for x in (seg, stroke, pix, px, py)
+            )
+        return _Pairs(seg, stroke, pix, px, py)
 
 
 # --------------------------------------------------------------------------------------
-# rendering
+# per-pair intensities with a hand-written backward (far fewer temporaries than autograd)
 
 
-def _pair_values(prep: _Prepared, pairs: _Pairs, width: int):
+class _PairIntensity(torch.autograd.Function):
+    """a = grey * exp(-d2 / sigma2) for pairs (segment, pixel); d2 from _pair_geometry.
+
+    Gradients (envelope theorem: t is optimal, so only the explicit dependence counts):
+    d(d2)/da = -2 e (1 - t), d(d2)/db = -2 e t, da/d(d2) = -a / sigma2,
+    da/d(sigma2) = a d2 / sigma2^2, da/d(grey) = exp(-d2 / sigma2).
+    """
+
+    @staticmethod
+    def forward(ctx, verts, sigma2, grey, table, seg, px, py):
+        rows = table.index_select(0, seg)
+        d2, t, ex, ey = _pair_geometry(rows, px, py)
+        E = torch.exp(-d2 / rows[:, 5])
+        a = E if grey is None else E * rows[:, 6]
+        ctx.save_for_backward(rows, seg, d2, t, ex, ey, E)
+        ctx.shape = (verts.shape, table.shape[0], grey is not None)
+        return a
+
+    @staticmethod
+    def backward(ctx, ga):
+        rows, seg, d2, t, ex, ey, E = ctx.saved_tensors
+        vshape, nsegs, has_grey = ctx.shape
+        n, s, _ = vshape
+        nseg = max(s - 1, 1)
+        inv = 1.0 / rows[:, 5]
+        gE = ga * E  # d L / d grey
+        g_grey_pairs = gE
+        if has_grey:
+            gE = gE * rows[:, 6]
+        gd2 = gE * inv  # minus d L / d d2
+        cols = [gd2 * d2 * inv]  # d L / d sigma2
+        if has_grey:
+            cols.append(g_grey_pairs)
+        wx = 2.0 * gd2 * ex  # d L / d a (segment start) at t = 0
+        wy = 2.0 * gd2 * ey
+        wtx = wx * t
+        wty = wy * t
+        cols = [wx - wtx, wy - wty, wtx, wty, *cols]
+        g = torch.zeros(nsegs, len(cols), dtype=ga.dtype, device=ga.device)
+        g.index_add_(0, seg, torch.stack(cols, 1))
+        g_verts = torch.zeros(vshape, dtype=ga.dtype, device=ga.device)
+        if s == 1:
+            g_verts[:, 0] = g[:, 0:2]
+        else:
+            g_verts[:, :-1] += g[:, 0:2].view(n, nseg, 2)
+            g_verts[:, 1:] += g[:, 2:4].view(n, nseg, 2)
+        g_sigma2 = g[:, 4].view(n, nseg).sum(1)
+        g_grey = g[:, 5].view(n, nseg).sum(1) if has_grey else None
+        return g_verts, g_sigma2, g_grey, None, None, None, None
+
+
+def _pair_values(prep: _Prepared, table: torch.Tensor, pairs: _Pairs):
     """Per pair intensity a (P,) and ink darkness (P, C) or None, differentiable."""
-    verts = prep.verts
-    n, s, _ = verts.shape
-    dtype = verts.dtype
-    px = (pairs.pix % width).to(dtype)
-    py = torch.div(pairs.pix, width, rounding_mode="floor").to(dtype)
-    if s == 1:
-        pa = verts[:, 0][pairs.local]
-        pb = pa
-    else:
-        flat = pairs.local * s + pairs.seg
-        v = verts.reshape(-1, 2)
-        pa = v[flat]
-        pb = v[flat + 1]
-    d2 = _seg_d2(px, py, pa[:, 0], pa[:, 1], pb[:, 0], pb[:, 1])
-    a = torch.exp(-d2 / prep.sigma2[pairs.local])
-    if prep.grey is not None:
-        a = a * prep.grey[pairs.local]
-    ink = None if prep.ink is None else prep.ink[pairs.local]
+    a = _PairIntensity.apply(
+        prep.verts, prep.sigma2, prep.grey, table, pairs.seg, pairs.px, pairs.py
+    )
+    ink = None if prep.ink is None else prep.ink.index_select(0, pairs.stroke)
     return a, ink
 
 
@@ -320,8 +394,11 @@ def render(
         if p.sigma2.numel() and not bool(torch.isfinite(p.sigma2.detach()).all()):
             raise InputError(f"{b.kind}: sigma must be finite")
     hw = height * width
-    pairs = [_enumerate(p, height, width) for p in preps]
-    vals = [_pair_values(p, q, width) for p, q in zip(preps, pairs, strict=True)]
+    with torch.no_grad():
+        tables = [_segment_table(p.verts.detach(), p.sigma2.detach(),
+                                 None if p.grey is None else p.grey.detach()) for p in preps]
+    pairs = [_enumerate(p, t, height, width) for p, t in zip(preps, tables, strict=True)]
+    vals = [_pair_values(p, t, q) for p, t, q in zip(preps, tables, pairs, strict=True)]
     pix = torch.cat([q.pix for q in pairs]) if pairs else torch.zeros(0, dtype=torch.long)
     a = torch.cat([v[0] for v in vals]) if vals else torch.zeros(0, dtype=dtype)
     if any(v[1] is not None for v in vals):
@@ -369,17 +446,17 @@ def _over(a, ink, pix, hw, channels):
     # earlier at the same pixel; pairs are stroke-major, so a stable sort by pixel orders
     # each pixel's pairs by stroke. float64 keeps the running sum's cancellation exact.
     order = torch.sort(pix, stable=True).indices
-    spix = pix[order]
-    slog = logs[order].double()
+    spix = pix.index_select(0, order)
+    slog = logs.index_select(0, order).double()
     cs = torch.cumsum(slog, 0) - slog  # exclusive prefix over all pairs
     first = torch.ones_like(spix, dtype=torch.bool)
     first[1:] = spix[1:] != spix[:-1]
     group = torch.cumsum(first.long(), 0) - 1
-    base = cs[first][group]
+    base = cs[first].index_select(0, group)
     excl = (cs - base).to(a.dtype)
     inv = torch.empty_like(order)
     inv[order] = torch.arange(order.numel(), device=order.device)
-    trans = torch.exp(excl)[inv]
+    trans = torch.exp(excl).index_select(0, inv)
     color = 1.0 - ink.expand(-1, channels)
     contrib = (a * trans)[:, None] * color
     img = contrib.new_zeros(hw, channels).index_add(0, pix, contrib)
@@ -396,7 +473,7 @@ def _smoothmax(a, ink, pix, hw, channels, nstrokes, tau):
         # per-pixel shift for a stable log-sum-exp (>= 0, the absent strokes' logit)
         shift = z.new_zeros(hw).scatter_reduce(0, pix, z.detach(), "amax", include_self=True)
         present = z.new_zeros(hw).index_add(0, pix, torch.ones_like(z))
-    e = torch.exp(z - shift[pix])
+    e = torch.exp(z - shift.index_select(0, pix))
     denom = e.new_zeros(hw).index_add(0, pix, e) + (nstrokes - present) * torch.exp(-shift)
     num = e.new_zeros(hw, channels).index_add(0, pix, _expand_ink(e * a, ink, channels))
     return 1.0 - num / denom[:, None]
