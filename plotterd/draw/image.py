@@ -6,6 +6,7 @@ paper is 1 and dark pixels are ink.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,16 +60,23 @@ def _header(path: Path, data: bytes, max_pixels: int) -> int:
             f"{path}: image is too large: {w}x{h} = {w * h / 1e6:.1f} megapixels "
             f"(limit {max_pixels / 1e6:g})"
         )
-    if im.format == "JPEG":
-        # OpenCV decodes a truncated JPEG without an error (grey fill); Pillow notices.
-        try:
-            im.load()
-        except (OSError, ValueError, SyntaxError) as e:
-            raise InputError(f"{path}: corrupt or truncated image ({e})") from e
     try:
         orientation = int(im.getexif().get(0x0112, 1))
     except Exception:  # a broken EXIF block must not stop a good image
         orientation = 1
+    try:
+        if im.format == "JPEG":
+            # OpenCV can decode a truncated JPEG without an error (grey fill); Pillow notices.
+            # draft() makes Pillow decode at 1/8 scale (DCT scaling): all of the
+            # entropy-coded data is still read, for a fraction of the time and memory.
+            im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))
+            im.load()
+        elif im.format == "PNG":
+            # chunk structure and CRCs, without inflating: a truncated PNG is refused here
+            # rather than by libpng, which also prints its error on stderr
+            Image.open(io.BytesIO(data)).verify()  # on a fresh object: getexif read on
+    except (OSError, ValueError, SyntaxError, struct.error) as e:
+        raise InputError(f"{path}: corrupt or truncated image ({e})") from e
     return orientation if orientation in _ORIENT else 1
 
 
