@@ -5,15 +5,17 @@ from __future__ import annotations
 import random
 import time
 
+from plotterd.service.store import JobStore
+
 from .daemon_proc import DaemonProc, drop
-from .helpers import DATA
+from .helpers import DATA, wait_for
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     rng = random.Random(20261122)
-    d = DaemonProc(tmp_path, plotter={"sim_speed": "scaled:400"})
+    d = DaemonProc(tmp_path, plotter={"sim_speed": "scaled:40"})
     names = []
-    sources = ["camera_small.png", "text_small.png", "horse_small.png", "coffee_small.png"]
+    sources = ["camera_small.png", "text_small.png", "horse_small.png"]
     d.start()
     kills = 0
     try:
@@ -26,9 +28,17 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
             d.kill9()
             kills += 1
             d.start()
+        # and once more in the middle of a plot
+        plotting = wait_for(lambda: [j for j in d.jobs() if j["state"] == "plotting"], 120,
+                            0.05, "a job plotting")
+        time.sleep(rng.uniform(0.2, 0.8))
+        assert d.job(plotting[0]["id"])["state"] == "plotting"  # a plot takes seconds
+        d.kill9()
+        d.start()
         jobs = d.wait_states(len(sources), timeout=150)
     finally:
         d.stop()
+    store = JobStore(d.state / "jobs.db")
     log = d.logs()
     assert kills == len(sources)
     # every dropped file became exactly one job, and each one finished
@@ -42,6 +52,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     dirs = sorted(int(p.name) for p in (d.state / "jobs").iterdir())
     assert dirs == sorted(j["id"] for j in jobs)
     # restarts show in the events: at least one job was picked up again after a kill
-    events = [e for j in jobs for e in d.job(j["id"])["events"]]
-    assert any(e["message"] and "restart" in e["message"] for e in events) or any(
-        e["state"] == "interrupted" for e in events), log[-3000:]
+    events = [e for j in jobs for e in store.events(j["id"])]
+    assert any(e["message"] and "restart" in e["message"] for e in events), log[-3000:]
+    # the plot killed midway was interrupted, then resumed by itself (dry-run) and finished
+    killed = [e["state"] for e in store.events(plotting[0]["id"])]
+    assert killed[-4:] == ["interrupted", "vectorised", "plotting", "done"], killed
+    assert store.get(plotting[0]["id"])["resume_stroke"] is not None

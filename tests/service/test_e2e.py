@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from .daemon_proc import DaemonProc, drop
-from .helpers import DATA
+from .helpers import DATA, wait_for
 
 SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="100mm" height="80mm"
  viewBox="0 0 100 80"><path d="M10 10 L90 10 L90 70 Z" fill="none" stroke="black"/>
@@ -144,12 +144,13 @@ def test_camera_video_file_api_and_trigger(tmp_path):
     try:
         r = d.http.post("/camera/capture")
         assert r.status_code == 201, r.text
-        trigger.write_text("")
-        jobs = d.wait_states(2, timeout=90)
-        assert all(j["source"] == "camera" and j["state"] == "done" for j in jobs), jobs
-        assert not trigger.exists()
-        img = cv2.imread(d.job(jobs[0]["id"])["files"]["input"], cv2.IMREAD_UNCHANGED)
+        first = d.wait_job(r.json()["id"], ["done"], timeout=90)
+        assert first["source"] == "camera"
+        img = cv2.imread(first["files"]["input"], cv2.IMREAD_UNCHANGED)
         assert img.shape == (48, 64)  # cropped, grey
+        trigger.write_text("")
+        wait_for(lambda: len(d.jobs()) == 2, 20, what="the trigger file's capture")
+        assert not trigger.exists()
         assert d.http.get("/plotter").json()["camera"]["captures"] == 2
     finally:
         d.stop()
