@@ -568,7 +568,11 @@ def load_backbone(
         if allow_random:
             return LoadedWeights(b.name, None, None, random_features())
         raise WeightsError(missing_message(b, _candidates(b, weights_dir)))
+    side = _sidecar(path)
+    fresh = side.exists() and side.stat().st_mtime_ns >= path.stat().st_mtime_ns
     digest = sha256_file(path)
+    if not fresh:  # each job runs in a fresh process: keep the digest for the next one
+        _write_sidecar(path, digest)
     if hash_matches(b, digest) is False:
         raise WeightsError(
             f"{path}: SHA-256 {digest[:16]}... does not match the published {b.sha256} for "

@@ -313,6 +313,9 @@ def test_load_backbone_found_and_hash_checked(ckpts, isolated):
     }
     assert torch.equal(got.features["0.weight"], ckpts["state"]["0.weight"])
     assert W.load_backbone("mine").features is got.features  # cached per file
+    # the digest is kept beside the file for the next process (each job is one)
+    side = ckpts["sin"].with_name(ckpts["sin"].name + ".sha256")
+    assert side.read_text().split()[0] == got.sha256
 
 
 def test_check_weights(ckpts):
