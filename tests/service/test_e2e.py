@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from .daemon_proc import DaemonProc, drop
 from .helpers import DATA, wait_for
 
+PLOTTERD = str(Path(sys.executable).with_name("plotterd"))  # the installed console script
 SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="100mm" height="80mm"
  viewBox="0 0 100 80"><path d="M10 10 L90 10 L90 70 Z" fill="none" stroke="black"/>
 <circle cx="50" cy="40" r="20" fill="none" stroke="black"/></svg>
@@ -113,17 +116,56 @@ def test_api_upload_pause_resume_replot_cancel(daemon):
     assert http.post("/jobs/12345/resume").status_code == 404
 
 
-def test_bad_camera_does_not_stop_the_daemon(tmp_path):
+def test_bad_camera_cli_and_systemd_readiness(tmp_path):
+    import socket
+    import subprocess
+
+    sock_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(sock_path)
+    notify.settimeout(30)
     d = DaemonProc(tmp_path, camera={"source": str(tmp_path / "no-such-camera.avi"),
-                                     "retry_s": 0.5}).start()
+                                     "retry_s": 0.5})
+    os.environ["NOTIFY_SOCKET"] = sock_path
     try:
+        d.start()
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    try:
+        assert notify.recv(1000).startswith(b"READY=1")  # Type=notify readiness
         r = d.http.post("/camera/capture")
         assert r.status_code == 503 and "cannot open camera" in r.json()["detail"]
         st = d.http.get("/plotter").json()["camera"]
         assert st["state"] == "error"
         assert d.http.get("/health").status_code == 200
+
+        def cli(*args):
+            return subprocess.run([PLOTTERD, *args,
+                                   "--url", d.url], capture_output=True, text=True, timeout=60)
+
+        out = cli("jobs")
+        assert out.returncode == 0 and "no jobs" in out.stdout, out.stderr
+        assert "paused" in cli("pause").stdout
+        assert cli("resume").returncode == 0
+        bad = cli("capture")
+        assert bad.returncode == 2 and "cannot open camera" in bad.stderr
     finally:
         d.stop()
+        notify.close()
+    down = subprocess.run([PLOTTERD, "jobs", "--url", d.url], capture_output=True, text=True,
+                          timeout=60)
+    assert down.returncode == 2
+    assert down.stderr.startswith("plotterd: error: no plotterd daemon answers at")
+
+
+def test_refuses_to_listen_off_loopback_without_token(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.delenv("PLOTTERD_TOKEN", raising=False)
+    (tmp_path / "c.yaml").write_text(f"state_dir: {tmp_path}\napi: {{bind: 0.0.0.0}}\n")
+    r = subprocess.run([sys.executable, "-m", "plotterd.service", "--config",
+                        str(tmp_path / "c.yaml")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "api.token: required" in r.stderr
 
 
 def test_camera_video_file_api_and_trigger(tmp_path):
