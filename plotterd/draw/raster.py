@@ -189,13 +189,13 @@ def _segment_pixels(
     startp = torch.cumsum(nrow, 0) - nrow
     base = torch.where(xm, v0 * width + u, u * width + v0) - startp * stride
     col_p = torch.repeat_interleave(torch.arange(ncols, device=dev), nrow, output_size=npairs)
-    # index_select: much faster than advanced indexing on CPU
-    base, stride, seg_p = torch.stack([base, stride, seg_c], 1).index_select(0, col_p).unbind(1)
+    # 1-D index_select: much faster than advanced indexing or 2-D gathers on CPU
+    base, stride, seg_p = (x.index_select(0, col_p) for x in (base, stride, seg_c))
     return seg_p, base + torch.arange(npairs, device=dev) * stride
 
 
 def _segment_table(verts: torch.Tensor, sigma2: torch.Tensor, grey: torch.Tensor | None):
-    """Per segment (M = N * nseg rows): ax, ay, mx, my, m.m (1 if m = 0), sigma2, grey.
+    """Per segment (M = N * nseg columns): rows ax, ay, mx, my, m.m (1 if m = 0), sigma2, grey.
 
     Everything a pair needs that does not depend on its pixel, so a pair gathers one row.
     A point is a zero-length segment. (Divisions rather than multiplications by inverses
@@ -215,21 +215,25 @@ def _segment_table(verts: torch.Tensor, sigma2: torch.Tensor, grey: torch.Tensor
     cols = [a[:, 0], a[:, 1], m[:, 0], m[:, 1], mm, sigma2.repeat_interleave(nseg)]
     if grey is not None:
         cols.append(grey.repeat_interleave(nseg))
-    return torch.stack(cols, 1)
+    return torch.stack(cols, 0)  # (K, M): each quantity contiguous for 1-D gathers
 
 
-def _pair_geometry(rows: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
+def _gather(table: torch.Tensor, idx: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """The first k table rows at idx, as 1-D tensors (1-D index_select is the fast path)."""
+    return [table[i].index_select(0, idx) for i in range(k)]
+
+
+def _pair_geometry(rows: list[torch.Tensor], px: torch.Tensor, py: torch.Tensor):
     """Squared distance from pixel (px, py) to its pair's segment (gathered table rows).
 
     t = clamp((p - a).m / m.m, 0, 1) (method.md eq. 4); a zero-length segment has m = 0 and
     m.m stored as 1, so t = 0 and the distance is the point distance, with no 0/0 anywhere.
     Returns d2, t, ex, ey with e = p - a - t m.
     """
-    qx = px - rows[:, 0]
-    qy = py - rows[:, 1]
-    mx = rows[:, 2]
-    my = rows[:, 3]
-    t = ((qx * mx + qy * my) / rows[:, 4]).clamp_(0.0, 1.0)
+    ax, ay, mx, my, mm = rows[:5]
+    qx = px - ax
+    qy = py - ay
+    t = ((qx * mx + qy * my) / mm).clamp_(0.0, 1.0)
     ex = qx - t * mx
     ey = qy - t * my
     return ex * ex + ey * ey, t, ex, ey
@@ -254,8 +258,8 @@ def _enumerate(prep: _Prepared, table: torch.Tensor, height: int, width: int) ->
         verts = prep.verts.detach()
         n, s, _ = verts.shape
         nseg = max(s - 1, 1)
-        a = table[:, 0:2]
-        b = a + table[:, 2:4]
+        a = table[0:2].t()
+        b = a + table[2:4].t()
         r = CUTOFF * prep.sigma2.detach().sqrt().repeat_interleave(nseg)
         seg, pix = _segment_pixels(a, b, r, height, width)
         px, py = _pixel_xy(pix, width, verts.dtype)
@@ -267,7 +271,7 @@ def _enumerate(prep: _Prepared, table: torch.Tensor, height: int, width: int) ->
             # only its nearest segment (the first on ties, as the dense reference does), so
             # every (stroke, pixel) pair occurs once and carries the min over segments.
             # The nearest segment lists the pixel whenever it is within the cutoff.
-            d2 = _pair_geometry(table.index_select(0, seg), px, py)[0]
+            d2 = _pair_geometry(_gather(table, seg, 5), px, py)[0]
             key = stroke * (height * width) + pix
             key, order = torch.sort(key, stable=True)  # stable: segment order within a key
             d2 = d2.index_select(0, order)
@@ -301,44 +305,51 @@ class _PairIntensity(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, verts, sigma2, grey, table, seg, px, py):
-        rows = table.index_select(0, seg)
+        rows = _gather(table, seg, table.shape[0])
         d2, t, ex, ey = _pair_geometry(rows, px, py)
-        E = torch.exp(-d2 / rows[:, 5])
-        a = E if grey is None else E * rows[:, 6]
-        ctx.save_for_backward(rows, seg, d2, t, ex, ey, E)
-        ctx.shape = (verts.shape, table.shape[0], grey is not None)
+        s2 = rows[5]
+        E = torch.exp(-d2 / s2)
+        g = rows[6] if grey is not None else None
+        a = E if g is None else E * g
+        ctx.save_for_backward(seg, s2, g, d2, t, ex, ey, E)
+        ctx.shape = (verts.shape, table.shape[1])
         return a
 
     @staticmethod
     def backward(ctx, ga):
-        rows, seg, d2, t, ex, ey, E = ctx.saved_tensors
-        vshape, nsegs, has_grey = ctx.shape
+        seg, s2, g, d2, t, ex, ey, E = ctx.saved_tensors
+        vshape, nsegs = ctx.shape
+        need_v, need_s, need_g = ctx.needs_input_grad[:3]
         n, s, _ = vshape
         nseg = max(s - 1, 1)
-        inv = 1.0 / rows[:, 5]
+
+        def per_stroke(x):  # sum pair values into segments, then segments into strokes
+            acc = torch.zeros(nsegs, dtype=x.dtype, device=x.device).index_add_(0, seg, x)
+            return acc.view(n, nseg).sum(1)
+
         gE = ga * E  # d L / d grey
-        g_grey_pairs = gE
-        if has_grey:
-            gE = gE * rows[:, 6]
-        gd2 = gE * inv  # minus d L / d d2
-        cols = [gd2 * d2 * inv]  # d L / d sigma2
-        if has_grey:
-            cols.append(g_grey_pairs)
-        wx = 2.0 * gd2 * ex  # d L / d a (segment start) at t = 0
-        wy = 2.0 * gd2 * ey
-        wtx = wx * t
-        wty = wy * t
-        cols = [wx - wtx, wy - wty, wtx, wty, *cols]
-        g = torch.zeros(nsegs, len(cols), dtype=ga.dtype, device=ga.device)
-        g.index_add_(0, seg, torch.stack(cols, 1))
-        g_verts = torch.zeros(vshape, dtype=ga.dtype, device=ga.device)
-        if s == 1:
-            g_verts[:, 0] = g[:, 0:2]
-        else:
-            g_verts[:, :-1] += g[:, 0:2].view(n, nseg, 2)
-            g_verts[:, 1:] += g[:, 2:4].view(n, nseg, 2)
-        g_sigma2 = g[:, 4].view(n, nseg).sum(1)
-        g_grey = g[:, 5].view(n, nseg).sum(1) if has_grey else None
+        g_grey = per_stroke(gE) if need_g else None
+        if g is not None:
+            gE = gE * g
+        gd2 = gE / s2  # minus d L / d d2
+        g_sigma2 = per_stroke(gd2 * d2 / s2) if need_s else None
+        g_verts = None
+        if need_v:
+            # 1-D index_add per coordinate: much faster on CPU than a 2-D one
+            wx = 2.0 * gd2 * ex  # d L / d (segment start) if t were 0
+            wy = 2.0 * gd2 * ey
+            g_verts = torch.zeros(vshape, dtype=ga.dtype, device=ga.device)
+            if s == 1:
+                g_verts[:, 0, 0] = torch.zeros_like(g_verts[:, 0, 0]).index_add_(0, seg, wx)
+                g_verts[:, 0, 1] = torch.zeros_like(g_verts[:, 0, 1]).index_add_(0, seg, wy)
+            else:
+                for c, w in ((0, wx), (1, wy)):
+                    wt = w * t
+                    acc = torch.zeros(2, nsegs, dtype=w.dtype, device=w.device)
+                    acc[0].index_add_(0, seg, w - wt)  # start: (1 - t) w
+                    acc[1].index_add_(0, seg, wt)  # end: t w
+                    g_verts[:, :-1, c] += acc[0].view(n, nseg)
+                    g_verts[:, 1:, c] += acc[1].view(n, nseg)
         return g_verts, g_sigma2, g_grey, None, None, None, None
 
 
@@ -399,14 +410,12 @@ def render(
                                  None if p.grey is None else p.grey.detach()) for p in preps]
     pairs = [_enumerate(p, t, height, width) for p, t in zip(preps, tables, strict=True)]
     vals = [_pair_values(p, t, q) for p, t, q in zip(preps, tables, pairs, strict=True)]
-    pix = torch.cat([q.pix for q in pairs]) if pairs else torch.zeros(0, dtype=torch.long)
-    a = torch.cat([v[0] for v in vals]) if vals else torch.zeros(0, dtype=dtype)
+    pix = _cat([q.pix for q in pairs], torch.zeros(0, dtype=torch.long, device=device))
+    a = _cat([v[0] for v in vals], torch.zeros(0, dtype=dtype, device=device))
     if any(v[1] is not None for v in vals):
-        ink = torch.cat(
-            [
-                v[1] if v[1] is not None else a.new_ones(v[0].shape[0], channels)
-                for v in vals
-            ]
+        ink = _cat(
+            [v[1] if v[1] is not None else a.new_ones(v[0].shape[0], channels) for v in vals],
+            None,
         )
     else:
         ink = None
@@ -420,18 +429,38 @@ def render(
     return img.t().reshape(1, channels, height, width)
 
 
-def _expand_ink(a, ink, channels):
-    """(P, C) per-channel ink intensity a * k."""
+def _cat(xs, empty):
+    if not xs:
+        return empty
+    return xs[0] if len(xs) == 1 else torch.cat(xs)
+
+
+def _channel_ink(a, ink, channels):
+    """Per channel (P,) ink intensities a * k_c; ink is (P, 1) or (P, 3) or None (black)."""
     if ink is None:
-        return a[:, None].expand(-1, channels)
-    return a[:, None] * ink.expand(-1, channels)
+        return [a] * channels
+    return [a * ink[:, min(c, ink.shape[1] - 1)] for c in range(channels)]
+
+
+def _log1m(x):
+    """log(1 - x) to a few ulps: log1p's accuracy for small x (Goldberg's trick), without
+    torch's CPU log1p, which is not vectorised and several times slower than log."""
+    u = 1.0 - x
+    d = u - 1.0  # the rounding-exact -x that u really represents
+    return torch.where(d == 0, -x, torch.log(u) * (-x / torch.where(d == 0, -1.0, d)))
+
+
+def _scatter_sum(values, pix, hw):
+    """1-D per-pixel sums (a 1-D index_add is much faster on CPU than a 2-D one)."""
+    return values.new_zeros(hw).index_add(0, pix, values)
 
 
 def _softor(a, ink, pix, hw, channels):
-    ak = _expand_ink(a, ink, channels)
-    logs = torch.log1p(-ak.clamp(max=A_MAX))
-    acc = logs.new_zeros(hw, channels).index_add(0, pix, logs)
-    return torch.exp(acc)
+    planes = [
+        torch.exp(_scatter_sum(_log1m(ak.clamp(max=A_MAX)), pix, hw))
+        for ak in _channel_ink(a, ink, channels)
+    ]
+    return torch.stack(planes, 1)
 
 
 def _over(a, ink, pix, hw, channels):
@@ -440,8 +469,8 @@ def _over(a, ink, pix, hw, channels):
         return _softor(a, None, pix, hw, channels)
     # the clamped a is used throughout so that sum_i a_i T_i + T_all stays exactly 1 - paper
     a = a.clamp(max=A_MAX)
-    logs = torch.log1p(-a)
-    total = logs.new_zeros(hw).index_add(0, pix, logs)
+    logs = _log1m(a)
+    total = _scatter_sum(logs, pix, hw)
     # transmittance before each stroke: exclusive cumsum of log(1 - a) over the strokes
     # earlier at the same pixel; pairs are stroke-major, so a stable sort by pixel orders
     # each pixel's pairs by stroke. float64 keeps the running sum's cancellation exact.
@@ -457,10 +486,13 @@ def _over(a, ink, pix, hw, channels):
     inv = torch.empty_like(order)
     inv[order] = torch.arange(order.numel(), device=order.device)
     trans = torch.exp(excl).index_select(0, inv)
-    color = 1.0 - ink.expand(-1, channels)
-    contrib = (a * trans)[:, None] * color
-    img = contrib.new_zeros(hw, channels).index_add(0, pix, contrib)
-    return img + torch.exp(total)[:, None]
+    at = a * trans
+    t_all = torch.exp(total)
+    planes = [
+        _scatter_sum(at * (1.0 - ink[:, min(c, ink.shape[1] - 1)]), pix, hw) + t_all
+        for c in range(channels)
+    ]
+    return torch.stack(planes, 1)
 
 
 def _smoothmax(a, ink, pix, hw, channels, nstrokes, tau):
@@ -474,6 +506,6 @@ def _smoothmax(a, ink, pix, hw, channels, nstrokes, tau):
         shift = z.new_zeros(hw).scatter_reduce(0, pix, z.detach(), "amax", include_self=True)
         present = z.new_zeros(hw).index_add(0, pix, torch.ones_like(z))
     e = torch.exp(z - shift.index_select(0, pix))
-    denom = e.new_zeros(hw).index_add(0, pix, e) + (nstrokes - present) * torch.exp(-shift)
-    num = e.new_zeros(hw, channels).index_add(0, pix, _expand_ink(e * a, ink, channels))
-    return 1.0 - num / denom[:, None]
+    denom = _scatter_sum(e, pix, hw) + (nstrokes - present) * torch.exp(-shift)
+    planes = [1.0 - _scatter_sum(ea, pix, hw) / denom for ea in _channel_ink(e * a, ink, channels)]
+    return torch.stack(planes, 1)
