@@ -218,3 +218,37 @@ def test_cross_device_move_is_idempotent(tmp_path):
     other.write_bytes(b"a different new file with the same name")
     move_file(other, dst)  # different content: left alone for a new job
     assert other.exists()
+
+
+def _watch(tmp_path, mode):
+    import threading
+
+    from plotterd.service.intake import InboxWatcher
+
+    wake = threading.Event()
+    w = InboxWatcher(tmp_path, wake, mode)
+    kind = w.start()
+    try:
+        (tmp_path / "new.png").write_bytes(b"x")
+        assert wake.wait(5), f"{kind} watcher did not wake"
+    finally:
+        w.stop()
+    return kind
+
+
+def test_watchers_wake_the_scan(tmp_path):
+    assert _watch(tmp_path, "polling") == "polling"
+    (tmp_path / "new.png").unlink()
+    assert _watch(tmp_path, "auto") == "inotify"
+
+
+def test_inotify_failure_falls_back_to_polling(tmp_path, monkeypatch):
+    import errno
+
+    from watchdog.observers import Observer
+
+    def no_watches(self, *a, **kw):  # what an exhausted fs.inotify.max_user_watches gives
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(Observer, "schedule", no_watches)
+    assert _watch(tmp_path, "auto") == "polling"
