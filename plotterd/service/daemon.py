@@ -38,8 +38,7 @@ class Daemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.staging = cfg.state_dir / "incoming"
         self.store = JobStore(cfg.db_path)
-        self._pipeline_cache: dict[str, bool] = {}
-        self.inbox = Inbox(cfg, self.store, pipeline_exists=self._pipeline_exists)
+        self.inbox = Inbox(cfg, self.store, folder_pipeline=self._folder_pipeline)
         self.wake_intake = threading.Event()
         self.watcher = InboxWatcher(cfg.inbox, self.wake_intake, cfg.intake.observer)
         self.camera = Camera(cfg.camera)
@@ -50,10 +49,8 @@ class Daemon:
         self.ready = threading.Event()
 
     # -- helpers used by workers and the API ------------------------------------------------
-    def _pipeline_exists(self, name: str) -> bool:
-        if name not in self._pipeline_cache:
-            self._pipeline_cache[name] = stages.pipeline_exists(name, self.cfg.pipeline_dirs)
-        return self._pipeline_cache[name]
+    def _folder_pipeline(self, sub: str) -> str | None:
+        return stages.pipeline_for_folder(sub, self.cfg.pipeline_dirs)
 
     def finish(self, job_id: int, state: str, error: str | None = None, *,
                expect: list[str] | None = None, **fields: Any) -> bool:

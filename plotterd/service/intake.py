@@ -169,14 +169,14 @@ class Inbox:
     """Scans the inbox, claims stable files as jobs, archives originals of ended jobs."""
 
     def __init__(self, cfg: Config, store: JobStore,
-                 pipeline_exists: Callable[[str], bool] | None = None,
+                 folder_pipeline: Callable[[str], str | None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.store = store
         self.root = cfg.inbox
         self.tracker = StabilityTracker(cfg.intake.stable_s)
         self.clock = clock
-        self._pipeline_exists = pipeline_exists or (lambda name: False)
+        self._folder_pipeline = folder_pipeline or (lambda name: None)
         self._lock = threading.Lock()  # one scan at a time
         for d in (self.root, self.root / "done", self.root / "failed", cfg.jobs_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -259,8 +259,9 @@ class Inbox:
         if sub is not None:
             if sub in self.cfg.pipelines:
                 return self.cfg.pipelines[sub]
-            if self._pipeline_exists(sub):
-                return sub
+            named = self._folder_pipeline(sub)
+            if named:
+                return named
         return self.cfg.pipeline
 
     def claim(self, path: Path, sub: str | None, sidecar: Path | None = None) -> dict | None:

@@ -15,27 +15,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from plotterd.errors import PlotterdError
 from plotterd.progress import Progress
 
 
-def pipeline_exists(name: str, search_dirs: list[Path] | tuple = ()) -> bool:
-    """Whether ``name`` loads as a pipeline (used to map inbox subfolders to pipelines)."""
-    try:
-        from plotterd.draw import load_pipeline
-    except ImportError:
-        return False
-    try:
-        load_pipeline(name, search_dirs=tuple(search_dirs))
-    except PlotterdError:
-        return False
-    return True
+def pipeline_for_folder(sub: str, search_dirs: list[Path] | tuple = ()) -> str | None:
+    """The pipeline an inbox subfolder names: a pipeline called ``sub``, else the one
+    pipeline called ``sub-*`` (``points/`` -> ``points-ssmse``), else None. Looks at file
+    names only, so the daemon process does not import torch."""
+    from plotterd.pipeline import pipeline_names
 
-
-def check_pipeline(name: str, overrides: dict | None, search_dirs: list[Path] | tuple = ()):
-    from plotterd.draw import load_pipeline
-
-    return load_pipeline(name, overrides=overrides or None, search_dirs=tuple(search_dirs))
+    names = pipeline_names(tuple(search_dirs))
+    if sub in names:
+        return sub
+    prefixed = [n for n in names if n.startswith(sub + "-")]
+    return prefixed[0] if len(prefixed) == 1 else None
 
 
 def page_spec(page: dict[str, Any]):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from plotterd.service import stages
 from plotterd.service.intake import (
     Inbox,
     StabilityTracker,
@@ -30,7 +31,8 @@ class Clock:
 def inbox(cfg):
     clock = Clock()
     store = JobStore(cfg.db_path)
-    ib = Inbox(cfg, store, pipeline_exists=lambda n: n == "points-ssmse", clock=clock)
+    ib = Inbox(cfg, store, folder_pipeline=lambda n: stages.pipeline_for_folder(n),
+               clock=clock)
     ib.cfg.intake.stable_s = 1.0
     ib.tracker.stable_s = 1.0
     ib.clock_ = clock
@@ -107,6 +109,7 @@ def test_subfolders_and_sidecar(inbox):
     _drop(inbox, "a.png", sub="mine")
     _drop(inbox, "b.png", sub="points-ssmse")     # named like a pipeline
     _drop(inbox, "c.png", sub="whatever")         # neither: the default
+    _drop(inbox, "p.png", sub="points")           # the one pipeline points-*
     _drop(inbox, "d.png")
     (inbox.root / "d.yaml").write_text("pipeline: points-ssmse\niterations: 5\n")
     ids = _take(inbox)
@@ -114,6 +117,7 @@ def test_subfolders_and_sidecar(inbox):
     assert jobs["a.png"]["pipeline"] == "lines-mse"
     assert jobs["b.png"]["pipeline"] == "points-ssmse"
     assert jobs["c.png"]["pipeline"] == "tiny"
+    assert jobs["p.png"]["pipeline"] == "points-ssmse"
     assert jobs["d.png"]["pipeline"] == "points-ssmse"
     assert jobs["d.png"]["options"] == {"iterations": 5}
     assert (Path(jobs["d.png"]["dir"]) / "options.yaml").exists()
