@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -46,6 +48,11 @@ def test_bad_device_is_reported_not_fatal():
     st = cam.status()
     assert st["state"] == "error" and "cannot open" in st["error"]
     assert cam.try_open() is False  # not due for a retry yet: no exception either
+    index = Camera(CameraConfig(source=7, retry_s=0.01))  # no /dev/video7 here
+    with pytest.raises(CameraError, match="cannot open camera 7"):
+        index.grab()
+    time.sleep(0.02)
+    assert index.try_open() is False and index.status()["state"] == "error"
     off = Camera(CameraConfig(source=None))
     with pytest.raises(CameraError, match="no camera configured"):
         off.grab()
