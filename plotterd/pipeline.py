@@ -357,12 +357,17 @@ def resolve_pipeline(
     raise ConfigError("pipeline", f"unknown pipeline {str(name_or_path)!r} (known: {known})")
 
 
+# replaced whole by an override: `resolution: {width: 300}` over `{height: 200}` means
+# "300 wide, height from the aspect", not a 300 x 200 canvas
+_REPLACE_WHOLE = {"resolution"}
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Overrides win key by key; nested mappings (loss, resolution...) merge recursively,
-    lists (strokes) are replaced whole."""
+    """Overrides win key by key; nested mappings (loss, coarse_to_fine) merge recursively;
+    lists (strokes) and `resolution` are replaced whole."""
     out = copy.deepcopy(base)
     for k, val in over.items():
-        if isinstance(val, dict) and isinstance(out.get(k), dict):
+        if isinstance(val, dict) and isinstance(out.get(k), dict) and k not in _REPLACE_WHOLE:
             out[k] = _merge(out[k], val)
         else:
             out[k] = copy.deepcopy(val)

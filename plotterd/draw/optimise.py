@@ -387,7 +387,7 @@ def optimise(
     if checkpoint_every < 1:
         raise ConfigError("checkpoint_every", f"must be >= 1, got {checkpoint_every}")
     source = str(target) if isinstance(target, (str, Path)) else None
-    tgt_cpu = _as_target(target, pipeline)
+    tgt_cpu = _as_target(target, pipeline).cpu()
     tgt = tgt_cpu.to(dev)
     h, w = int(tgt.shape[-2]), int(tgt.shape[-1])
     canvas = Canvas(w, h)

@@ -156,6 +156,8 @@ def test_overrides_merge_and_are_validated():
     assert p.iterations == 5
     assert p.loss == {"type": "blurmse", "sigma": 2.5, "blur_target": True}
     assert p.strokes == load_pipeline("tiny").strokes
+    w = load_pipeline("tiny", overrides={"resolution": {"width": 100}})
+    assert (w.height, w.width) == (None, 100)  # replaced whole: height follows the aspect
     # a new loss type starts from that loss's defaults, not the old loss's parameters
     q = load_pipeline("tiny", overrides={"loss": {"type": "ssmse", "octaves": 3}})
     assert q.loss == {"type": "ssmse", "octaves": 3, "intervals": 2, "sigma": 1.6,
