@@ -14,6 +14,10 @@ not depend on the weights' values, and no weights file is needed to run this.
 
     .venv/bin/python benchmarks/perceptual.py [--threads 2] [--iters 5] [--warmup 2]
 
+Cases run round robin (one iteration of each in turn), so their ratios hold on a shared
+machine; absolute figures there are pessimistic (``cpu_ms`` / threads is the estimate for
+cores of its own).
+
 The last line printed is one JSON object with all figures (milliseconds per iteration).
 """
 
@@ -76,7 +80,8 @@ def make_loss(case: str, target: torch.Tensor):
     return build_loss(cfg, target)
 
 
-def time_case(case: str, iters: int, warmup: int) -> dict[str, float]:
+def make_step(case: str):
+    """(step, build seconds) for the case; step() runs one iteration, returns the loss."""
     from plotterd.draw.raster import StrokeBatch, render
 
     target = target_image()
@@ -92,40 +97,55 @@ def time_case(case: str, iters: int, warmup: int) -> dict[str, float]:
             v = loss(img)
             v.backward()
             return float(v.detach())
-    else:
-        pts = init_lines(gen).requires_grad_(True)
-        sigma = torch.full((LINES,), SIGMA)
-        opt = torch.optim.Adam([pts], lr=0.01 * (HEIGHT - 1) / 2.0)  # lr 0.01 in world units
-        hi = torch.tensor([WIDTH - 1.0, HEIGHT - 1.0])
 
-        def step() -> float:
-            opt.zero_grad(set_to_none=True)
-            img = render([StrokeBatch("line", pts, sigma)], HEIGHT, WIDTH)
-            v = loss(img)
-            v.backward()
-            opt.step()
-            with torch.no_grad():
-                pts.copy_(torch.minimum(pts.clamp(min=0.0), hi))
-            return float(v.detach())
+        return step, build_s
+    pts = init_lines(gen).requires_grad_(True)
+    sigma = torch.full((LINES,), SIGMA)
+    opt = torch.optim.Adam([pts], lr=0.01 * (HEIGHT - 1) / 2.0)  # lr 0.01 in world units
+    hi = torch.tensor([WIDTH - 1.0, HEIGHT - 1.0])
 
-    for _ in range(warmup):
-        step()
-    times, cpu, first = [], [], None
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        img = render([StrokeBatch("line", pts, sigma)], HEIGHT, WIDTH)
+        v = loss(img)
+        v.backward()
+        opt.step()
+        with torch.no_grad():
+            pts.copy_(torch.minimum(pts.clamp(min=0.0), hi))
+        return float(v.detach())
+
+    return step, build_s
+
+
+def time_cases(cases: list[str], iters: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Round robin: iteration r of every case runs before iteration r + 1 of any, so on a
+    machine shared with other work all cases see the same load and their ratios hold."""
+    steps, build = {}, {}
+    for case in cases:
+        steps[case], build[case] = make_step(case)
+        for _ in range(warmup):
+            steps[case]()
+    wall: dict[str, list[float]] = {c: [] for c in cases}
+    cpu: dict[str, list[float]] = {c: [] for c in cases}
+    losses: dict[str, list[float]] = {c: [] for c in cases}
     for _ in range(iters):
-        t, c = time.perf_counter(), time.process_time()
-        v = step()
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-        first = v if first is None else first
+        for case in cases:
+            t, c = time.perf_counter(), time.process_time()
+            losses[case].append(steps[case]())
+            wall[case].append(time.perf_counter() - t)
+            cpu[case].append(time.process_time() - c)
     return {
-        "ms_median": round(1000 * statistics.median(times), 1),
-        "ms_min": round(1000 * min(times), 1),
-        # CPU time of all threads: on a shared machine, cpu_ms / threads estimates the wall
-        # time the iteration would take with the cores to itself
-        "cpu_ms_median": round(1000 * statistics.median(cpu), 1),
-        "build_s": round(build_s, 2),
-        "loss_first": round(first, 5),
-        "loss_last": round(v, 5),
+        case: {
+            "ms_median": round(1000 * statistics.median(wall[case]), 1),
+            "ms_min": round(1000 * min(wall[case]), 1),
+            # CPU time of all threads: on a shared machine, cpu_ms / threads estimates the
+            # wall time the iteration would take with the cores to itself
+            "cpu_ms_median": round(1000 * statistics.median(cpu[case]), 1),
+            "build_s": round(build[case], 2),
+            "loss_first": round(losses[case][0], 5),
+            "loss_last": round(losses[case][-1], 5),
+        }
+        for case in cases
     }
 
 
@@ -143,10 +163,8 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    results: dict[str, dict[str, float]] = {}
-    for case in args.cases.split(","):
-        results[case] = time_case(case, args.iters, args.warmup)
-        r = results[case]
+    results = time_cases(args.cases.split(","), args.iters, args.warmup)
+    for case, r in results.items():
         print(
             f"{case:24s} {r['ms_median']:7.1f} ms/it (min {r['ms_min']:.1f}, "
             f"cpu {r['cpu_ms_median']:.1f}), build {r['build_s']:.2f} s, "
