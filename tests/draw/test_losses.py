@@ -72,7 +72,7 @@ def test_gaussian_kernel_and_blur_properties():
     r = (k.numel() - 1) // 2
     x = torch.arange(-r, r + 1, dtype=torch.float64)
     assert (k * x * x).sum().item() == pytest.approx(1.3**2, rel=1e-3)  # variance sigma^2
-    # replicated edges: a blank page stays exactly blank, even with a kernel wider than it
+    # mirrored edges: a blank page stays exactly blank, even with a kernel wider than it
     white = torch.ones(1, 1, 5, 7)
     assert torch.allclose(gaussian_blur(white, 6.0), white, atol=1e-6)
     # a single dot spreads into the 2-D Gaussian with the same sigma
@@ -200,3 +200,16 @@ def test_blur_implementations_agree(sigma):
     assert torch.equal(gaussian_blur(img, sigma), a)  # small canvas: the matrix form
     with pytest.raises(ValueError):
         gaussian_blur(img, sigma, method="fft")
+
+
+def test_blur_edges_are_mirrored_not_replicated():
+    # blurring preserves the total ink with mirrored edges: every pixel's weight is
+    # spread over the canvas and its mirror images, which fold back onto the canvas
+    img = torch.zeros(1, 1, 9, 12, dtype=torch.float64)
+    img[0, 0, 0, 0] = 1.0  # ink in the corner
+    for sigma in (0.8, 3.0, 30.0):
+        for method in ("matmul", "conv"):
+            assert gaussian_blur(img, sigma, method=method).sum().item() == pytest.approx(1.0)
+    # and a wide blur tends to the mean of the image, not to its edge pixel
+    g = _rand(13, (1, 1, 16, 16)).double()
+    assert torch.allclose(gaussian_blur(g, 200.0), g.mean().expand_as(g), atol=1e-3)
