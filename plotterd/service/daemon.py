@@ -280,9 +280,9 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.start()
         ping = watchdog_interval()
         try:
+            self.start()
             while not got.is_set():
                 got.wait(ping or 1.0)
                 if ping and self._healthy():
