@@ -222,6 +222,10 @@ class PlotterWorker(threading.Thread):
 
     # -- loop ------------------------------------------------------------------------------
     def run(self) -> None:
+        try:  # import the machine stage now (it is slow to import) rather than at the first job
+            stages.new_control()
+        except Exception:
+            log.exception("the machine stage cannot be imported")
         while not self.d.stopping.is_set():
             job = None
             if not self.paused:
