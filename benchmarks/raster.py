@@ -75,6 +75,8 @@ def child(case: str, impl: str, threads: int, device: str, iters: int) -> dict:
         from dense_reference import render_dense as fn
     else:
         fn = render
+    # RSS of the interpreter with torch and plotterd loaded, before any case data exists
+    base_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     kind, n, k, height, width, _ = CASES[case]
     gen = torch.Generator().manual_seed(0)
     points = _init(kind, n, k, height, width, gen).to(device).requires_grad_(True)
@@ -117,6 +119,7 @@ def child(case: str, impl: str, threads: int, device: str, iters: int) -> dict:
         "ms_median": 1000 * sorted(times)[len(times) // 2],
         "iters": iters,
         "peak_rss_mb": rss_mb,
+        "import_rss_mb": base_rss_mb,
         "loss": loss,
     }
     if device.startswith("cuda"):
@@ -157,7 +160,8 @@ def main() -> None:
             else:
                 print(f"{case:26s} {impl:9s} {res['ms_best']:10.1f} ms/iter (best of "
                       f"{iters}, median {res['ms_median']:.1f})  peak RSS "
-                      f"{res['peak_rss_mb']:8.0f} MB", flush=True)
+                      f"{res['peak_rss_mb']:8.0f} MB (after imports "
+                      f"{res['import_rss_mb']:.0f} MB)", flush=True)
     summary = {
         "benchmark": "raster",
         "threads": args.threads,

@@ -165,10 +165,9 @@ def _segment_pixels(
     seg_c = torch.repeat_interleave(torch.arange(m, device=dev), ncol, output_size=ncols)
     start = torch.cumsum(ncol, 0) - ncol
     k = torch.arange(ncols, device=dev) - start.index_select(0, seg_c)  # column in segment
-    # one gather of every per-segment quantity the columns need
-    table = torch.stack([u0 - au, av, dv, inv_du, slope, half, rr, vmax, u0], 1)
-    cols = table.index_select(0, seg_c).unbind(1)
-    x, av_c, dv_c, inv_c, slope_c, half_c, rr_c, vmax_c, u0_c = cols
+    # every per-segment quantity the columns need, as 1-D gathers
+    cols = (u0 - au, av, dv, inv_du, slope, half, rr, vmax, u0)
+    x, av_c, dv_c, inv_c, slope_c, half_c, rr_c, vmax_c, u0_c = _gather(cols, seg_c, len(cols))
     x = x + k.to(a.dtype)  # u - au
     ta = ((x - rr_c) * inv_c).clamp(0, 1)
     tb = ((x + rr_c) * inv_c).clamp(0, 1)
@@ -218,7 +217,7 @@ def _segment_table(verts: torch.Tensor, sigma2: torch.Tensor, grey: torch.Tensor
     return torch.stack(cols, 0)  # (K, M): each quantity contiguous for 1-D gathers
 
 
-def _gather(table: torch.Tensor, idx: torch.Tensor, k: int) -> list[torch.Tensor]:
+def _gather(table, idx: torch.Tensor, k: int) -> list[torch.Tensor]:
     """The first k table rows at idx, as 1-D tensors (1-D index_select is the fast path)."""
     return [table[i].index_select(0, idx) for i in range(k)]
 
@@ -442,12 +441,32 @@ def _channel_ink(a, ink, channels):
     return [a * ink[:, min(c, ink.shape[1] - 1)] for c in range(channels)]
 
 
+class _Log1m(torch.autograd.Function):
+    """log(1 - min(x, A_MAX)) to a few ulps, with a one-op backward.
+
+    Goldberg's trick gives log1p's accuracy for small x without torch's CPU log1p, which is
+    not vectorised and several times slower than log; as one node, autograd does not keep
+    the trick's temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        xc = x.clamp(max=A_MAX)
+        u = 1.0 - xc
+        d = u - 1.0  # the rounding-exact -x that u really represents
+        out = torch.where(d == 0, -xc, torch.log(u) * (-xc / torch.where(d == 0, -1.0, d)))
+        ctx.save_for_backward(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        # d/dx log(1 - x) = -1 / (1 - x); zero where the clamp is active (as clamp's own)
+        return torch.where(x <= A_MAX, -g / (1.0 - x.clamp(max=A_MAX)), 0.0)
+
+
 def _log1m(x):
-    """log(1 - x) to a few ulps: log1p's accuracy for small x (Goldberg's trick), without
-    torch's CPU log1p, which is not vectorised and several times slower than log."""
-    u = 1.0 - x
-    d = u - 1.0  # the rounding-exact -x that u really represents
-    return torch.where(d == 0, -x, torch.log(u) * (-x / torch.where(d == 0, -1.0, d)))
+    return _Log1m.apply(x)
 
 
 def _scatter_sum(values, pix, hw):
@@ -457,7 +476,7 @@ def _scatter_sum(values, pix, hw):
 
 def _softor(a, ink, pix, hw, channels):
     planes = [
-        torch.exp(_scatter_sum(_log1m(ak.clamp(max=A_MAX)), pix, hw))
+        torch.exp(_scatter_sum(_log1m(ak), pix, hw))
         for ak in _channel_ink(a, ink, channels)
     ]
     return torch.stack(planes, 1)

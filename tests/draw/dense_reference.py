@@ -44,12 +44,12 @@ def _dist2(verts: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         for j in range(verts.shape[1] - 1):
             d2 = _seg_dist2(p, verts[:, j, None], verts[:, j + 1, None])
             if best is None:
-                best, best_j = d2, torch.zeros(d2.shape, dtype=torch.long)
+                best, best_j = d2, torch.zeros(d2.shape, dtype=torch.long, device=d2.device)
             else:
                 closer = d2 < best
                 best = torch.where(closer, d2, best)
                 best_j = torch.where(closer, j, best_j)
-    rows = torch.arange(verts.shape[0])[:, None]
+    rows = torch.arange(verts.shape[0], device=verts.device)[:, None]
     return _seg_dist2(p, verts[rows, best_j], verts[rows, best_j + 1])
 
 
