@@ -342,6 +342,8 @@ def _as_target(target: str | Path | torch.Tensor, pipeline: Pipeline) -> torch.T
         raise InputError(f"target tensor must be (1, C, H, W) with C 1 or 3, got {tuple(t.shape)}")
     if t.shape[-1] < 2 or t.shape[-2] < 2:
         raise InputError(f"target must be at least 2x2 pixels, got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise InputError("target tensor contains NaN or infinite values")
     if t.shape[1] != pipeline.channels:
         if pipeline.channels == 1:  # Rec. 601 luma, as OpenCV's RGB2GRAY
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)

@@ -288,6 +288,10 @@ def test_target_tensor_input_and_channel_conversion():
     assert r3.target.shape == (1, 3, 24, 30)
     with pytest.raises(InputError, match="target tensor"):
         optimise(torch.rand(2, 1, 8, 8), _pipe(), device="cpu")
+    bad = torch.ones(1, 1, 8, 8)
+    bad[0, 0, 3, 3] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        optimise(bad, _pipe(), device="cpu")
 
 
 def test_device_choice():
