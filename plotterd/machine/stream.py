@@ -23,12 +23,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serial import SerialBase
 
 from plotterd.errors import ConfigError, InputError, PlotterdError
-from plotterd.gcode.program import Program
 from plotterd.machine.base import (
     Ack,
     BoardReset,
@@ -39,6 +38,9 @@ from plotterd.machine.base import (
 )
 from plotterd.machine.transport import Transport
 from plotterd.progress import Cancelled, Progress, ProgressCallback
+
+if TYPE_CHECKING:  # plotterd.gcode pulls in vpype: the machine stage does not need it loaded
+    from plotterd.gcode.program import Program
 
 log = logging.getLogger("plotterd.machine")
 
@@ -185,6 +187,7 @@ class _Streamer:
         self.resumes = 0
         self._t0 = time.monotonic()
         self._last_report = 0.0
+        self._last_key: tuple = ()
         self._sent_seqs: list[int] = []
         self._sent_tags: list[int] = []
 
@@ -248,9 +251,11 @@ class _Streamer:
         if self.progress is None:
             return
         now = time.monotonic()
-        if not force and now - self._last_report < 0.05:
+        key = (self.acked_pos, self.executed_pos, self.control.state)
+        # on every change (a caller may act on a precise line), else once a second
+        if not force and key == self._last_key and now - self._last_report < 1.0:
             return
-        self._last_report = now
+        self._last_report, self._last_key = now, key
         elapsed = now - self._t0
         eta = None
         total_t = self.lines[-1].t_end if self.lines else None

@@ -48,6 +48,9 @@ class Transport:
                                                  do_not_open=True)
             # opening asserts DTR, which resets most Arduino-based boards: the caller waits
             # for the banner
+            # reads must never block for long, whoever made the port object
+            self.ser.timeout = READ_SLICE
+            self.ser.write_timeout = 5.0
             if not self.ser.is_open:
                 self.ser.open()
             self.ser.reset_input_buffer()

@@ -215,6 +215,15 @@ class Simulator:
         lo, hi = self.cfg.down_range
         return lo <= self.servo <= hi
 
+    def set_servo(self, t: float, value: float | None) -> None:
+        was = self.pen_down
+        self.servo = value
+        self._note_pen(t, was)
+
+    def _note_pen(self, t: float, was: bool) -> None:
+        if self.pen_down != was:
+            self.events.append((t, "pen down" if self.pen_down else "pen up"))
+
     # ---- host side (called by the pyserial handler, any thread) ----
     def power_on(self, baudrate: int = 115200) -> None:
         """Power-on / DTR reset: the firmware restarts; the head and the drawing stay."""
@@ -422,7 +431,9 @@ class Simulator:
         blk = self.current
         assert blk is not None
         self._draw(blk.start, blk.end, blk.pen_down)
+        was = self.pen_down
         self.pos = list(blk.end)
+        self._note_pen(t, was)  # a Z pen moved
         self.current = None
         self._start_next(blk.t_end)
 

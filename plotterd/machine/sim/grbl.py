@@ -386,6 +386,6 @@ class GrblSim(Simulator):
             elif m_ in (5, 2, 30):
                 self.spindle_on = False
         if not self.check_mode:
-            self.servo = self.spindle_s if self.spindle_on else None
+            self.set_servo(t, self.spindle_s if self.spindle_on else None)
         self._ok(t, n)
         return True

@@ -256,7 +256,7 @@ class MarlinSim(Simulator):
                 return False
         elif code == "M280":
             # not synchronised with queued moves (Marlin #870): the servo moves right away
-            self.servo = words.get("S", self.servo)
+            self.set_servo(t, words.get("S", self.servo))
         elif code == "G28":
             if not self.executor_idle():
                 return False
