@@ -178,7 +178,13 @@ class GrblDriver:
     firmware = "grbl"
     line_max = LINE_MAX
 
-    def __init__(self, transport: Transport, timeouts: Timeouts, rx_size: int | None = None):
+    def __init__(self, transport: Transport, timeouts: Timeouts, rx_size: int | None = None,
+                 flow: str = "count"):
+        """``flow``: "count" (character counting) or "wait" (send one line, wait for its ok:
+        simpler, but starves the planner on short segments)."""
+        if flow not in ("count", "wait"):
+            raise ValueError(f"flow {flow!r}: expected count or wait")
+        self.flow = flow
         self.t = transport
         self.T = timeouts
         self.rx_config = rx_size
@@ -309,6 +315,8 @@ class GrblDriver:
 
     # ---- streaming ----
     def can_send(self, item: Item) -> bool:
+        if self.flow == "wait":
+            return not self.fifo
         n = len(item.text) + 1
         return not self.fifo or self.in_flight_bytes + n <= self.rx_limit
 

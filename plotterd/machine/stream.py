@@ -119,11 +119,14 @@ class _CancelRequest(Exception):
     pass
 
 
-def make_driver(firmware: str, transport: Transport, timeouts: Timeouts):
+def make_driver(firmware: str, transport: Transport, timeouts: Timeouts,
+                flow: str | None = None):
     if firmware == "grbl":
         from plotterd.machine.grbl import GrblDriver
 
-        return GrblDriver(transport, timeouts)
+        return GrblDriver(transport, timeouts, flow=flow or "count")
+    if flow not in (None, "wait"):
+        raise ConfigError("flow", f"{flow!r}: Marlin streams one line per ok ('wait')")
     from plotterd.machine.marlin import MarlinDriver
 
     return MarlinDriver(transport, timeouts)
@@ -132,20 +135,23 @@ def make_driver(firmware: str, transport: Transport, timeouts: Timeouts):
 def stream(program: Program, port: str | SerialBase, *, firmware: str | None = None,
            baudrate: int = 115200, start_stroke: int | None = None,
            progress: ProgressCallback | None = None, control: StreamControl | None = None,
-           render_to: str | Path | None = None, timeouts: Timeouts | None = None
-           ) -> StreamResult:
+           render_to: str | Path | None = None, timeouts: Timeouts | None = None,
+           flow: str | None = None) -> StreamResult:
     """Send ``program`` to the plotter on ``port`` (a device path or a pyserial URL such as
     ``sim://grbl?speed=instant``, or an unopened pyserial port object) and return how it
     ended. Raises InputError/ConfigError for
     a program or option that cannot be streamed; every machine-side problem is reported in
-    the result (status failed/interrupted with ``error``)."""
+    the result (status failed/interrupted with ``error``).
+
+    ``flow`` (GRBL): "count" (character counting, the default) or "wait" (one line per ok).
+    """
     return _Streamer(program, port, firmware, baudrate, start_stroke, progress, control,
-                     render_to, timeouts).run()
+                     render_to, timeouts, flow).run()
 
 
 class _Streamer:
     def __init__(self, program, port, firmware, baudrate, start_stroke, progress, control,
-                 render_to, timeouts):
+                 render_to, timeouts, flow=None):
         fw = (firmware or program.header.get("firmware") or "grbl").lower()
         if fw == "klipper":
             fw = "marlin"  # Klipper's host interface speaks Marlin's numbered lines
@@ -164,7 +170,9 @@ class _Streamer:
         self.pen_up_cmds = [str(c) for c in program.header.get("pen_up", [])]
         self.pen_down_cmds = [str(c) for c in program.header.get("pen_down", [])]
         self.transport = Transport(port, baudrate, self.T)
-        self.driver = make_driver(fw, self.transport, self.T)
+        if flow not in (None, "count", "wait"):
+            raise ConfigError("flow", f"{flow!r}: expected count or wait")
+        self.driver = make_driver(fw, self.transport, self.T, flow)
         self._check_lines()
         # strokes in program order: first line, and the line after which the stroke is drawn
         self.stroke_first: dict[int, int] = {}

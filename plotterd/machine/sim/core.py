@@ -180,6 +180,8 @@ class Simulator:
         self.out_of_bounds: list[tuple[float, float, float]] = []  # targets refused/clamped
         self.events: list[tuple[float, str]] = []  # (machine time, what) for tests and logs
         self.resets = 0
+        self.motion_end = 0.0  # machine time when the last move or dwell ended
+        self.first_line_at: float | None = None  # machine time the first line was taken
         self.lines_received = 0
         self.dropped_bytes = 0
         self.pos = [0.0, 0.0, 0.0]  # physical head position
@@ -432,6 +434,7 @@ class Simulator:
         assert blk is not None
         self._draw(blk.start, blk.end, blk.pen_down)
         was = self.pen_down
+        self.motion_end = max(self.motion_end, blk.t_end)
         self.pos = list(blk.end)
         self._note_pen(t, was)  # a Z pen moved
         self.current = None

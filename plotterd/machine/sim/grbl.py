@@ -62,6 +62,7 @@ class GrblSim(Simulator):
             if self.alarm is not None:
                 self.emit(t, "[MSG:'$H'|'$X' to unlock]")
         if t >= self.busy_until:
+            self.motion_end = max(self.motion_end, self.busy_until)
             self.busy_until = INF
             if self.busy_line is not None:
                 line, self.busy_line = self.busy_line, None
@@ -148,6 +149,8 @@ class GrblSim(Simulator):
             del self.rx[: i + 1]
             self.lines_received += 1
             n = self.lines_received
+            if n == 1:
+                self.first_line_at = t
             self._line(t, raw, n)
 
     def _line(self, t: float, raw: bytes, n: int) -> None:

@@ -60,6 +60,7 @@ class MarlinSim(Simulator):
             self.emit(t, "echo:Marlin 2.1.2.1")
             self.emit(t, "echo:plotterd simulated board")
         if t >= self.dwell_until:
+            self.motion_end = max(self.motion_end, self.dwell_until)
             self.dwell_until = INF
             self.dwell_done = True
         if t >= self.keepalive_at:
@@ -113,6 +114,8 @@ class MarlinSim(Simulator):
                 continue
             self.lines_received += 1
             n = self.lines_received
+            if n == 1:
+                self.first_line_at = t
             if not self._line(t, raw, n):
                 return
 
