@@ -161,18 +161,28 @@ def test_curve_segments_parameter():
 
 
 def test_deterministic_on_cpu():
+    # big enough (~1e5 pairs) for torch's parallel kernels to split the work
     gen = torch.Generator().manual_seed(5)
-    batches = _copy([_batch("line", 40, gen), _batch("catmull_rom", 10, gen)], torch.float32)
+    batches = [_batch("line", 800, gen, sigma=(0.5, 3.0)), _batch("catmull_rom", 40, gen)]
+    for b in batches:
+        b.points = b.points * 5.0
+    batches = _copy(batches, torch.float32)
     outs, grads = [], []
-    for _ in range(2):
-        for b in batches:
-            b.points.grad = None
-        img = render(batches, H, W, composition="over", channels=3)
-        img.square().sum().backward()
-        outs.append(img.detach().clone())
-        grads.append(batches[0].points.grad.clone())
-    assert torch.equal(outs[0], outs[1])
-    assert torch.equal(grads[0], grads[1])
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 2):  # also across thread counts
+            torch.set_num_threads(n)
+            for b in batches:
+                b.points.grad = None
+            img = render(batches, 5 * H, 5 * W, composition="over", channels=3)
+            img.square().sum().backward()
+            outs.append(img.detach().clone())
+            grads.append(batches[0].points.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    for o, g in zip(outs[1:], grads[1:], strict=True):
+        assert torch.equal(outs[0], o)
+        assert torch.equal(grads[0], g)
 
 
 def test_empty_inputs_give_white_paper():
