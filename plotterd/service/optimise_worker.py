@@ -1,5 +1,6 @@
-"""``python -m plotterd.service.optimise_worker JOBDIR``: one job's heavy work, in its own
-process, so a crash or an out-of-memory kill fails that job and not the daemon.
+"""``python -m plotterd.service.optimise_worker JOBDIR`` (or ``--serve``): the heavy work of
+a job, in a process of its own, so a crash or an out-of-memory kill fails that job and not
+the daemon. The daemon keeps one ``--serve`` worker and sends it job folders.
 
 It reads ``JOBDIR/job.json`` (written by the daemon), optimises the image into strokes
 (resuming from ``JOBDIR/checkpoint.pt`` when present), writes the draw artefacts, lays
@@ -21,6 +22,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from plotterd.errors import PlotterdError
@@ -90,36 +92,84 @@ def run(job_dir: Path, parent_pid: int | None = None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m plotterd.service.optimise_worker JOBDIR", file=sys.stderr)
-        return 64
-    job_dir = Path(argv[0]).absolute()
+def run_one(job_dir: Path, parent: int | None) -> int:
+    """One job with its exit status: 0 done, 2 PlotterdError (in error.txt), 1 a crash
+    (traceback on stderr), 3 another worker holds the job, 4 the daemon went away."""
+    with open(job_dir / "worker.lock", "w") as lock:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    print("another worker holds this job", file=sys.stderr)
+                    return 3
+                time.sleep(0.2)
+        try:
+            return run(job_dir, parent_pid=parent)
+        except PlotterdError as e:
+            _atomic_write(job_dir / "error.txt", str(e))
+            return 2
+        except Cancelled as e:
+            print(f"cancelled: {e}", file=sys.stderr)
+            return 4
+        except MemoryError:
+            _atomic_write(job_dir / "error.txt", "out of memory while optimising")
+            return 2
+        except Exception:
+            traceback.print_exc()
+            sys.stderr.flush()
+            return 1
+
+
+def serve() -> int:
+    """``--serve``: a long-lived worker taking job folders, one per line on stdin, and
+    answering one JSON line per job (``{"rc": N}``) on stdout. It saves the daemon from
+    importing torch for every job; a crash still only costs the job in hand (the daemon
+    starts a new worker). Each job's output goes to its own ``worker.log``."""
     parent = os.getppid()
     die_with_parent()
-    lock = open(job_dir / "worker.lock", "w")  # noqa: SIM115 - held for the process's life
-    deadline = time.monotonic() + 30
-    while True:
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints must not corrupt the protocol
+    import plotterd.draw  # noqa: F401 - the slow imports, done once while idle
+    import plotterd.gcode  # noqa: F401
+
+    proto.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        job_dir = Path(line.strip())
+        if not line.strip():
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        fd = os.open(job_dir / "worker.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                print("another worker holds this job", file=sys.stderr)
-                return 3
-            time.sleep(0.2)
-    try:
-        return run(job_dir, parent_pid=parent)
-    except PlotterdError as e:
-        _atomic_write(job_dir / "error.txt", str(e))
-        return 2
-    except Cancelled as e:
-        print(f"cancelled: {e}", file=sys.stderr)
-        return 4
-    except MemoryError:
-        _atomic_write(job_dir / "error.txt", "out of memory while optimising")
-        return 2
+            rc = run_one(job_dir, parent)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.dup2(saved, 2)
+            os.close(saved)
+        proto.write(json.dumps({"rc": rc, "job_dir": str(job_dir)}) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--serve"]:
+        return serve()
+    if len(argv) != 1:
+        print("usage: python -m plotterd.service.optimise_worker JOBDIR | --serve",
+              file=sys.stderr)
+        return 64
+    parent = os.getppid()
+    die_with_parent()
+    return run_one(Path(argv[0]).absolute(), parent)
 
 
 if __name__ == "__main__":

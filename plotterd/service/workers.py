@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ class OptimiserWorker(threading.Thread):
         self.wake = threading.Event()
         self.current: int | None = None
         self._proc: subprocess.Popen | None = None
+        self._buf = b""
         self._cancel: set[int] = set()
 
     def cancel(self, job_id: int) -> bool:
@@ -54,6 +56,10 @@ class OptimiserWorker(threading.Thread):
         return True
 
     def run(self) -> None:
+        try:
+            self._worker()  # start it now: it imports torch while nothing waits for it
+        except OSError:
+            log.exception("cannot start the optimiser process")
         while not self.d.stopping.is_set():
             try:
                 job = self.d.store.claim_next("queued", "optimising")
@@ -71,6 +77,7 @@ class OptimiserWorker(threading.Thread):
                 self.d.finish(job["id"], "failed", f"internal error: {e}", expect=["optimising"])
             finally:
                 self.current = None
+        self._stop_worker()
 
     def spec(self, job: dict) -> dict[str, Any]:
         cfg = self.d.cfg
@@ -99,19 +106,21 @@ class OptimiserWorker(threading.Thread):
         self.d.store.update(job_id, optimise_attempts=job["optimise_attempts"] + 1,
                             stage="optimise" if job["kind"] == "image" else "vectorise")
         log.info("job %d: optimising (%s)", job_id, job["pipeline"] or "svg")
-        env = dict(os.environ)
-        env["OMP_NUM_THREADS"] = str(self.d.cfg.optimiser.threads)
-        with open(job_dir / "worker.log", "ab") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "plotterd.service.optimise_worker", str(job_dir)],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
-                preexec_fn=_set_pdeathsig, cwd=str(job_dir),
-            )
-        self._proc = proc
+        proc = self._worker()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{job_dir}\n".encode())
+            proc.stdin.flush()
+        except OSError:  # the worker died while idle: the job runs in a fresh one
+            self._stop_worker()
+            proc = self._worker()
+            proc.stdin.write(f"{job_dir}\n".encode())  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
         started = time.monotonic()
         timeout = self.d.cfg.optimiser.timeout_s
         outcome = None
-        while proc.poll() is None:
+        rc: int | None = None
+        while rc is None:
             if self.d.stopping.is_set():
                 outcome = "stopping"
             elif job_id in self._cancel:
@@ -119,18 +128,10 @@ class OptimiserWorker(threading.Thread):
             elif timeout and time.monotonic() - started > timeout:
                 outcome = "timeout"
             if outcome:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                self._stop_worker()
                 break
-            self.wake.wait(0.25)
-            self.wake.clear()
-        self._proc = None
+            rc = self._answer(0.25)
         self._cancel.discard(job_id)
-        rc = proc.returncode
         if outcome == "stopping":
             log.info("job %d: optimisation stopped by shutdown; resumes on restart", job_id)
             return  # stays 'optimising'; start-up recovery requeues it
@@ -155,6 +156,58 @@ class OptimiserWorker(threading.Thread):
         if job["input"]:  # name the file the user dropped, not the job's copy of it
             msg = msg.replace(str(job_dir / job["input"]), job["name"])
         self.d.finish(job_id, "failed", msg)
+
+    # -- the long-lived worker process ---------------------------------------------------
+    def _worker(self) -> subprocess.Popen:
+        """The running ``optimise_worker --serve`` process, started if needed."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        env = dict(os.environ)
+        env["OMP_NUM_THREADS"] = str(self.d.cfg.optimiser.threads)
+        with open(self.d.cfg.state_dir / "optimiser.log", "ab") as logf:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "plotterd.service.optimise_worker", "--serve"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, env=env,
+                preexec_fn=_set_pdeathsig, cwd=str(self.d.cfg.state_dir),
+            )
+        self._buf = b""
+        return self._proc
+
+    def _stop_worker(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _answer(self, wait: float) -> int | None:
+        """The job's exit status once the worker answers (or dies: then its own exit
+        status, negative for a signal); None while it works."""
+        proc = self._proc
+        if proc is None:
+            return 1
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], wait)
+        if ready:
+            data = os.read(proc.stdout.fileno(), 4096)
+            if not data:  # EOF: the worker died with the job in hand
+                rc = proc.wait()
+                self._proc = None
+                return rc if rc != 0 else 1
+            self._buf += data
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "rc" in msg:
+                return int(msg["rc"])
+        return None
 
     @staticmethod
     def _failure(job_dir: Path, rc: int) -> str:
