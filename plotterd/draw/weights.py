@@ -554,6 +554,46 @@ def random_features(seed: int = RANDOM_SEED) -> dict[str, torch.Tensor]:
     return out
 
 
+CACHE_DIR = ".cache"  # in the weights dir: features-only copies, named by the source's digest
+
+
+def _features_cache_path(digest: str, weights_dir: str | os.PathLike[str] | None) -> Path:
+    return search_dirs(weights_dir)[0] / CACHE_DIR / f"{digest}.features.pt"
+
+
+def _read_cached_features(
+    path: Path, b: Backbone, digest: str, weights_dir: str | os.PathLike[str] | None
+) -> dict[str, torch.Tensor]:
+    """The features of the verified file ``path`` (SHA-256 ``digest``).
+
+    Every job runs in a new process, and the full checkpoints are 528 MB (ImageNet, with its
+    classifier) or more (SIN, with optimiser state) for 58 MB of features: after the first
+    read, a features-only copy named by the source's digest is kept in the weights dir, so
+    later jobs load a tenth of the data and peak memory stays low. The copy is checked like
+    any checkpoint; an unreadable or unwritable cache only costs the full read.
+    """
+    cache = _features_cache_path(digest, weights_dir)
+    if cache.is_file():
+        try:
+            feats, _ = read_features(cache, "torchvision")
+            return feats
+        except WeightsError:
+            pass  # damaged copy: rebuilt below
+    feats, _ = read_features(path, b.layout)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".part", dir=cache.parent)
+        os.close(fd)
+        try:
+            torch.save({f"features.{k}": v for k, v in feats.items()}, tmp)
+            os.replace(tmp, cache)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:
+        pass
+    return feats
+
+
 def load_backbone(
     name: str,
     weights_dir: str | os.PathLike[str] | None = None,
@@ -584,7 +624,7 @@ def load_backbone(
     with _LOCK:
         feats = _FEATURE_CACHE.get(key)
     if feats is None:
-        feats, _ = read_features(path, b.layout)
+        feats = _read_cached_features(path, b, digest, weights_dir)
         with _LOCK:
             if len(_FEATURE_CACHE) >= 4:  # ~58 MB each; a daemon uses one or two
                 _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))

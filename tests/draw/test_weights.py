@@ -55,6 +55,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("PLOTTERD_WEIGHTS_DIR", str(wd))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(W, "_EXTRA", {})
+    monkeypatch.setattr(W, "_FEATURE_CACHE", {})
     return wd
 
 
@@ -386,3 +387,29 @@ def test_fetch_http_error_and_wrong_hash(ckpts, server, isolated):
     W.register_backbone("nourl", "n.pth")
     with pytest.raises(WeightsError, match="has no download URL"):
         W.fetch("nourl")
+
+
+def test_features_only_cache_for_later_jobs(ckpts, isolated, monkeypatch):
+    W.register_backbone("mine", ckpts["sin"], layout="sin")
+    first = W.load_backbone("mine")
+    cache = isolated / ".cache" / f"{first.sha256}.features.pt"
+    assert cache.is_file()
+    # a new process (empty in-memory cache) reads the small copy, not the checkpoint
+    monkeypatch.setattr(W, "_FEATURE_CACHE", {})
+    real = W.read_features
+
+    def no_full_read(path, *a, **k):
+        assert Path(path) != ckpts["sin"], "read the full checkpoint again"
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(W, "read_features", no_full_read)
+    again = W.load_backbone("mine")
+    for k, v in ckpts["state"].items():
+        assert torch.equal(again.features[k], v)
+    # a damaged copy is ignored and rebuilt from the checkpoint
+    monkeypatch.setattr(W, "read_features", real)
+    monkeypatch.setattr(W, "_FEATURE_CACHE", {})
+    cache.write_bytes(b"damaged")
+    third = W.load_backbone("mine")
+    assert torch.equal(third.features["28.weight"], ckpts["state"]["28.weight"])
+    assert W.read_features(cache, "torchvision")[0].keys() == ckpts["state"].keys()
