@@ -1,5 +1,5 @@
 """Order lines to cut pen-up travel: greedy nearest neighbour on ``vpype.LineIndex``, then an
-optional 2-opt with neighbour lists.
+optional local search (2-opt, Or-opt and perturbation kicks) with neighbour lists.
 
 vpype's own ``linesort`` lives in vpype_cli and is only reachable through
 ``vpype_cli.execute``, which is not thread-safe (it registers commands on a global click
@@ -75,6 +75,7 @@ class _Tour:
         self.order = list(range(n))  # order[p] = line at position p
         self.pos = list(range(n))  # pos[m] = position of line m
         self.flipped = [False] * n
+        self.total = 0.0  # change of the pen-up length made so far (negative: shorter)
         both = np.concatenate([first_a, last_a])
         xy = np.column_stack([both.real, both.imag])
         self.tree = cKDTree(xy)
@@ -128,14 +129,15 @@ class _Tour:
         for p in range(lo, hi):
             pos[order[p]] = p
 
-    def try_two_opt(self, i: int, eps: float) -> tuple[int, int] | None:
+    def try_two_opt(self, i: int, eps: float, span: int) -> tuple[int, int] | None:
         """An improving 2-opt move around the travel into position i, applied; or None.
 
         Reversing the run i..j replaces the travels before(i) -> head(i) and
         tail(j) -> head(j+1) by before(i) -> tail(j) and head(i) -> head(j+1). An improving
         move makes at least one new travel shorter than a removed one next to it, so for the
         travel a -> b into position i only lines near a (their tail joins a) and lines near b
-        (their head joins b) are tried, on either side of i.
+        (their head joins b) are tried, on either side of i. Runs longer than ``span`` are
+        not reversed (the reversal costs O(length)).
         """
         n, order, pos, hd, tl = self.n, self.order, self.pos, self.hd, self.tl
         mi = order[i]
@@ -151,6 +153,8 @@ class _Tour:
             d_ac = abs(a - c)
             if d_ac >= d_ab - eps:
                 continue
+            if j - i > span or i - j > span:
+                continue
             if j >= i:  # reverse i..j: a -> tail(j), head(i) -> head(j+1)
                 if j + 1 < n:
                     e = hd[order[j + 1]]
@@ -158,12 +162,14 @@ class _Tour:
                 else:
                     delta = d_ac - d_ab
                 if delta < -eps:
+                    self.total += delta
                     self.reverse(i, j)
                     return (i, j)
             elif j < i - 1:  # reverse j+1..i-1: tail(j) -> a, head(j+1) -> b
                 e = hd[order[j + 1]]
                 delta = d_ac + abs(e - b) - d_ab - abs(c - e)
                 if delta < -eps:
+                    self.total += delta
                     self.reverse(j + 1, i - 1)
                     return (j + 1, i - 1)
         for m in self.lines_near_head(mi):
@@ -172,23 +178,27 @@ class _Tour:
             d_be = abs(b - e)
             if d_be >= d_ab - eps:
                 continue
+            if q - i > span or i - q > span:
+                continue
             if q < i:  # reverse q..i-1: before(q) -> a, head(q) -> b
                 f = self.before(q)
                 delta = abs(f - a) + d_be - d_ab - abs(f - e)
                 if delta < -eps:
+                    self.total += delta
                     self.reverse(q, i - 1)
                     return (q, i - 1)
             elif q > i:  # reverse i..q-1: a -> tail(q-1), head(i) -> head(q)
                 f = tl[order[q - 1]]
                 delta = abs(a - f) + d_be - d_ab - abs(f - e)
                 if delta < -eps:
+                    self.total += delta
                     self.reverse(i, q - 1)
                     return (i, q - 1)
         return None
 
     def try_or_opt(self, s: int, eps: float, max_run: int = 3) -> tuple[int, int] | None:
-        """Lift the run s..s+L-1 (L <= max_run) out and put it, maybe reversed, after a line
-        whose tail is near one of the run's ends. Returns the changed position range."""
+        """Lift the run s..s+L-1 (L <= max_run) out and put it back, maybe reversed, next to
+        a line with an end near one of the run's ends. Returns the changed position range."""
         n, order, pos, hd, tl = self.n, self.order, self.pos, self.hd, self.tl
         p = self.before(s)
         hs = hd[order[s]]
@@ -202,33 +212,46 @@ class _Tour:
             if gain <= eps:
                 continue
             best_cost, best_u, best_flip = -eps, -1, False
-            for entry, other, flip, cands in (
-                (hs, ts, False, self.lines_near_head(order[s])),
-                (ts, hs, True, self.lines_near_tail(order[t])),
-            ):
-                for m in cands:
-                    u = pos[m] + 1  # insert after line m, before old position u
-                    if s <= u <= t + 1:
+            # insertion points next to lines near either end of the run: between u-1 and u
+            seen: set[int] = set()
+            for m in self.lines_near_head(order[s]) + self.lines_near_tail(order[t]):
+                pm = pos[m]
+                for u in (pm, pm + 1):
+                    if s <= u <= t + 1 or u in seen:
                         continue
-                    cost = abs(tl[m] - entry) - gain
+                    seen.add(u)
+                    x = self.start if u == 0 else tl[order[u - 1]]
                     if u < n:
                         y = hd[order[u]]
-                        cost += abs(other - y) - abs(tl[m] - y)
-                    if cost < best_cost:
-                        best_cost, best_u, best_flip = cost, u, flip
+                        d_xy = abs(x - y)
+                        fwd = abs(x - hs) + abs(ts - y) - d_xy
+                        rev = abs(x - ts) + abs(hs - y) - d_xy
+                    else:
+                        fwd, rev = abs(x - hs), abs(x - ts)
+                    if fwd - gain < best_cost:
+                        best_cost, best_u, best_flip = fwd - gain, u, False
+                    if rev - gain < best_cost:
+                        best_cost, best_u, best_flip = rev - gain, u, True
             if best_u >= 0:
+                self.total += best_cost
                 self.move(s, t, best_u, best_flip)
                 return (min(s, best_u) - 1, max(t + 1, best_u))
         return None
 
-    def improve(self, eps: float = 1e-9, max_moves: int | None = None) -> int:
+    def improve(self, eps: float = 1e-9, seed: list[int] | None = None,
+                span: int | None = None) -> int:
         """Local search with a work queue of lines ("don't look bits"): a line is looked at
-        again only when a travel next to it changed. Returns the number of moves made."""
+        again only when a travel next to it changed. ``seed``: the lines to start from (all
+        by default); ``span``: the longest run a 2-opt move may reverse. Returns the number of
+        moves made."""
         n = self.n
-        queue = deque(range(n))
-        queued = [True] * n
+        span = n if span is None else span
+        queue = deque(range(n) if seed is None else seed)
+        queued = [False] * n
+        for m in queue:
+            queued[m] = True
         moves = 0
-        limit = max_moves if max_moves is not None else 50 * n
+        limit = 50 * n
         while queue and moves < limit:
             m = queue.popleft()
             queued[m] = False
@@ -236,7 +259,7 @@ class _Tour:
             i = self.pos[m]
             for p in (i, i + 1):
                 if p < n:
-                    changed = self.try_two_opt(p, eps)
+                    changed = self.try_two_opt(p, eps, span)
                     if changed:
                         break
             if changed is None:
@@ -251,13 +274,54 @@ class _Tour:
                     queue.append(self.order[p])
         return moves
 
+    def kicks(self, count: int, seed: int = 0, max_run: int = 30, span: int = 300,
+              eps: float = 1e-9) -> int:
+        """Iterated local search: ``count`` times, swap two short neighbouring runs (a local
+        "double bridge", which 2-opt and Or-opt cannot undo in one move), re-optimise around
+        it, and keep the result only if the total travel went down. The repair only reverses
+        runs up to ``span`` lines, which keeps a kick cheap. Returns the kicks kept."""
+        n = self.n
+        if n < 8:
+            return 0
+        rng = np.random.default_rng(seed)
+        kept = 0
+        for a, l1, l2 in zip(rng.integers(1, n - 2, count).tolist(),
+                             rng.integers(1, max_run + 1, count).tolist(),
+                             rng.integers(1, max_run + 1, count).tolist(), strict=True):
+            b = min(a + l1, n - 1)
+            c = min(b + l2, n)
+            if not a < b < c:
+                continue
+            order, hd, tl = self.order, self.hd, self.tl
+            snapshot = (order[:], self.pos[:], self.flipped[:], hd[:], tl[:], self.total)
+            x = self.before(a)
+            old = abs(x - hd[order[a]]) + abs(tl[order[b - 1]] - hd[order[b]])
+            new = abs(x - hd[order[b]]) + abs(tl[order[c - 1]] - hd[order[a]])
+            if c < n:
+                y = hd[order[c]]
+                old += abs(tl[order[c - 1]] - y)
+                new += abs(tl[order[b - 1]] - y)
+            self.move(b, c - 1, a, False)  # A B C D -> A C B D
+            self.total += new - old
+            touched = {order[p] for p in (a - 1, a, a + c - b - 1, a + c - b, c - 1, min(c, n - 1))}
+            self.improve(eps, seed=sorted(touched), span=span)
+            if self.total < snapshot[5] - eps:
+                kept += 1
+            else:
+                (self.order, self.pos, self.flipped, self.hd, self.tl, self.total) = snapshot
+        return kept
+
     def lines(self, lines: list[np.ndarray]) -> list[np.ndarray]:
         return [np.flip(lines[m]) if self.flipped[m] else lines[m] for m in self.order]
 
 
-def two_opt(lines: list[np.ndarray], start: complex = 0j, neighbours: int = 16) -> list[np.ndarray]:
+def two_opt(
+    lines: list[np.ndarray], start: complex = 0j, neighbours: int = 16, kicks: int | None = None
+) -> list[np.ndarray]:
     """Improve an order by local search: 2-opt (reverse a run of lines, flipping each) and
-    Or-opt (move a run of up to 3 lines elsewhere, maybe reversed), until neither helps.
+    Or-opt (move a run of up to 3 lines elsewhere, maybe reversed) until neither helps, then
+    ``kicks`` rounds of perturbation and repair (default: one per 5 lines; seeded, so the
+    result is deterministic).
 
     Moves come from neighbour lists (a KD-tree of all line ends, ``neighbours`` per end) and a
     work queue, so the search costs about O(n k) per sweep rather than the O(n^2) of vpype's
@@ -267,6 +331,7 @@ def two_opt(lines: list[np.ndarray], start: complex = 0j, neighbours: int = 16) 
         return list(lines)
     tour = _Tour(lines, start, neighbours)
     tour.improve()
+    tour.kicks(len(lines) // 5 if kicks is None else kicks, span=1000)
     return tour.lines(lines)
 
 
