@@ -196,3 +196,38 @@ def test_camera_video_file_api_and_trigger(tmp_path):
         assert d.http.get("/plotter").json()["camera"]["captures"] == 2
     finally:
         d.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for f in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(x) for x in f.read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def test_optimiser_crash_fails_only_that_job(tmp_path):
+    import signal
+
+    d = DaemonProc(tmp_path, optimiser={"iterations": 100000}).start()
+    try:
+        drop(DATA / "camera_small.png", d.inbox, "doomed.png")
+        job = wait_for(lambda: [j for j in d.jobs() if j["state"] == "optimising"
+                                and (j["progress"]["fraction"] or 0) > 0], 60,
+                       what="optimisation under way")[0]
+        [worker] = _children(d.proc.pid)
+        os.kill(worker, signal.SIGKILL)  # what the OOM killer does
+        failed = d.wait_job(job["id"], ["failed"])
+        assert "killed by SIGKILL" in failed["error"]
+        assert (d.inbox / "failed" / "doomed.png.reason.txt").exists()
+        # the daemon carries on with a fresh worker (cancel the 100000-iteration job)
+        drop(DATA / "text_small.png", d.inbox, "next.png")
+        nxt = wait_for(lambda: [j for j in d.jobs() if j["name"] == "next.png"
+                                and j["state"] == "optimising"], 60, what="next job")[0]
+        assert d.http.post(f"/jobs/{nxt['id']}/cancel").json()["result"] == "cancelling"
+        assert d.wait_job(nxt["id"], ["cancelled"])["error"] is None
+        assert d.http.get("/health").json()["status"] == "ok"
+    finally:
+        d.stop()
