@@ -136,10 +136,11 @@ class OptimiserWorker(threading.Thread):
             log.info("job %d: optimisation stopped by shutdown; resumes on restart", job_id)
             return  # stays 'optimising'; start-up recovery requeues it
         if outcome == "cancelled":
-            self.d.finish(job_id, "cancelled", "cancelled while optimising")
+            self.d.finish(job_id, "cancelled", "cancelled while optimising", expect=["optimising"])
             return
         if outcome == "timeout":
-            self.d.finish(job_id, "failed", f"optimisation took longer than {timeout:g}s")
+            self.d.finish(job_id, "failed", f"optimisation took longer than {timeout:g}s",
+                          expect=["optimising"])
             return
         if rc == 0 and (job_dir / "result.json").exists():
             result = json.loads((job_dir / "result.json").read_text())
@@ -155,7 +156,7 @@ class OptimiserWorker(threading.Thread):
         msg = self._failure(job_dir, rc)
         if job["input"]:  # name the file the user dropped, not the job's copy of it
             msg = msg.replace(str(job_dir / job["input"]), job["name"])
-        self.d.finish(job_id, "failed", msg)
+        self.d.finish(job_id, "failed", msg, expect=["optimising"])
 
     # -- the long-lived worker process ---------------------------------------------------
     def _worker(self) -> subprocess.Popen:
