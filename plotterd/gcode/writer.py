@@ -15,6 +15,7 @@ mirrors offsets wrongly (vpype-gcode #25, #37). Safety rules, all checked here:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ import vpype as vp
 from plotterd.errors import ConfigError, OutOfBoundsError
 from plotterd.gcode.motion import polyline_times, rest_to_rest
 from plotterd.gcode.profile import Profile, _num
-from plotterd.gcode.program import GLine, Program
+from plotterd.gcode.program import END_MARK, HEADER_PREFIX, STROKE_PREFIX, GLine, Program
 from plotterd.vector.layout import PX_PER_MM
 
 _WORD = re.compile(r"([A-Z])\s*([-+]?\d*\.?\d+)", re.IGNORECASE)
@@ -320,6 +321,23 @@ def program_stats(program: Program) -> dict[str, Any]:
         "machine_draw_mm": h.get("draw_mm"),
         "machine_travel_mm": h.get("travel_mm"),
         "gcode_lines": len(program.lines),
-        "gcode_bytes": len(program.text().encode()),
+        "gcode_bytes": _text_bytes(program),
         "machine_bbox": h.get("drawing_bounds"),
     }
+
+
+def _text_bytes(program: Program) -> int:
+    """len(program.text()) without building the text: lines, stroke markers, header, end."""
+    n = len(json.dumps(program.header, sort_keys=True)) + len(HEADER_PREFIX) + 1
+    current = None
+    ended = False
+    for ln in program.lines:
+        if ln.stroke is not None and ln.stroke != current:
+            n += len(STROKE_PREFIX) + len(str(ln.stroke)) + 1
+            current = ln.stroke
+        if ln.kind == "end" and not ended:
+            n += len(END_MARK) + 1
+            ended = True
+            current = None
+        n += len(ln.text) + 1
+    return n

@@ -216,6 +216,7 @@ def test_save_writes_gcode_svg_stats(tmp_path: Path) -> None:
     assert isinstance(res, GcodeResult)
     paths = res.save(tmp_path / "sub" / "drawing.gcode", travel_layer=True)
     assert paths["gcode"].read_text() == res.program.text()
+    assert res.stats["gcode_bytes"] == paths["gcode"].stat().st_size
     stats = json.loads(paths["stats"].read_text())
     assert stats["strokes"] == res.program.header["strokes"]
     assert stats["estimated_s"] > 0 and stats["travel_mm_after"] <= stats["travel_mm_before"]
@@ -225,3 +226,33 @@ def test_save_writes_gcode_svg_stats(tmp_path: Path) -> None:
     assert "pen-up travel" in names
     plain = res.save(tmp_path / "plain.gcode")
     assert len(vp.read_multilayer_svg(str(plain["svg"]), 0.1).layers) == 1
+
+
+def test_progress_reports_and_cancel() -> None:
+    from plotterd.progress import Cancelled
+
+    seen: list[tuple[str, str]] = []
+    make_gcode(_strokes(), profile="grbl-servo", page=PageSpec(),
+               progress=lambda p: seen.append((p.stage, p.info["step"])))
+    assert seen[0] == ("vectorise", "sample") and seen[-1] == ("gcode", "done")
+
+    def cancel(p) -> None:
+        if p.info["step"] == "order":
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        make_gcode(_strokes(), profile="grbl-servo", page=PageSpec(), progress=cancel)
+
+
+def test_concurrent_calls_give_identical_programs() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(name: str) -> str:
+        return make_gcode(_strokes(), profile=name, page=PageSpec(),
+                          options=VectorOptions(two_opt=True)).program.text()
+
+    names = PROFILES * 2
+    expected = {n: job(n) for n in PROFILES}
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(job, names))
+    assert got == [expected[n] for n in names]
