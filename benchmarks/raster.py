@@ -103,7 +103,7 @@ def child(case: str, impl: str, threads: int, device: str, iters: int) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    step()  # warm-up (allocator, first-call costs)
+    loss0 = step()  # warm-up (allocator, first-call costs); the initial strokes' loss
     sync()
     times = []
     for _ in range(iters):
@@ -120,6 +120,7 @@ def child(case: str, impl: str, threads: int, device: str, iters: int) -> dict:
         "iters": iters,
         "peak_rss_mb": rss_mb,
         "import_rss_mb": base_rss_mb,
+        "loss_initial": loss0,  # same strokes for dense and plotterd: must agree
         "loss": loss,
     }
     if device.startswith("cuda"):
@@ -132,6 +133,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="fewer iterations, no dense runs")
+    ap.add_argument("--skip-dense", action="store_true", help="plotterd only")
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--child", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     ap.add_argument("--iters", type=int, default=0, help=argparse.SUPPRESS)
@@ -143,7 +145,7 @@ def main() -> None:
     results = []
     for case in args.cases:
         impls = ["plotterd"]
-        if CASES[case][5] and not args.quick:
+        if CASES[case][5] and not (args.quick or args.skip_dense):
             impls.insert(0, "dense")
         for impl in impls:
             iters = 2 if impl == "dense" else (5 if args.quick else 20)
@@ -160,8 +162,9 @@ def main() -> None:
             else:
                 print(f"{case:26s} {impl:9s} {res['ms_best']:10.1f} ms/iter (best of "
                       f"{iters}, median {res['ms_median']:.1f})  peak RSS "
-                      f"{res['peak_rss_mb']:8.0f} MB (after imports "
-                      f"{res['import_rss_mb']:.0f} MB)", flush=True)
+                      f"{res['peak_rss_mb']:6.0f} MB (after imports "
+                      f"{res['import_rss_mb']:.0f} MB)  initial loss "
+                      f"{res['loss_initial']:.7f}", flush=True)
     summary = {
         "benchmark": "raster",
         "threads": args.threads,
