@@ -34,13 +34,16 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         time.sleep(rng.uniform(0.2, 0.8))
         assert d.job(plotting[0]["id"])["state"] == "plotting"  # a plot takes seconds
         d.kill9()
+        # a file dropped while the daemon is down is found by the start-up scan
+        names.append("while down.png")
+        drop(DATA / "coffee_small.png", d.inbox, names[-1])
         d.start()
-        jobs = d.wait_states(len(sources), timeout=150)
+        jobs = d.wait_states(len(names), timeout=150)
     finally:
         d.stop()
     store = JobStore(d.state / "jobs.db")
     log = d.logs()
-    assert kills == len(sources)
+    assert kills == len(sources) and len(names) == len(sources) + 1
     # every dropped file became exactly one job, and each one finished
     assert sorted(j["name"] for j in jobs) == sorted(names), log[-3000:]
     assert all(j["state"] == "done" for j in jobs), [(j["name"], j["error"]) for j in jobs]
