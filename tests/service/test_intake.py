@@ -5,6 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plotterd.service import stages
 from plotterd.service.intake import (
@@ -13,6 +15,7 @@ from plotterd.service.intake import (
     fit_name,
     is_ignored,
     move_file,
+    safe_suffix,
 )
 from plotterd.service.store import JobStore
 
@@ -256,3 +259,18 @@ def test_inotify_failure_falls_back_to_polling(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Observer, "schedule", no_watches)
     assert _watch(tmp_path, "auto") == "polling"
+
+
+_names = st.text(
+    alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+    min_size=1, max_size=120,
+).filter(lambda n: len(n.encode()) <= 255 and n not in (".", ".."))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_names)
+def test_any_file_name_gets_a_safe_job_input_and_reason_file(name):
+    assert len(fit_name(name, ".reason.txt").encode()) <= 255
+    assert len(fit_name(name * 3, ".reason.txt").encode()) <= 255
+    suf = safe_suffix(name)
+    assert suf == "" or (suf.startswith(".") and suf[1:].isascii() and suf[1:].isalnum())
