@@ -85,3 +85,16 @@ def test_file_errors(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("state_dir: s\n")
     assert load_config(empty).state_dir == tmp_path / "s"
+
+
+def test_plotterd_run_reports_the_bad_key(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("api: {port: http}\n")
+    plotterd = Path(sys.executable).with_name("plotterd")
+    r = subprocess.run([str(plotterd), "run", "--config", str(bad)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"plotterd: error: {bad}: api.port: must be an integer"
