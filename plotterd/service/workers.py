@@ -272,6 +272,7 @@ class PlotterWorker(threading.Thread):
             "dry_run": cfg.dry_run, "profile": cfg.plotter.profile,
             "state": "paused" if self.paused else self.state,
             "current_job": self.current, "last_error": self.last_error,
+            "stream": getattr(self.control, "state", None),  # the streamer's own state
         }
 
     # -- loop ------------------------------------------------------------------------------
