@@ -468,6 +468,23 @@ class GrblDriver:
                 raise FirmwareError(f"GRBL still {st.state} after {self.T.idle:g} s")
             acks += self.poll(self.T.poll)
 
+    def resume_hold(self) -> None:
+        """A program pause (M0, a pen change) holds GRBL until cycle start."""
+        if self.status is not None and self.status.state == "Hold":
+            self.t.write(b"~")
+
+    def unlock(self) -> None:
+        self.command("$X")
+
+    def home(self) -> None:
+        self.command("$H")  # the homing timeout applies
+
+    def write_settings(self, settings: dict[int, float | int | str]) -> None:
+        """``$n=v`` one at a time, each acknowledged before the next (EEPROM writes stop
+        serial receive on AVR)."""
+        for key, value in settings.items():
+            self.command(f"${int(key)}={value}")
+
     # ---- stopping ----
     def safe_cancel(self, pen_up: list[str]) -> None:
         """Feed hold, wait until the machine stands still in Hold:0, soft-reset (voids the

@@ -131,6 +131,7 @@ class _InFlight:
     since: float
     refused: bool = False  # answered with an error/resend: its ok does not acknowledge it
     resend_seen: bool = False
+    probe: bool = False  # our unnumbered M114 (item None); M108 is item None, probe False
 
 
 class MarlinDriver:
@@ -160,6 +161,7 @@ class MarlinDriver:
         self.acked: deque[Item] = deque(maxlen=512)
         self._pending: list[Ack] = []
         self._alive = time.monotonic()
+        self.waiting_for_user = False
 
     @property
     def in_flight(self) -> int:
@@ -257,13 +259,15 @@ class MarlinDriver:
         elif isinstance(ev, Halted):
             raise FirmwareError(f"Marlin halted ({ev.text}); the board needs M999 or a reset",
                                 needs_reset=True)
+        elif isinstance(ev, Busy):
+            self.waiting_for_user = "paused for user" in ev.text
         elif isinstance(ev, Start):
             raise BoardReset("Marlin reset ('start') mid-job: buffered lines are lost")
         elif isinstance(ev, Position):
             # the answer to our probe: every line sent before it was processed, so their
             # oks were lost
-            if any(f.item is None for f in self.fifo):
-                while self.fifo and self.fifo[0].item is not None:
+            if any(f.probe for f in self.fifo):
+                while self.fifo and not self.fifo[0].probe:
                     self._pop(lost=True)
         elif isinstance(ev, Unknown):
             log.warning("Marlin sent an unrecognised line %r", line)
@@ -337,7 +341,7 @@ class MarlinDriver:
             return
         now = time.monotonic()
         head = self.fifo[0]
-        probe = next((f for f in self.fifo if f.item is None), None)
+        probe = next((f for f in self.fifo if f.probe), None)
         if probe is not None:
             if now - max(probe.since, self._alive) > self.T.ok:
                 raise LinkLost(f"{self.t.port}: Marlin stopped answering")
@@ -347,7 +351,7 @@ class MarlinDriver:
         if now - max(head.since, self._alive) > self.T.ok + wait:
             log.warning("no ok from Marlin for %.1f s: probing with M114", now - head.since)
             self.t.write(b"M114\n")
-            self.fifo.append(_InFlight(None, None, self.gen, now))
+            self.fifo.append(_InFlight(None, None, self.gen, now, probe=True))
 
     def drain(self, timeout: float | None = None) -> list[Ack]:
         acks: list[Ack] = []
@@ -374,6 +378,13 @@ class MarlinDriver:
         acks += self.drain()
         self.executed_seq = max(self.executed_seq, item.seq)
         return acks
+
+    def resume_hold(self) -> None:
+        """A pen change (M0) waits for the user: M108 (emergency parser) lets it go on."""
+        if self.waiting_for_user:
+            self.waiting_for_user = False
+            self.t.write(b"M108\n")
+            self.fifo.append(_InFlight(None, None, self.gen, time.monotonic()))
 
     # ---- stopping ----
     def safe_cancel(self, pen_up: list[str]) -> None:

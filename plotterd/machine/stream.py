@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -115,6 +116,28 @@ class StreamResult:
     simulator: Any = field(default=None, repr=False)  # the sim:// plotter, else None
 
 
+def sim_url_for(url: str, header: dict[str, Any]) -> str:
+    """A ``sim://`` URL completed from the program header: the machine the program was
+    written for (its bounds; a Z pen when the pen commands move Z), unless the URL says."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(url).query)
+    extra = []
+    bounds = header.get("bounds")
+    if "bounds" not in query and isinstance(bounds, list | tuple) and len(bounds) == 4:
+        extra.append("bounds=" + ",".join(f"{float(v):g}" for v in bounds))
+    down = " ".join(str(c) for c in header.get("pen_down", [])).upper()
+    up = " ".join(str(c) for c in header.get("pen_up", [])).upper()
+    zd, zu = re.search(r"\bZ\s*([-+\d.]+)", down), re.search(r"\bZ\s*([-+\d.]+)", up)
+    if "pen" not in query and zd:
+        extra.append("pen=z")
+        if "z_down" not in query and zu:
+            extra.append(f"z_down={(float(zd.group(1)) + float(zu.group(1))) / 2:g}")
+    if not extra:
+        return url
+    return url + ("&" if "?" in url else "?") + "&".join(extra)
+
+
 class _CancelRequest(Exception):
     pass
 
@@ -169,6 +192,8 @@ class _Streamer:
         self.T = timeouts or Timeouts()
         self.pen_up_cmds = [str(c) for c in program.header.get("pen_up", [])]
         self.pen_down_cmds = [str(c) for c in program.header.get("pen_down", [])]
+        if isinstance(port, str) and port.lower().startswith("sim://"):
+            port = sim_url_for(port, program.header)
         self.transport = Transport(port, baudrate, self.T)
         if flow not in (None, "count", "wait"):
             raise ConfigError("flow", f"{flow!r}: expected count or wait")
@@ -406,7 +431,9 @@ class _Streamer:
                 pen_down = False
                 state = "pausing"
                 self.control._set(state)
-            elif want_resume and state in ("pausing", "paused"):
+            if want_resume:
+                drv.resume_hold()  # a pen change (M0) waiting for the user goes on
+            if want_resume and state in ("pausing", "paused"):
                 if pen_was_down:
                     down = self._injected(self.pen_down_cmds, "pen_down")
                     at = pause_at if pause_at is not None else pos

@@ -256,3 +256,65 @@ def test_cli_plot_and_sim(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("fw,change", [("grbl", "M0"), ("marlin", "M0 Load pen 2")])
+def test_pen_change_waits_for_resume(fw, change):
+    """A pen change (M0) holds the machine until the user resumes (GRBL '~', Marlin M108)."""
+    program = make_program(fw, strokes=4, segs=3, seed=9)
+    first = program.stroke_start(2)
+    program.lines.insert(first + 1, GLine(change, "pen_down", 2))
+    port = _port(f"sim://{fw}?speed=instant")
+    ctl = StreamControl()
+    out = []
+    th = threading.Thread(target=lambda: out.append(stream(program, port, control=ctl,
+                                                           timeouts=FAST)))
+    th.start()
+    exp = expected_strokes(program)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (port.simulator is None
+                                           or len(port.simulator.segments) < 6):
+        time.sleep(0.01)
+    time.sleep(0.6)  # longer than the ok timeout: a held machine is waited for, not failed
+    assert port.simulator.segments == _flat(exp)[:6] and not out
+    ctl.resume()
+    th.join(10)
+    assert out[0].status == "done", out[0].error
+    check_drawn(port.simulator.segments, exp)
+
+
+def test_sim_url_completed_from_header():
+    from plotterd.machine.stream import sim_url_for
+
+    header = {"bounds": [0, -300, 300, 0], "pen_down": ["G1 Z0 F1000", "G4 P0.05"],
+              "pen_up": ["G0 Z3"]}
+    assert sim_url_for("sim://grbl?speed=instant", header) == (
+        "sim://grbl?speed=instant&bounds=0,-300,300,0&pen=z&z_down=1.5")
+    assert sim_url_for("sim://grbl?bounds=0,0,9,9&pen=servo", header) == (
+        "sim://grbl?bounds=0,0,9,9&pen=servo")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("profile", ["grbl-servo", "grbl-z", "marlin-servo", "klipper"])
+def test_bundled_profiles_stream_on_the_simulator(profile):
+    """Programs from the real G-code writer, for every bundled profile, draw exactly."""
+    vp = pytest.importorskip("vpype")
+    import numpy as np
+
+    from plotterd.gcode import load_profile, write_program
+
+    rng = np.random.default_rng(0)
+    lines = vp.LineCollection()
+    for _ in range(4):
+        pts = rng.uniform(20, 120, 2) + np.cumsum(rng.normal(0, 3, (6, 2)), axis=0)
+        lines.append(pts[:, 0] + 1j * pts[:, 1])
+    doc = vp.Document()
+    doc.add(lines, 1)
+    doc.page_size = (210, 297)
+    program = write_program(doc, load_profile(profile))
+    fw = "grbl" if program.firmware == "grbl" else "marlin"
+    result = stream(program, f"sim://{fw}?speed=instant", timeouts=FAST)
+    assert result.status == "done", result.error
+    check_drawn(result.simulator.segments, expected_strokes(program))
+    assert len(result.simulator.segments) == 20 and not result.simulator.out_of_bounds

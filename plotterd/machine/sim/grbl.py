@@ -13,7 +13,7 @@ BANNER = "Grbl 1.1h ['$' for help]"
 LINE_MAX = 79  # GRBL's 80-byte line buffer keeps one byte for the terminator
 _WORD = re.compile(r"([A-Z])([-+]?(?:\d+\.?\d*|\.\d+))?")
 _SUPPORTED_G = {0, 1, 4, 17, 21, 90, 91, 94}
-_SUPPORTED_M = {2, 3, 4, 5, 30}
+_SUPPORTED_M = {0, 1, 2, 3, 4, 5, 30}
 
 
 class GrblSim(Simulator):
@@ -309,6 +309,8 @@ class GrblSim(Simulator):
             if "P" not in words:
                 return self._error(t, 28, n)
             self.pending = ("dwell", words["P"], n)
+        elif ms and any(m_ in (0, 1) for m_ in ms):
+            self.pending = ("stop", None, n)  # program pause (a pen change): hold once idle
         elif ms and any(m_ in (3, 4, 5, 2, 30) for m_ in ms):
             self.pending = ("spindle", (ms, words.get("S")), n)
         elif "S" in words and not any(k in words for k in "XYZ"):
@@ -373,6 +375,11 @@ class GrblSim(Simulator):
         if not self.executor_idle():
             return False
         self.pending = None
+        if kind == "stop":
+            if not self.check_mode:
+                self.hold = True  # Hold:0 until cycle start (~)
+            self._ok(t, n)
+            return True
         if kind == "dwell":
             if self.check_mode or self.cfg.instant or data <= 0:
                 self._ok(t, n)

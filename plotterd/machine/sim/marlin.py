@@ -12,6 +12,7 @@ from plotterd.machine.sim.core import INF, SimConfig, Simulator
 
 BUFSIZE = 4  # Marlin's command queue
 KEEPALIVE = 2.0  # s between busy messages (Marlin's DEFAULT_KEEPALIVE_INTERVAL)
+KEEPALIVE_INSTANT = 0.1  # in speed=instant, where only waits for the user take time
 MAX_CMD = 96
 _WORD = re.compile(r"([A-Z])\s*([-+]?(?:\d+\.?\d*|\.\d+))?")
 
@@ -43,6 +44,9 @@ class MarlinSim(Simulator):
         self.dwell_until = INF
         self.dwell_done = False
         self.loop_line: tuple[int, str] | None = None  # resend_loop: always refused
+        self._recent = b""
+        self.user_continue = False
+        self.busy_text = "echo:busy: processing"
         self.no_ok: set[int] = set()
         self.garbled: set[int] = set()
         self.servo = None
@@ -64,13 +68,17 @@ class MarlinSim(Simulator):
             self.dwell_until = INF
             self.dwell_done = True
         if t >= self.keepalive_at:
-            self.emit(t, "echo:busy: processing")
-            self.keepalive_at = t + KEEPALIVE
+            self.emit(t, self.busy_text)
+            self.keepalive_at = t + self._keepalive()
 
     # ---- bytes arriving ----
     def _rx_byte(self, t: float, b: int) -> None:
         if self.boot_at < INF or self.halted:
             return
+        # Marlin's emergency parser acts on M108 as it arrives, even while a command waits
+        self._recent = (self._recent + bytes([b]))[-6:]
+        if self._recent.endswith(b"M108\n") or self._recent.endswith(b"M108\r"):
+            self.user_continue = True
         if len(self.rx) < self.cfg.rx_size:
             self.rx.append(b)
         else:
@@ -90,9 +98,12 @@ class MarlinSim(Simulator):
             if not self._execute(t):
                 if self.blocked_since is None:
                     self.blocked_since = t
-                    self.keepalive_at = t + KEEPALIVE
+                    self.keepalive_at = t + self._keepalive()
                 return
             self._unblock()
+
+    def _keepalive(self) -> float:
+        return KEEPALIVE_INSTANT if self.cfg.instant else KEEPALIVE
 
     def _unblock(self) -> None:
         self.blocked_since = None
@@ -257,6 +268,22 @@ class MarlinSim(Simulator):
         elif code == "M400":
             if not self.executor_idle():
                 return False
+        elif code in ("M0", "M1"):
+            # wait for the user (LCD click or M108); hosts see "paused for user" keep-alives
+            if not self.executor_idle():
+                return False
+            if not self.user_continue:
+                self.busy_text = "echo:busy: paused for user"
+                return False
+            self.user_continue = False
+            self.busy_text = "echo:busy: processing"
+        elif up.startswith("SET_SERVO"):
+            # Klipper's servo command (its host interface is Marlin-like); queued with moves
+            if not self.executor_idle():
+                return False
+            m = re.search(r"ANGLE\s*=\s*([-+\d.]+)", up)
+            if m:
+                self.set_servo(t, float(m.group(1)))
         elif code == "M280":
             # not synchronised with queued moves (Marlin #870): the servo moves right away
             self.set_servo(t, words.get("S", self.servo))
@@ -281,7 +308,8 @@ class MarlinSim(Simulator):
             self.absolute = True
         elif code == "G91":
             self.absolute = False
-        elif code in ("G21", "M17", "M18", "M84", "M999", "M82", "G92") or code is None:
+        elif code in ("G21", "M17", "M18", "M84", "M999", "M82", "G92", "M108") \
+                or code is None:
             pass
         else:
             self.emit(t, f'echo:Unknown command: "{cmd}"')
