@@ -22,7 +22,7 @@ from plotterd.errors import PlotterdError
 from plotterd.service import stages
 from plotterd.service.camera import Camera, CameraError
 from plotterd.service.config import Config
-from plotterd.service.intake import Inbox, InboxWatcher, fit_name
+from plotterd.service.intake import Inbox, InboxWatcher, safe_suffix
 from plotterd.service.notify import sd_notify, watchdog_interval
 from plotterd.service.store import TERMINAL, JobStore
 from plotterd.service.workers import OptimiserWorker, PlotterWorker
@@ -122,7 +122,8 @@ class Daemon:
 
     def stage_file(self, name: str) -> Path:
         self.staging.mkdir(parents=True, exist_ok=True)
-        return self.staging / f"{uuid.uuid4().hex}-{fit_name(name)[:100]}"
+        # the original name lives in the job row; the staged file only keeps its extension
+        return self.staging / f"{uuid.uuid4().hex}{safe_suffix(name)}"
 
     def submit_file(self, staged: Path, *, source: str, name: str,
                     pipeline: str | None = None, options: dict | None = None) -> dict:
