@@ -48,7 +48,9 @@ class Program:
     header: dict[str, Any] = field(default_factory=dict)
     # header keys written by plotterd.gcode: version, profile, firmware ("grbl" | "marlin" |
     # "klipper"), pen_up (list[str]), pen_down (list[str]), travel_feed (mm/min),
-    # bounds ([xmin, ymin, xmax, ymax] mm), estimated_s, strokes (count)
+    # bounds ([xmin, ymin, xmax, ymax] mm), estimated_s, strokes (count); setup_t_end and
+    # stroke_t_end (estimated time at the end of the setup and of each stroke) let
+    # Program.parse give the lines their t_end back
 
     @property
     def firmware(self) -> str:
@@ -123,6 +125,7 @@ class Program:
                 continue
             prev = lines[-1].kind if lines else "setup"
             lines.append(GLine(cmd, _classify(cmd, stroke, in_end, header, prev), stroke))
+        _restore_times(lines, header)
         return cls(lines, header)
 
     @classmethod
@@ -134,6 +137,34 @@ class Program:
             raise InputError(f"{path}: no such file") from e
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: cannot read G-code: {e}") from e
+
+
+def _restore_times(lines: list[GLine], header: dict[str, Any]) -> None:
+    """Give parsed lines their estimated t_end back from the header's per-stroke times
+    (``setup_t_end``, ``stroke_t_end`` written by plotterd.gcode): the lines of a stroke
+    share its time span evenly, end lines reach ``estimated_s``. No times: left as None."""
+    ends = header.get("stroke_t_end")
+    if not isinstance(ends, list) or not all(isinstance(t, (int, float)) for t in ends):
+        return
+    t_setup = float(header.get("setup_t_end") or 0.0)
+    total = float(header.get("estimated_s") or (ends[-1] if ends else t_setup))
+    counts: dict[int, int] = {}
+    for ln in lines:
+        if ln.stroke is not None:
+            counts[ln.stroke] = counts.get(ln.stroke, 0) + 1
+    seen: dict[int, int] = {}
+    last = t_setup
+    for ln in lines:
+        s = ln.stroke
+        if s is None:
+            ln.t_end = total if ln.kind == "end" else t_setup
+            continue
+        if not 0 <= s < len(ends):
+            return  # times do not match the strokes: leave the rest unknown
+        start = t_setup if s == 0 else float(ends[s - 1])
+        seen[s] = seen.get(s, 0) + 1
+        ln.t_end = max(last, start + (float(ends[s]) - start) * seen[s] / counts[s])
+        last = ln.t_end
 
 
 def _strip_comment(s: str) -> str:

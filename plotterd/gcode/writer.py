@@ -209,6 +209,8 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
     travel_len = np.hypot(*(firsts - prev).T) if allpts else np.zeros(0)
     travel_t = rest_to_rest(travel_len, p.travel_feed, p.acceleration)
 
+    setup_t = em.t
+    stroke_t: list[float] = []
     stroke = 0
     pens_info: list[dict[str, Any]] = []
     for li, layer in enumerate(layers):
@@ -247,6 +249,7 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
                 em.move("G1", x0, y0, em.f_draw, "draw", stroke, 0.0)
             for c, dt in zip(pen_up, up_time, strict=True):
                 em.add(c, "pen_up", stroke, dt)
+            stroke_t.append(em.t)
             stroke += 1
 
     # the end: pen up once more (also marks the end block), then the profile's end block
@@ -291,6 +294,8 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
         ),
         "paper_mm": [round(paper[0], 3), round(paper[1], 3)],
         "estimated_s": round(em.t, 3),
+        "setup_t_end": round(setup_t, 3),
+        "stroke_t_end": [round(t, 2) for t in stroke_t],
         "draw_mm": round(draw_mm, 3),
         "travel_mm": round(travel_mm, 3),
         "strokes": stroke,

@@ -147,13 +147,13 @@ def test_drawn_geometry_matches_input(seed, kinds, size, layout, profile_name, t
     slack = tolerance + merge + 10 ** -profile.decimals
     d = shapely.hausdorff_distance(drawn, want, densify=0.05)
     assert d <= slack, f"Hausdorff {d:.4f} mm > {slack:.4f}"
-    # drawn once: total pen-down length matches (chords shorten curves a little; merge
-    # bridges lengthen by at most `merge` each)
+    # drawn once: total pen-down length matches (chords shorten curves a little, more so
+    # with a coarse tolerance on a tiny drawing; merge bridges lengthen by <= `merge` each)
     want_len = sum(g.length for g in expected)
     got_len = sum(p.length for p in drawn_parts)
     n_lines = res.stats["lines"]
     assert got_len <= want_len + n_lines * merge + 1e-6
-    assert got_len >= want_len * 0.98 - 1e-6
+    assert got_len >= want_len * 0.97 - 2 * tolerance * len(expected) - 1e-6
 
 
 @SETTINGS

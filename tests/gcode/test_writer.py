@@ -69,6 +69,15 @@ def test_program_round_trips_and_is_safe(name: str) -> None:
         (ln.text, ln.kind, ln.stroke) for ln in prog.lines
     ]
     assert back.header == json.loads(json.dumps(h))
+    # the parsed program gets its times back from the header, stroke by stroke
+    for s in range(h["strokes"]):
+        mine = [ln.t_end for ln in prog.lines if ln.stroke == s]
+        theirs = [ln.t_end for ln in back.lines if ln.stroke == s]
+        assert theirs[-1] == pytest.approx(mine[-1], abs=0.01)
+        start = prog.header["setup_t_end"] if s == 0 else prog.header["stroke_t_end"][s - 1]
+        assert all(start - 1e-9 <= t <= mine[-1] + 0.01 for t in theirs)
+    assert back.lines[-1].t_end == pytest.approx(h["estimated_s"])
+    assert all(b.t_end >= a.t_end for a, b in zip(back.lines, back.lines[1:], strict=False))
     # every line tagged, times increasing to the estimate
     assert all(ln.kind in ("setup", "end") or ln.stroke is not None for ln in prog.lines)
     t = [ln.t_end for ln in prog.lines]
