@@ -103,14 +103,17 @@ def child(case: str, impl: str, threads: int, device: str, iters: int) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    loss0 = step()  # warm-up (allocator, first-call costs); the initial strokes' loss
-    sync()
+    # the first step is a warm-up (allocator, first-call costs) except for the dense formula,
+    # whose tens of seconds per step dwarf it; its loss is the initial strokes' loss
     times = []
-    for _ in range(iters):
+    for i in range(iters + (impl != "dense")):
         t0 = time.perf_counter()
         loss = step()
         sync()
-        times.append(time.perf_counter() - t0)
+        if i == 0:
+            loss0 = loss
+        if i > 0 or impl == "dense":
+            times.append(time.perf_counter() - t0)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out = {
         "case": case,

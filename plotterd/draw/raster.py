@@ -277,6 +277,8 @@ def _enumerate(prep: _Prepared, table: torch.Tensor, height: int, width: int) ->
             # The nearest segment lists the pixel whenever it is within the cutoff.
             d2 = _pair_geometry(_gather(table, seg, 5), px, py)[0]
             key = stroke * (height * width) + pix
+            if n * height * width < 2**31:
+                key = key.int()  # sorts faster
             key, order = torch.sort(key, stable=True)  # stable: segment order within a key
             d2 = d2.index_select(0, order)
             first = torch.ones_like(key, dtype=torch.bool)
