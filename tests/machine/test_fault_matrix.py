@@ -79,9 +79,13 @@ def test_fault(fw, kind, frac):
     assert not sim.pen_down, "the pen must be up at the end"
 
 
+SCALED = [(fw, f) for fw in ("grbl", "marlin")
+          for f in ("reset@40", "disconnect@40", "silence@40", "drop_ok@40", "garble@25")]
+SCALED += [("marlin", "corrupt@30"), ("marlin", "resend@30")]
+
+
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("fw", ["grbl", "marlin"])
-@pytest.mark.parametrize("fault", ["reset@40", "disconnect@40", "silence@40", "drop_ok@40"])
+@pytest.mark.parametrize("fw,fault", SCALED)
 def test_fault_in_scaled_time(fw, fault):
     """With moves that take time, a reset cuts a segment short; the stroke is then redrawn
     from its start."""
