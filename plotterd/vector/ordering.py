@@ -76,6 +76,7 @@ class _Tour:
         self.pos = list(range(n))  # pos[m] = position of line m
         self.flipped = [False] * n
         self.total = 0.0  # change of the pen-up length made so far (negative: shorter)
+        self.log: list[tuple] | None = None  # while set, every change is recorded for undo
         both = np.concatenate([first_a, last_a])
         xy = np.column_stack([both.real, both.imag])
         self.tree = cKDTree(xy)
@@ -101,7 +102,9 @@ class _Tour:
         return self.start if p == 0 else self.tl[self.order[p - 1]]
 
     def reverse(self, i: int, j: int) -> None:
-        """Reverse the run of positions i..j, flipping each line in it."""
+        """Reverse the run of positions i..j, flipping each line in it (its own inverse)."""
+        if self.log is not None:
+            self.log.append(("reverse", i, j))
         order, pos, hd, tl, fl = self.order, self.pos, self.hd, self.tl, self.flipped
         order[i : j + 1] = order[i : j + 1][::-1]
         for p in range(i, j + 1):
@@ -112,6 +115,11 @@ class _Tour:
 
     def move(self, s: int, t: int, u: int, flip: bool) -> None:
         """Move the run s..t to just before old position u (u < s or u > t + 1)."""
+        if self.log is not None:
+            length = t - s + 1
+            # the inverse moves the run back from where it lands
+            back = (u, u + length - 1, t + 1) if u < s else (u - length, u - 1, s)
+            self.log.append(("move", *back, flip))
         order = self.order
         seg = order[s : t + 1]
         if flip:
@@ -293,7 +301,8 @@ class _Tour:
             if not a < b < c:
                 continue
             order, hd, tl = self.order, self.hd, self.tl
-            snapshot = (order[:], self.pos[:], self.flipped[:], hd[:], tl[:], self.total)
+            before_total = self.total
+            self.log = []
             x = self.before(a)
             old = abs(x - hd[order[a]]) + abs(tl[order[b - 1]] - hd[order[b]])
             new = abs(x - hd[order[b]]) + abs(tl[order[c - 1]] - hd[order[a]])
@@ -305,10 +314,16 @@ class _Tour:
             self.total += new - old
             touched = {order[p] for p in (a - 1, a, a + c - b - 1, a + c - b, c - 1, min(c, n - 1))}
             self.improve(eps, seed=sorted(touched), span=span)
-            if self.total < snapshot[5] - eps:
+            log, self.log = self.log, None
+            if self.total < before_total - eps:
                 kept += 1
-            else:
-                (self.order, self.pos, self.flipped, self.hd, self.tl, self.total) = snapshot
+            else:  # undo, newest change first
+                for op in reversed(log):
+                    if op[0] == "reverse":
+                        self.reverse(op[1], op[2])
+                    else:
+                        self.move(op[1], op[2], op[3], op[4])
+                self.total = before_total
         return kept
 
     def lines(self, lines: list[np.ndarray]) -> list[np.ndarray]:
