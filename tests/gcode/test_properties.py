@@ -171,15 +171,17 @@ def test_refused_exactly_when_it_does_not_fit(seed, bounds, paper) -> None:
     moves = np.array(run(write_program(doc, wide).text()).moves)
     x0, y0, w, h = bounds
     tight = replace(base, x_min=x0, y_min=y0, x_max=x0 + w, y_max=y0 + h)
-    inside = ((moves[:, 0] >= tight.x_min) & (moves[:, 0] <= tight.x_max)
-              & (moves[:, 1] >= tight.y_min) & (moves[:, 1] <= tight.y_max))
+    e = 1e-9  # the writer's float tolerance on the bounds
+    inside = ((moves[:, 0] >= tight.x_min - e) & (moves[:, 0] <= tight.x_max + e)
+              & (moves[:, 1] >= tight.y_min - e) & (moves[:, 1] <= tight.y_max + e))
     # the end block's G0 X0 Y0 must be inside too
-    home_ok = tight.x_min <= 0 <= tight.x_max and tight.y_min <= 0 <= tight.y_max
+    home_ok = (tight.x_min - e <= 0 <= tight.x_max + e
+               and tight.y_min - e <= 0 <= tight.y_max + e)
     try:
         prog = write_program(doc, tight)
-    except OutOfBoundsError as e:
-        assert not (inside.all() and home_ok), str(e)
-        assert "does not fit" in str(e)
+    except OutOfBoundsError as err:
+        assert not (inside.all() and home_ok), str(err)
+        assert "does not fit" in str(err)
     else:
         assert inside.all() and home_ok
         run(prog.text())
