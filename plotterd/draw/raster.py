@@ -137,8 +137,9 @@ def _prepare(batches, channels, segments, dtype, device) -> tuple[list[_Prepared
 
 def _segment_pixels(
     a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All pixels within r of segment a-b (and a few more), as (segment index, pixel index).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All pixels within r of segment a-b (and a few more): (segment index, pixel index) pairs,
+    and the number of pairs of each segment.
 
     Walks along the major axis u (columns for flat segments, rows for steep ones); for each
     u the minor-axis range is the intersection of two supersets of the capsule: the band
@@ -195,7 +196,8 @@ def _segment_pixels(
     col_p = torch.repeat_interleave(torch.arange(ncols, device=dev), nrow, output_size=npairs)
     # 1-D index_select: much faster than advanced indexing or 2-D gathers on CPU
     base, stride, seg_p = (x.index_select(0, col_p) for x in (base, stride, seg_c))
-    return seg_p, base + torch.arange(npairs, device=dev) * stride
+    counts = torch.zeros(m, dtype=nrow.dtype, device=dev).index_add_(0, seg_c, nrow)
+    return seg_p, base + torch.arange(npairs, device=dev) * stride, counts
 
 
 def _segment_table(verts: torch.Tensor, sigma2: torch.Tensor, grey: torch.Tensor | None):
@@ -250,6 +252,7 @@ class _Pairs:
     pix: torch.Tensor  # (P,) pixel index row * W + col
     px: torch.Tensor  # (P,) pixel centre x (column)
     py: torch.Tensor  # (P,) pixel centre y (row)
+    counts: torch.Tensor | None  # (M,) pairs per segment when pairs are in segment order
 
 
 def _pixel_xy(pix: torch.Tensor, width: int, dtype):
@@ -265,10 +268,10 @@ def _enumerate(prep: _Prepared, table: torch.Tensor, height: int, width: int) ->
         a = table[0:2].t()
         b = a + table[2:4].t()
         r = CUTOFF * prep.sigma2.detach().sqrt().repeat_interleave(nseg)
-        seg, pix = _segment_pixels(a, b, r, height, width)
+        seg, pix, counts = _segment_pixels(a, b, r, height, width)
         px, py = _pixel_xy(pix, width, verts.dtype)
         if nseg == 1:
-            return _Pairs(seg, seg, pix, px, py)
+            return _Pairs(seg, seg, pix, px, py, counts)
         stroke = torch.div(seg, nseg, rounding_mode="floor")
         if pix.numel():
             # A pixel near several segments of one stroke is listed once per segment: keep
@@ -294,7 +297,7 @@ def _enumerate(prep: _Prepared, table: torch.Tensor, height: int, width: int) ->
             seg, stroke, pix, px, py = (
                 x.index_select(0, order) for x in (seg, stroke, pix, px, py)
             )
-        return _Pairs(seg, stroke, pix, px, py)
+        return _Pairs(seg, stroke, pix, px, py, None)
 
 
 # --------------------------------------------------------------------------------------
@@ -310,28 +313,32 @@ class _PairIntensity(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, verts, sigma2, grey, table, seg, px, py):
+    def forward(ctx, verts, sigma2, grey, table, seg, px, py, counts):
         rows = _gather(table, seg, table.shape[0])
         d2, t, ex, ey = _pair_geometry(rows, px, py)
         s2 = rows[5]
         E = torch.exp(-d2 / s2)
         g = rows[6] if grey is not None else None
         a = E if g is None else E * g
-        ctx.save_for_backward(seg, s2, g, d2, t, ex, ey, E)
+        ctx.save_for_backward(seg, counts, s2, g, d2, t, ex, ey, E)
         ctx.shape = (verts.shape, table.shape[1])
         return a
 
     @staticmethod
     def backward(ctx, ga):
-        seg, s2, g, d2, t, ex, ey, E = ctx.saved_tensors
+        seg, counts, s2, g, d2, t, ex, ey, E = ctx.saved_tensors
         vshape, nsegs = ctx.shape
         need_v, need_s, need_g = ctx.needs_input_grad[:3]
         n, s, _ = vshape
         nseg = max(s - 1, 1)
 
-        def per_stroke(x):  # sum pair values into segments, then segments into strokes
-            acc = torch.zeros(nsegs, dtype=x.dtype, device=x.device).index_add_(0, seg, x)
-            return acc.view(n, nseg).sum(1)
+        def per_segment(x):  # sum pair values into their segments
+            if counts is not None:  # pairs in segment order: a segmented sum is faster
+                return torch.segment_reduce(x, "sum", lengths=counts)
+            return torch.zeros(nsegs, dtype=x.dtype, device=x.device).index_add_(0, seg, x)
+
+        def per_stroke(x):
+            return per_segment(x).view(n, nseg).sum(1)
 
         gE = ga * E  # d L / d grey
         g_grey = per_stroke(gE) if need_g else None
@@ -347,23 +354,20 @@ class _PairIntensity(torch.autograd.Function):
             wy = c * ey
             g_verts = torch.zeros(vshape, dtype=ga.dtype, device=ga.device)
             if s == 1:
-                g_verts[:, 0, 0] = torch.zeros_like(g_verts[:, 0, 0]).index_add_(0, seg, wx)
-                g_verts[:, 0, 1] = torch.zeros_like(g_verts[:, 0, 1]).index_add_(0, seg, wy)
+                g_verts[:, 0, 0] = per_segment(wx)
+                g_verts[:, 0, 1] = per_segment(wy)
             else:
-                for c, w in ((0, wx), (1, wy)):
+                for i, w in ((0, wx), (1, wy)):
                     wt = w * t
-                    acc = torch.zeros(2, nsegs, dtype=w.dtype, device=w.device)
-                    acc[0].index_add_(0, seg, w - wt)  # start: (1 - t) w
-                    acc[1].index_add_(0, seg, wt)  # end: t w
-                    g_verts[:, :-1, c] += acc[0].view(n, nseg)
-                    g_verts[:, 1:, c] += acc[1].view(n, nseg)
-        return g_verts, g_sigma2, g_grey, None, None, None, None
+                    g_verts[:, :-1, i] += per_segment(w - wt).view(n, nseg)  # start: (1-t) w
+                    g_verts[:, 1:, i] += per_segment(wt).view(n, nseg)  # end: t w
+        return g_verts, g_sigma2, g_grey, None, None, None, None, None
 
 
 def _pair_values(prep: _Prepared, table: torch.Tensor, pairs: _Pairs):
     """Per pair intensity a (P,) and ink darkness (P, C) or None, differentiable."""
     a = _PairIntensity.apply(
-        prep.verts, prep.sigma2, prep.grey, table, pairs.seg, pairs.px, pairs.py
+        prep.verts, prep.sigma2, prep.grey, table, pairs.seg, pairs.px, pairs.py, pairs.counts
     )
     ink = None if prep.ink is None else prep.ink.index_select(0, pairs.stroke)
     return a, ink

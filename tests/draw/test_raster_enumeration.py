@@ -42,7 +42,10 @@ def _random_segments(gen, m):
 def test_band_lists_every_pixel_within_r_exactly_once():
     gen = torch.Generator().manual_seed(11)
     a, b, r = _random_segments(gen, 3000)
-    seg, pix = R._segment_pixels(a, b, r, H, W)
+    seg, pix, counts = R._segment_pixels(a, b, r, H, W)
+    # pairs come in segment order, counted per segment
+    assert (seg[1:] >= seg[:-1]).all()
+    assert torch.equal(counts, torch.bincount(seg, minlength=len(a)))
     listed = seg * (H * W) + pix
     assert int(listed.unique().numel()) == int(listed.numel()), "a pair is listed twice"
     assert int(pix.min()) >= 0 and int(pix.max()) < H * W
