@@ -28,7 +28,7 @@ from plotterd.draw.primitives import sample_curve  # noqa: E402  (needs torch)
 PROFILES = {name: load_profile(name) for name in ("grbl-servo", "grbl-z", "marlin-servo",
                                                   "klipper")}
 KINDS = ["point", "line", "polyline", "quadratic", "cubic", "catmull_rom"]
-SETTINGS = settings(max_examples=30, deadline=None,
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
