@@ -58,6 +58,7 @@ class Item:
     motion: bool = False  # a planner block (G0/G1 with an axis word)
     wait: float = 0.0  # seconds the firmware may legitimately take (dwell); -1: homing
     seq: int = 0  # set by the driver when sent: the order of sending
+    sync: bool = False  # answered only once everything before it has run (G4, M400)
 
 
 @dataclass
@@ -108,4 +109,7 @@ def make_item(text: str, firmware: str, tag: int | None = None, kind: str = "set
             wait = float(s.group(1))
     elif compact in ("$H",) or word == "G28":
         wait = -1.0  # homing: the homing timeout applies
-    return Item(sent, tag, kind, motion, max(wait, 0.0) if wait >= 0 else -1.0)
+    # G4 waits for the planner to empty on GRBL and Marlin; so does M400 on Marlin
+    sync = (compact.startswith("G4") and not compact.startswith("G4.")) or (
+        firmware != "grbl" and compact.startswith("M400"))
+    return Item(sent, tag, kind, motion, max(wait, 0.0) if wait >= 0 else -1.0, sync=sync)

@@ -343,8 +343,11 @@ class GrblDriver:
         self.acked.append(f.item)
         self._pending.append(Ack(f.item, error, lost))
         # whatever the last status said, at most `blocks` acknowledged moves can still be
-        # waiting in the planner: everything acknowledged before them has run
-        self.executed_seq = max(self.executed_seq, self._walk_back(self.blocks))
+        # waiting in the planner: everything acknowledged before them has run; and a dwell
+        # is answered only once the planner is empty
+        bound = f.item.seq if f.item.sync and error is None and not lost else \
+            self._walk_back(self.blocks)
+        self.executed_seq = max(self.executed_seq, bound)
         if self.fifo:
             self.fifo[0].since = time.monotonic()
 

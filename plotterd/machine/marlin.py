@@ -281,7 +281,7 @@ class MarlinDriver:
         self._pending.append(Ack(f.item, None, lost))
         # at most planner_size acknowledged moves can still be queued
         self.executed_seq = max(self.executed_seq, self._walk_back(self.planner_size))
-        if f.item.kind == "sync" and not lost:
+        if f.item.sync and not lost:  # M400 / G4: answered once the planner is empty
             self.executed_seq = max(self.executed_seq, f.item.seq)
         if self.fifo:
             self.fifo[0].since = time.monotonic()
