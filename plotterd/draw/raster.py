@@ -437,7 +437,7 @@ def render(
         img = _over(a, ink, pix, hw, channels)
     else:
         img = _smoothmax(a, ink, pix, hw, channels, nstrokes, tau)
-    return img.t().reshape(1, channels, height, width)
+    return img.view(1, channels, height, width)  # planes are (C, H*W)
 
 
 def _cat(xs, empty):
@@ -492,7 +492,7 @@ def _softor(a, ink, pix, hw, channels):
         torch.exp(_scatter_sum(_log1m(ak), pix, hw))
         for ak in _channel_ink(a, ink, channels)
     ]
-    return torch.stack(planes, 1)
+    return torch.stack(planes, 0)
 
 
 def _over(a, ink, pix, hw, channels):
@@ -524,14 +524,14 @@ def _over(a, ink, pix, hw, channels):
         _scatter_sum(at * (1.0 - ink[:, min(c, ink.shape[1] - 1)]), pix, hw) + t_all
         for c in range(channels)
     ]
-    return torch.stack(planes, 1)
+    return torch.stack(planes, 0)
 
 
 def _smoothmax(a, ink, pix, hw, channels, nstrokes, tau):
     # coverage = sum_i softmax(a/tau)_i a_i over ALL strokes; absent strokes have a = 0 and
     # weight exp(0) each, so a pixel's denominator adds (nstrokes - present) * exp(0).
     if nstrokes == 0:
-        return a.new_ones(hw, channels)
+        return a.new_ones(channels, hw)
     z = a / tau
     with torch.no_grad():
         # per-pixel shift for a stable log-sum-exp (>= 0, the absent strokes' logit)
@@ -540,4 +540,4 @@ def _smoothmax(a, ink, pix, hw, channels, nstrokes, tau):
     e = torch.exp(z - shift.index_select(0, pix))
     denom = _scatter_sum(e, pix, hw) + (nstrokes - present) * torch.exp(-shift)
     planes = [1.0 - _scatter_sum(ea, pix, hw) / denom for ea in _channel_ink(e * a, ink, channels)]
-    return torch.stack(planes, 1)
+    return torch.stack(planes, 0)
