@@ -27,6 +27,7 @@ from plotterd.gcode.profile import (
     list_profiles,
     load_profile,
     parse_profile,
+    to_vpype_gcode_toml,
 )
 from plotterd.gcode.program import GLine, Program
 from plotterd.gcode.writer import program_stats, to_machine, write_program
@@ -45,6 +46,7 @@ __all__ = [
     "make_gcode",
     "parse_profile",
     "to_machine",
+    "to_vpype_gcode_toml",
     "write_program",
 ]
 

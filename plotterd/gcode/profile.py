@@ -455,3 +455,55 @@ def list_profiles(
                     raise
                 errors.append(e)
     return [seen[k] for k in sorted(seen)]
+
+
+def to_vpype_gcode_toml(profile: Profile, paper_mm: tuple[float, float]) -> str:
+    """The profile as a vpype-gcode ``[gwrite.<name>]`` section (vpype-gcode 0.13's keys),
+    for use with ``vpype ... gwrite -p <name>`` outside plotterd.
+
+    The paper placement is expressed with ``scale_x/scale_y`` = +-1 and offsets (in mm),
+    which vpype-gcode applies about the page origin; its ``invert_x/invert_y`` mirror about
+    the drawing's own bounding box (vpype-gcode #25, #37) and are not used. gwrite does no
+    bounds checking: plotterd's safety checks do not apply to what it writes.
+    """
+    w, h = paper_mm
+    sx = -1.0 if profile.invert_x else 1.0
+    sy = -1.0 if profile.invert_y else 1.0
+    # machine = offset + s * a, a = u (left origin) or W - u (right origin); same for y
+    if profile.origin.endswith("right"):
+        scale_x, offset_x = -sx, profile.offset_x + sx * w
+    else:
+        scale_x, offset_x = sx, profile.offset_x
+    if profile.origin.startswith("bottom"):
+        scale_y, offset_y = -sy, profile.offset_y + sy * h
+    else:
+        scale_y, offset_y = sy, profile.offset_y
+    d = profile.decimals
+    travel, draw = _num(profile.travel_feed, 0), _num(profile.draw_feed, 0)
+
+    def block(lines: Sequence[str]) -> str:
+        # literal text: braces doubled for str.format, one command per line
+        return "".join(c.replace("{", "{{").replace("}", "}}") + "\n" for c in lines)
+
+    def toml_str(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+    up, down = profile.pen_up_lines(), profile.pen_down_lines()
+    change = [c.replace("{name}", "next pen").replace("{color}", "") for c in profile.pen_change]
+    fields = {
+        "unit": "mm",
+        "document_start": block(profile.setup_lines() + up + list(profile.start)),
+        "segment_first": f"G0 X{{x:.{d}f}} Y{{y:.{d}f}} F{travel}\n" + block(down),
+        "segment": f"G1 X{{x:.{d}f}} Y{{y:.{d}f}} F{draw}\n",
+        "line_end": block(up),
+        # layer_join is written as is (not formatted): single braces
+        "layer_join": "".join(c + "\n" for c in change),
+        "document_end": block(up + list(profile.end)),
+        "info": f"plotterd profile {profile.name} ({profile.firmware}), paper "
+                f"{w:g} x {h:g} mm; no bounds checks",
+    }
+    out = [f"[gwrite.{profile.name}]"]
+    out += [f"{k} = {toml_str(v)}" for k, v in fields.items()]
+    out += [f"scale_x = {scale_x:g}", f"scale_y = {scale_y:g}",
+            f"offset_x = {offset_x:g}", f"offset_y = {offset_y:g}"]
+    return "\n".join(out) + "\n"

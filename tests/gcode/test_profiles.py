@@ -126,3 +126,23 @@ def test_name_must_match_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_profile(f)
     assert e.value.key == "name"
+
+
+def test_vpype_gcode_toml_export_places_points_like_the_writer() -> None:
+    import numpy as np
+
+    from plotterd.gcode.profile import to_vpype_gcode_toml
+    from plotterd.gcode.writer import to_machine
+
+    for name in ("grbl-servo", "grbl-z", "marlin-servo"):
+        p = load_profile(name)
+        tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+        sec = tomllib.loads(to_vpype_gcode_toml(p, (210.0, 297.0)))["gwrite"][name]
+        assert sec["document_start"].splitlines()[-len(p.pen_up_lines()):] == p.pen_up_lines()
+        assert sec["line_end"].splitlines() == p.pen_up_lines()
+        first = sec["segment_first"].format(x=1.5, y=2.25).splitlines()
+        assert first[0].startswith("G0 X1.500 Y2.250") and first[1:] == p.pen_down_lines()
+        # gwrite's transform: scale about the origin, then translate (mm)
+        uv = np.array([[10.0, 20.0], [200.0, 5.0]])
+        got = uv * [sec["scale_x"], sec["scale_y"]] + [sec["offset_x"], sec["offset_y"]]
+        np.testing.assert_allclose(got, to_machine(uv, (210.0, 297.0), p))
