@@ -190,3 +190,37 @@ def test_disconnect_and_unplug_through_pyserial():
     port.close()
     with pytest.raises(serial.SerialException, match="unplugged"):
         port.open()
+
+
+def test_dtr_pulse_resets_the_board():
+    port = _open("sim://grbl?speed=instant")
+    assert _lines(port, 1) == ["Grbl 1.1h ['$' for help]"]
+    port.write(b"G0X5Y5\n")
+    assert _lines(port, 1) == ["ok"]
+    port.dtr = False
+    port.dtr = True  # like an Arduino's auto-reset capacitor on DTR
+    time.sleep(0.02)
+    assert _lines(port, 1) == ["Grbl 1.1h ['$' for help]"]
+    assert port.simulator.resets == 2 and port.simulator.pos[:2] == [5.0, 5.0]
+
+
+def test_grbl_driver_unlock_home_and_settings():
+    from plotterd.machine import Timeouts
+    from plotterd.machine.base import FirmwareError
+    from plotterd.machine.grbl import GrblDriver
+    from plotterd.machine.transport import Transport
+
+    port = serial.serial_for_url("sim://grbl?speed=instant&homing=1", do_not_open=True)
+    t = Transport(port, 115200, Timeouts.fast())
+    t.open()
+    drv = GrblDriver(t, Timeouts.fast())
+    drv.connect()  # boots locked (homing enabled): connect unlocks with $X
+    assert drv.query_status().state == "Idle"
+    drv.command("G0 X40 Y30")
+    drv.home()
+    assert port.simulator.pos[:2] == [0.0, 0.0]
+    drv.write_settings({32: 0, 110: 5000})
+    assert port.simulator.settings[32] == 0 and port.simulator.settings[110] == 5000
+    with pytest.raises(FirmwareError, match="error:3 .Invalid statement"):
+        drv.command("$Q")
+    t.close()
