@@ -95,7 +95,7 @@ class Unknown:
 
 Event = Ok | Error | Alarm | Status | Banner | Opt | Message | Setting | Unknown
 
-_BANNER = re.compile(r"^Grbl\s+(\S+)")
+_BANNER = re.compile(r"^Grbl(?:HAL)?\s+(\S+)")  # GRBL, grblHAL, FluidNC
 _NUMS = re.compile(r"[-+]?\d*\.?\d+")
 
 

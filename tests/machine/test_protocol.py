@@ -27,6 +27,7 @@ def test_grbl_status_parse():
     ("error:9", grbl.Error(9)),
     ("ALARM:2", grbl.Alarm(2)),
     ("Grbl 1.1h ['$' for help]", grbl.Banner("1.1h")),
+    ("GrblHAL 1.1f ['$' or '$HELP' for help]", grbl.Banner("1.1f")),
     ("[OPT:V,15,128]", grbl.Opt("V", 15, 128)),
     ("[MSG:'$H'|'$X' to unlock]", grbl.Message("MSG:'$H'|'$X' to unlock")),
     ("$32=0", grbl.Setting(32, "0")),
