@@ -131,6 +131,8 @@ class OptimiserWorker(threading.Thread):
                 self._stop_worker()
                 break
             rc = self._answer(0.25)
+        if job_id in self._cancel:  # asked while the worker was answering: still a cancel
+            outcome = outcome or "cancelled"
         self._cancel.discard(job_id)
         if outcome == "stopping":
             log.info("job %d: optimisation stopped by shutdown; resumes on restart", job_id)
