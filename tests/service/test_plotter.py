@@ -54,7 +54,7 @@ def test_plot_done_with_render(cfg):
 
 
 def test_shutdown_interrupts_and_restart_resumes(cfg):
-    cfg.plotter.sim_speed = "scaled:20"
+    cfg.plotter.sim_speed = "scaled:8"
     d = Daemon(cfg)
     job = _vectorised_job(d, 16)
     d.plotter.start()
