@@ -460,6 +460,7 @@ class GrblDriver:
         empty planner."""
         acks = self.drain()
         deadline = time.monotonic() + self.T.idle
+        last_pos = None
         while True:
             st = self.query_status()
             if st.state in ("Idle", "Check") and (st.planner_free in (None, self.blocks)):
@@ -467,8 +468,12 @@ class GrblDriver:
                 return acks
             if st.state == "Alarm":
                 raise FirmwareError("GRBL is in Alarm state", alarm=0)
+            pos = st.mpos or st.wpos
+            if pos != last_pos:  # still moving: not stuck
+                deadline, last_pos = time.monotonic() + self.T.idle, pos
             if time.monotonic() > deadline:
-                raise FirmwareError(f"GRBL still {st.state} after {self.T.idle:g} s")
+                raise FirmwareError(f"GRBL still {st.state} and not moving after "
+                                    f"{self.T.idle:g} s")
             acks += self.poll(self.T.poll)
 
     def resume_hold(self) -> None:
