@@ -270,6 +270,8 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     cfg.camera.clahe = None if clahe_raw is None else v.section(clahe_raw, "camera.clahe",
                                                                  ClaheConfig)
     cam = cfg.camera
+    if isinstance(cam.source, str) and cam.source.strip().isdigit():
+        cam.source = int(cam.source)  # "0" from an environment or a quoted YAML value
     if cam.source is not None and (isinstance(cam.source, bool)
                                    or not isinstance(cam.source, (int, str))):
         raise ConfigError("camera.source", "must be a device index or a URL/path", source)

@@ -36,6 +36,7 @@ def test_full_file_relative_paths(tmp_path):
     assert cfg.camera.clahe is None and cfg.camera.source == 0
     assert cfg.api.url == "http://127.0.0.1:9000"
     assert load_config(f, dry_run=True).dry_run
+    assert parse_config({"state_dir": "s", "camera": {"source": "1"}}).camera.source == 1
 
 
 @pytest.mark.parametrize("data, key", [
