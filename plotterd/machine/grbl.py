@@ -229,7 +229,10 @@ class GrblDriver:
         """After opening the port: wait for the banner (soft-reset if none came), learn the
         buffer sizes from $I, and unlock an alarm left from before."""
         self._reset_stream_state()
-        if not self._wait_banner(self.T.banner):
+        # an Arduino's bootloader takes 1-2 s; a board without auto-reset (or a pty) never
+        # sends a banner on its own: then a soft reset asks for one (if it lands in the
+        # bootloader it is lost, but the banner comes anyway)
+        if not self._wait_banner(min(self.T.banner, 2.5)):
             self.t.write(SOFT_RESET)
             if not self._wait_banner(self.T.banner):
                 raise LinkLost(f"{self.t.port}: no GRBL banner after opening and a soft reset")
