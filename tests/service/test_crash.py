@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 from plotterd.service.store import JobStore
 
@@ -61,3 +62,23 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     killed = [e["state"] for e in store.events(plotting[0]["id"])]
     assert killed[-4:] == ["interrupted", "vectorised", "plotting", "done"], killed
     assert store.get(plotting[0]["id"])["resume_stroke"] is not None
+
+
+def test_optimisation_resumes_from_its_checkpoint_after_kill9(tmp_path):
+    import json
+
+    d = DaemonProc(tmp_path, optimiser={"iterations": 120, "checkpoint_every": 5}).start()
+    try:
+        drop(DATA / "camera_small.png", d.inbox, "long.png")
+        job = wait_for(lambda: [j for j in d.jobs() if j["state"] == "optimising"
+                                and (j["progress"]["fraction"] or 0) >= 0.25], 120, 0.05,
+                       "a quarter of the iterations")[0]
+        d.kill9()
+        d.start()
+        done = d.wait_job(job["id"], ["done"], timeout=120)
+    finally:
+        d.stop()
+    meta = json.loads(Path(done["files"]["strokes"]).read_text())["metadata"]
+    # >= 30 iterations had run and checkpoints come every 5: at least iteration 25 was kept
+    assert meta["resumed_from_iteration"] >= 25, meta
+    assert meta["iterations"] == 120
