@@ -148,3 +148,19 @@ def capture(url, token, config):
     """Take a webcam picture and queue it as a job."""
     j = _client(url, token, config).post("/camera/capture")
     click.echo(f"job {j['id']}: queued {j['name']}")
+
+
+@click.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("-p", "--pipeline", help="pipeline name or path (default: the daemon's)")
+@click.option("--options", "options", help="pipeline overrides, YAML/JSON (e.g. 'iterations: 50')")
+@click.option("--wait", is_flag=True, help="follow the job with a progress bar until it ends")
+@client_options
+def submit(image, pipeline, options, wait, url, token, config):
+    """Send a picture (or an SVG) to the running daemon as a new job."""
+    c = _client(url, token, config)
+    j = c.submit(image, pipeline=pipeline, options=options)
+    click.echo(f"job {j['id']}: queued {j['name']}")
+    if wait:
+        _follow(c, j["id"])
+        click.echo(_fmt_job(c.get(f"/jobs/{j['id']}")))
