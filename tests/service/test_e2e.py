@@ -149,6 +149,17 @@ def test_bad_camera_cli_and_systemd_readiness(tmp_path):
         assert cli("resume").returncode == 0
         bad = cli("capture")
         assert bad.returncode == 2 and "cannot open camera" in bad.stderr
+        # `plotterd submit` (called through click: registering it is the CLI shell's job)
+        from click.testing import CliRunner
+
+        from plotterd.cli.service_cmd import submit
+
+        (tmp_path / "note.png").write_text("not an image")
+        res = CliRunner().invoke(submit, [str(tmp_path / "note.png"), "--url", d.url,
+                                          "--options", "iterations: 3"])
+        assert res.exit_code == 0 and "queued note.png" in res.output, res.output
+        [job] = d.jobs()
+        assert job["source"] == "upload" and job["options"] == {"iterations": 3}
     finally:
         d.stop()
         notify.close()
