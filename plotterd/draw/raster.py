@@ -107,7 +107,6 @@ class _Prepared:
     sigma2: torch.Tensor  # (N,)
     grey: torch.Tensor | None  # (N,)
     ink: torch.Tensor | None  # (N, C) darkness 1 - colour per channel; None = black
-    offset: int  # global index of stroke 0
 
 
 def _prepare(batches, channels, segments, dtype, device) -> tuple[list[_Prepared], int]:
@@ -126,7 +125,7 @@ def _prepare(batches, channels, segments, dtype, device) -> tuple[list[_Prepared
                 luma = torch.tensor(LUMA, dtype=dtype, device=device)
                 color = (color * luma).sum(-1, keepdim=True)
             ink = 1.0 - color
-        out.append(_Prepared(verts, sigma2, grey, ink, total))
+        out.append(_Prepared(verts, sigma2, grey, ink))
         total += n
     return out, total
 

@@ -65,7 +65,7 @@ def test_multi_segment_strokes_keep_each_pixel_once_with_its_nearest_segment():
     steps[:, 3] = 0.0
     verts = torch.cumsum(steps, 1) + torch.tensor([W / 2, H / 2])
     sigma2 = (0.3 + 2.0 * torch.rand(n, generator=gen)) ** 2
-    prep = R._Prepared(verts, sigma2, None, None, 0)
+    prep = R._Prepared(verts, sigma2, None, None)
     table = R._segment_table(verts, sigma2, None)
     pairs = R._enumerate(prep, table, H, W)
     key = pairs.stroke * (H * W) + pairs.pix
