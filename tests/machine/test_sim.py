@@ -168,7 +168,8 @@ def test_record_survives_a_new_simulator_and_renders(tmp_path):
     png, svg = sim.render(tmp_path / "drawn.png", px_per_mm=2, pen_width_mm=1)
     img = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
     assert img.shape == (600, 840)
-    assert img[20, 30] < 128 and img[40, 30] < 128 and img[30, 30] > 200
+    # machine +Y up: y=10 and y=20 on a 300 mm tall bed land at rows 580 and 560
+    assert img[580, 30] < 128 and img[560, 30] < 128 and img[570, 30] > 200
     assert svg.read_text().count("<line ") == 2
 
 
@@ -224,3 +225,17 @@ def test_grbl_driver_unlock_home_and_settings():
     with pytest.raises(FirmwareError, match="error:3 .Invalid statement"):
         drv.command("$Q")
     t.close()
+
+
+def test_render_puts_machine_plus_y_at_the_top(tmp_path):
+    """A segment near y_max must land in the top rows of the PNG (view from above the bed)."""
+    import cv2
+
+    from plotterd.machine.sim.render import render_segments
+
+    png, svg = render_segments([(10.0, 90.0, 20.0, 90.0)], (0.0, 0.0, 100.0, 100.0),
+                               tmp_path / "r.png", px_per_mm=2.0)
+    img = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+    rows = (img < 128).any(axis=1).nonzero()[0]
+    assert rows.size and rows.max() < img.shape[0] * 0.2
+    assert "matrix(1 0 0 -1 0 100)" in svg.read_text()
