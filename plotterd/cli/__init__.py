@@ -21,7 +21,9 @@ _COMMAND_MODULES = {
     "plotterd.cli.weights_cmd": ["weights"],
     "plotterd.cli.gcode_cmd": ["gcode", "profiles"],
     "plotterd.cli.machine_cmd": ["plot", "sim"],
-    "plotterd.cli.service_cmd": ["run", "jobs", "job", "pause", "resume", "cancel", "capture"],
+    "plotterd.cli.service_cmd": [
+        "run", "jobs", "job", "pause", "resume", "cancel", "capture", "submit",
+    ],
 }
 
 

@@ -220,6 +220,8 @@ class _Streamer:
         self.resumes = 0
         self._t0 = time.monotonic()
         self._last_report = 0.0
+        self._model_t0: float | None = None  # model time when ETA calibration began
+        self._wall_t0 = 0.0
         self._last_key: tuple = ()
         self._sent_seqs: list[int] = []
         self._sent_tags: list[int] = []
@@ -296,6 +298,13 @@ class _Streamer:
             done_t = self.lines[self.executed_pos - 1].t_end
             if done_t is not None:
                 eta = max(0.0, total_t - done_t)
+                # Calibrate the motion model against the clock once enough has run: a
+                # machine slower than its profile, or a simulator in scaled time.
+                if self._model_t0 is None:
+                    self._model_t0, self._wall_t0 = done_t, elapsed
+                ran_model, ran_wall = done_t - self._model_t0, elapsed - self._wall_t0
+                if ran_model >= 5.0 and ran_wall > 0:
+                    eta *= ran_wall / ran_model
         elif self.executed_pos > 0:
             eta = elapsed * (len(self.lines) - self.executed_pos) / self.executed_pos
         self.progress(Progress(

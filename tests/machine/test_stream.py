@@ -318,3 +318,30 @@ def test_bundled_profiles_stream_on_the_simulator(profile):
     assert result.status == "done", result.error
     check_drawn(result.simulator.segments, expected_strokes(program))
     assert len(result.simulator.segments) == 20 and not result.simulator.out_of_bounds
+
+
+def test_eta_is_calibrated_against_the_clock_in_scaled_time():
+    """In scaled time the model's seconds pass faster than the wall's; the ETA must follow
+    the wall clock, not the model."""
+    import numpy as np
+
+    from plotterd.draw.strokes import Canvas, StrokeGroup, Strokes
+    from plotterd.gcode import load_profile, make_gcode
+    from plotterd.machine import stream
+    from plotterd.vector import PageSpec
+
+    rng = np.random.default_rng(3)
+    start = rng.uniform(-0.9, 0.9, (150, 1, 2))
+    pts = np.concatenate([start, start + rng.uniform(-0.3, 0.3, (150, 1, 2))], axis=1)
+    strokes = Strokes(Canvas(100, 100), [StrokeGroup("line", pts, np.ones(150))])
+    program = make_gcode(strokes, profile=load_profile("grbl-servo"), page=PageSpec()).program
+    seen = []
+    result = stream(program, "sim://grbl?speed=scaled:50&seed=1",
+                    progress=lambda p: seen.append((p.elapsed_s, p.eta_s, p.fraction)))
+    assert result.status == "done"
+    total_wall = result.elapsed_s
+    mid = [(el, eta) for el, eta, f in seen if 0.4 < f < 0.6 and eta is not None]
+    assert mid, "no progress reported mid-job"
+    el, eta = mid[-1]
+    # model-only ETA would be ~50x the remaining wall time
+    assert eta < 3 * (total_wall - el) + 1.0
