@@ -83,6 +83,10 @@ class Pipeline:
     curve_segments: int = 10
     allow_random_weights: bool = False
     max_input_megapixels: float = 100.0
+    # control points may leave the canvas by this many pixels, so a stroke the loss wants
+    # gone can leave the picture instead of sticking to its border; the vector stage clips
+    # every stroke to the canvas
+    canvas_margin_px: float = 3.0
     source: str | None = field(default=None, compare=False)  # file it came from
 
     @property
@@ -313,6 +317,7 @@ def pipeline_from_dict(
         max_input_megapixels=v.number(
             get("max_input_megapixels"), "max_input_megapixels", positive=True
         ),
+        canvas_margin_px=v.number(get("canvas_margin_px"), "canvas_margin_px", 0.0, 1000.0),
         source=source,
     )
 

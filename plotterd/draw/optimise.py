@@ -152,11 +152,11 @@ class _Group:
         )
 
     @torch.no_grad()
-    def project(self, x_extent: float) -> None:
-        """Keep parameters valid after a step: points on the canvas (every control point),
-        widths in [0, max], clamp-parametrised inks in [0, 1]."""
-        self.points[..., 0].clamp_(-x_extent, x_extent)
-        self.points[..., 1].clamp_(-1.0, 1.0)
+    def project(self, x_extent: float, margin: float = 0.0) -> None:
+        """Keep parameters valid after a step: points on the canvas plus ``margin`` world
+        units (every control point), widths in [0, max], clamp-parametrised inks in [0, 1]."""
+        self.points[..., 0].clamp_(-x_extent - margin, x_extent + margin)
+        self.points[..., 1].clamp_(-1.0 - margin, 1.0 + margin)
         if self.spec.learn_width:
             self.width.clamp_(0.0, self.max_width)
         if self.spec.parametrisation == "clamp":
@@ -484,7 +484,7 @@ def optimise(
         loss.backward()
         opt.step()
         for g in groups:
-            g.project(canvas.x_extent)
+            g.project(canvas.x_extent, pipeline.canvas_margin_px / canvas.scale)
         if pipeline.reinit and it < iters // 2 and (it + 1) % pipeline.reinit_every == 0:
             reinits += _reinit_vanished(groups, init, opt)
         losses.append(value)

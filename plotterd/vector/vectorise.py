@@ -166,7 +166,12 @@ def _from_strokes(
             rgbs.append(c)
     stats["strokes_in"] = len(strokes)
     stats["dropped_vanished"] = vanished
-    pieces, src, removed = clip_lines(lines, placement.area)
+    # Clip to the picture (the optimiser lets strokes leave it by a few pixels, and what lies
+    # outside was never seen by the loss) and to the drawable area.
+    (cx0, cy0), (cx1, cy1) = placement.apply(np.array([extent[:2], extent[2:]]))
+    ax0, ay0, ax1, ay1 = placement.area
+    clip_box = (max(cx0, ax0), max(cy0, ay0), min(cx1, ax1), min(cy1, ay1))
+    pieces, src, removed = clip_lines(lines, clip_box)
     stats["clipped_mm"] = removed / PX_PER_MM
     pen_of = assign_pens(np.array(rgbs).reshape(-1, 3), opts.pens)
     out = [_Piece(_to_complex(p), int(pen_of[s])) for p, s in zip(pieces, src, strict=True)]

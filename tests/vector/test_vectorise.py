@@ -233,3 +233,30 @@ def test_merge_joins_touching_lines() -> None:
     assert len(out) == 2
     merged = max(out, key=len)
     assert {merged[0], merged[-1]} == {0j, 30 + 0j}
+
+
+def test_strokes_outside_the_picture_are_clipped_to_it():
+    """The optimiser lets strokes leave the canvas by a few pixels; the page must only show
+    what lies on the picture, even where the drawable area is larger than the picture."""
+    import numpy as np
+
+    from plotterd.draw.strokes import Canvas, StrokeGroup, Strokes
+    from plotterd.vector import PageSpec, vectorise
+
+    canvas = Canvas(101, 101)  # square picture on an A4 portrait page: room above and below
+    pts = np.array([
+        [[-0.5, -1.04], [0.5, -1.04]],   # wholly above the picture (off canvas)
+        [[0.0, -1.5], [0.0, 0.5]],       # crosses the top edge
+        [[-0.5, 0.0], [0.5, 0.0]],       # inside
+    ])
+    strokes = Strokes(canvas, [StrokeGroup("line", pts, np.ones(3))])
+    res = vectorise(strokes, PageSpec(paper="a4", orientation="portrait", margin_mm=10))
+    lines = [ln for _, lc in res.document.layers.items() for ln in lc.lines]
+    ys = np.concatenate([ln.imag for ln in lines])
+    xs = np.concatenate([ln.real for ln in lines])
+    # the picture is fitted to the 190 mm wide drawable area and centred vertically
+    px_per_mm = 96 / 25.4
+    top = (297 - 190) / 2 * px_per_mm
+    assert len(lines) == 2
+    assert ys.min() >= top - 1e-6
+    assert xs.min() >= 10 * px_per_mm - 1e-6
