@@ -140,7 +140,7 @@ def lpips_ref(ref_features):
 @pytest.mark.parametrize("channels", [3, 1])
 def test_lpips_matches_the_lpips_package(lpips_ref, channels):
     target, image = images(channels)
-    loss = P.LPIPSLoss(target, backbone="test")
+    loss = P.LPIPSLoss(target, backbone="test", precision="float32")
     mine = loss(image.clone().requires_grad_(True))
     ref_img = image.clone().requires_grad_(True)
     rep = (lambda t: t.repeat(1, 3, 1, 1)) if channels == 1 else (lambda t: t)
@@ -156,7 +156,7 @@ def test_lpips_matches_the_lpips_package(lpips_ref, channels):
 
 def test_lpips_zero_on_target_and_target_features_computed_once():
     target, image = images(1)
-    loss = P.LPIPSLoss(target, backbone="test")
+    loss = P.LPIPSLoss(target, backbone="test", precision="float32")
     assert float(loss(target)) == pytest.approx(0.0, abs=1e-9)
     calls = []
     loss.net.register_forward_hook(lambda *a: calls.append(1))
@@ -213,7 +213,8 @@ def test_feature_loss_matches_direct_computation(
     ref_features, layers, layer_weights, expect_weights
 ):
     target, image = images(1)
-    loss = P.FeatureLoss(target, layers=layers, layer_weights=layer_weights, backbone="test")
+    loss = P.FeatureLoss(target, layers=layers, layer_weights=layer_weights, backbone="test",
+                         precision="float32")
     names = P.parse_layers(layers or P.DEFAULT_LAYERS)
     with torch.no_grad():
         want = reference_feature_loss(ref_features, image, target, names, expect_weights)
@@ -251,7 +252,7 @@ def test_registered_params_and_validation():
     assert full["layers"] == P.DEFAULT_LAYERS and full["allow_random_weights"] is False
     assert full["weights_dir"] is None and full["layer_weights"] is None
     assert set(check_loss_config({"type": "lpips"})) == {
-        "backbone", "allow_random_weights", "weights_dir",
+        "backbone", "allow_random_weights", "weights_dir", "precision",
     }  # fmt: skip
     bad = [
         ({"type": "lpips", "layers": "relu1_2"}, "loss.layers"),
@@ -332,3 +333,31 @@ def test_optimiser_runs_perceptual_pipeline_and_records_weights():
     md = res.strokes.metadata["loss_metadata"]
     assert md["weights"] == "random" and md["layers"] == ["relu1_2", "relu2_2"]
     assert len(res.losses) == 3
+
+
+@pytest.mark.parametrize("kind", ["lpips", "feature"])
+def test_bfloat16_trunk_stays_close_to_float32(kind):
+    """precision bfloat16 runs the VGG trunk under autocast: the value and the gradient that
+    drives the strokes must stay close to float32's."""
+    gen = torch.Generator().manual_seed(5)
+    target = torch.rand(1, 1, 40, 48, generator=gen)
+    image = torch.rand(1, 1, 40, 48, generator=gen)
+    cls = P.LPIPSLoss if kind == "lpips" else P.FeatureLoss
+    grads, values = [], []
+    for precision in ("float32", "bfloat16"):
+        loss = cls(target, backbone="test", precision=precision)
+        assert loss.metadata()["precision"] == precision
+        x = image.clone().requires_grad_(True)
+        v = loss(x)
+        v.backward()
+        assert v.dtype == torch.float32
+        values.append(float(v))
+        grads.append(x.grad.flatten())
+    assert values[1] == pytest.approx(values[0], rel=2e-2)
+    cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cos > 0.98
+
+
+def test_precision_is_validated():
+    with pytest.raises(ConfigError, match="loss.precision"):
+        check_loss_config({"type": "lpips", "precision": "float16"})
