@@ -239,3 +239,24 @@ def test_render_puts_machine_plus_y_at_the_top(tmp_path):
     rows = (img < 128).any(axis=1).nonzero()[0]
     assert rows.size and rows.max() < img.shape[0] * 0.2
     assert "matrix(1 0 0 -1 0 100)" in svg.read_text()
+
+
+@pytest.mark.parametrize("pen", ["servo", "z"])
+def test_a_zero_length_pen_down_move_is_recorded_as_a_dot(pen):
+    """A point stroke is plotted as pen down, a zero-length move, pen up: the paper gets a
+    dot. Lowering and lifting the pen with no move at all (a pause) records nothing."""
+    if pen == "servo":
+        down, up = b"M3S30\n", b"M5\n"
+        port = _open("sim://grbl?speed=instant")
+    else:
+        down, up = b"G1Z0F1000\n", b"G0Z5\n"
+        port = _open("sim://grbl?speed=instant&pen=z")
+        port.write(b"G0Z5\n")
+        _lines(port, 1)
+    port.write(b"G0X10Y10\n" + down + b"G1X10Y10F3000\n" + up)
+    _lines(port, 4)
+    port.write(b"G0X30Y30\n" + down + up)  # no move while down: not a dot
+    _lines(port, 3)
+    port.write(b"G0X40Y40\n" + down + b"G1X40Y40F3000\nG1X45Y40\n" + up)  # a stroke, no dot
+    _lines(port, 5)
+    assert port.simulator.segments == [(10, 10, 10, 10), (40, 40, 45, 40)]

@@ -177,6 +177,9 @@ class Simulator:
         self._t0 = time.monotonic()
         # what was drawn: pen-down segments in machine coordinates (x0, y0, x1, y1)
         self.segments: list[tuple[float, float, float, float]] = []
+        # set by a completed zero-length XY move with the pen down (how a point is plotted),
+        # cleared by any drawn segment; recorded as a dot when the pen lifts
+        self._dot_pending: tuple[float, float] | None = None
         self.out_of_bounds: list[tuple[float, float, float]] = []  # targets refused/clamped
         self.events: list[tuple[float, str]] = []  # (machine time, what) for tests and logs
         self.resets = 0
@@ -225,6 +228,13 @@ class Simulator:
     def _note_pen(self, t: float, was: bool) -> None:
         if self.pen_down != was:
             self.events.append((t, "pen down" if self.pen_down else "pen up"))
+            if self.pen_down:
+                self._dot_pending = None
+            elif self._dot_pending is not None:
+                # a zero-length pen-down move and no other: the pen left a dot (a point stroke)
+                x, y = self._dot_pending
+                self._record((x, y, x, y))
+                self._dot_pending = None
 
     # ---- host side (called by the pyserial handler, any thread) ----
     def power_on(self, baudrate: int = 115200) -> None:
@@ -432,7 +442,7 @@ class Simulator:
     def _finish_block(self, t: float) -> None:
         blk = self.current
         assert blk is not None
-        self._draw(blk.start, blk.end, blk.pen_down)
+        self._draw(blk.start, blk.end, blk.pen_down, completed=True)
         was = self.pen_down
         self.motion_end = max(self.motion_end, blk.t_end)
         self.pos = list(blk.end)
@@ -466,12 +476,17 @@ class Simulator:
         return x0 - e <= p[0] <= x1 + e and y0 - e <= p[1] <= y1 + e and z0 - e <= p[2] <= z1 + e
 
     # ---- what was drawn ----
-    def _draw(self, a, b, pen_down: bool) -> None:
+    def _draw(self, a, b, pen_down: bool, completed: bool = False) -> None:
         if not pen_down:
             return
         if a[0] == b[0] and a[1] == b[1]:
+            if completed and a[2] == b[2] and self._dot_pending is None:
+                self._dot_pending = (a[0], a[1])
             return
-        seg = (a[0], a[1], b[0], b[1])
+        self._dot_pending = None
+        self._record((a[0], a[1], b[0], b[1]))
+
+    def _record(self, seg: tuple[float, float, float, float]) -> None:
         self.segments.append(seg)
         if self._record_file is not None:
             self._record_file.write("{:.4f} {:.4f} {:.4f} {:.4f}\n".format(*seg))
