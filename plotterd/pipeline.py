@@ -244,7 +244,7 @@ def pipeline_from_dict(
     defaults = Pipeline(strokes=[], loss={})
 
     channels = d.get("channels", 1)
-    if channels not in (1, 3) or isinstance(channels, bool):
+    if type(channels) is not int or channels not in (1, 3):  # not 1.0 or True
         raise v.err("channels", f"must be 1 (grey) or 3 (colour), got {channels!r}")
 
     if "strokes" not in d:
@@ -387,8 +387,8 @@ def load_pipeline(
     """Load and validate a pipeline by name or path, with ``overrides`` merged over it."""
     path = resolve_pipeline(name_or_path, search_dirs)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("pipeline", f"cannot read {path}: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError("pipeline", f"not valid YAML: {e}", str(path)) from e
@@ -400,6 +400,8 @@ def load_pipeline(
     if overrides:
         if not isinstance(overrides, dict):
             raise ConfigError("overrides", "must be a mapping of pipeline keys")
+        if isinstance(raw.get("loss"), str):  # `loss: mse` shorthand, so a param override merges
+            raw = {**raw, "loss": {"type": raw["loss"]}}
         # a loss type change drops the old loss's parameters
         if isinstance(overrides.get("loss"), dict) and "type" in overrides["loss"]:
             raw = {**raw, "loss": {}}

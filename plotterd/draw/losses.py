@@ -92,6 +92,8 @@ def check_loss_config(cfg: dict[str, Any], key: str = "loss") -> dict[str, Any]:
     """Validate ``{"type": name, **params}``; returns params with defaults filled in."""
     if not isinstance(cfg, dict) or "type" not in cfg:
         raise ConfigError(f"{key}.type", "missing")
+    if not isinstance(cfg["type"], str):
+        raise ConfigError(f"{key}.type", f"must be a loss name, got {cfg['type']!r}")
     spec = loss_spec(cfg["type"], f"{key}.type")
     params = {k: v for k, v in cfg.items() if k != "type"}
     for k in params:

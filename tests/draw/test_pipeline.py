@@ -109,6 +109,7 @@ def test_defaults():
         (_minimal(loss={"type": "blurmse", "sigmaa": 1}), "loss.sigmaa"),
         (_minimal(loss={"type": "nope"}), "loss.type"),
         (_minimal(loss={"sigma": 1}), "loss.type"),
+        (_minimal(loss={"type": ["mse"]}), "loss.type"),
         (_minimal(resolution={"height": 4}), "resolution.height"),
         (_minimal(resolution={"heigth": 100}), "resolution.heigth"),
         (_minimal(resolution={}), "resolution"),
@@ -119,6 +120,7 @@ def test_defaults():
         (_minimal(init="random"), "init"),
         (_minimal(composition="multiply"), "composition"),
         (_minimal(channels=2), "channels"),
+        (_minimal(channels=1.0), "channels"),
         (_minimal(seed=-3), "seed"),
         (_minimal(reinit="sometimes"), "reinit"),
         (_minimal(coarse_to_fine={"scale": 2}), "coarse_to_fine.scale"),
@@ -149,6 +151,17 @@ def test_errors_name_the_file(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_pipeline(listy)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_pipeline(binary)
+
+
+def test_override_merges_into_a_shorthand_loss(tmp_path):
+    f = tmp_path / "short.yaml"
+    f.write_text("strokes: [{kind: line, count: 2}]\nloss: blurmse\n")
+    p = load_pipeline(f, overrides={"loss": {"sigma": 2.5}})
+    assert p.loss == {"type": "blurmse", "sigma": 2.5, "blur_target": True}
 
 
 def test_overrides_merge_and_are_validated():
