@@ -265,6 +265,13 @@ class Inbox:
         return self.cfg.pipeline
 
     def claim(self, path: Path, sub: str | None, sidecar: Path | None = None) -> dict | None:
+        pending = next((j for j in self.store.list(states=["claiming"])
+                        if j["origin"] == str(path)), None)
+        if pending is not None:
+            # an earlier claim of this file could not move it: retry that one, so a file
+            # that cannot be moved does not add a row on every scan
+            self._finish_claim(pending)
+            return self.store.get(pending["id"])
         name = path.name
         reason = self._reject_reason(path)
         if reason is not None:
@@ -347,7 +354,11 @@ class Inbox:
         """Finish every claim and archive interrupted by a crash (run at start-up)."""
         for job in self.store.list(states=["claiming"], newest_first=False):
             log.info("job %d: finishing an interrupted intake of %s", job["id"], job["name"])
-            self._finish_claim(job)
+            try:
+                self._finish_claim(job)
+            except OSError as e:  # retried by the scan that finds the file again
+                log.error("job %d: cannot finish the intake of %s: %s", job["id"],
+                          job["name"], e)
         self.archive_pending()
 
     def archive_pending(self) -> None:

@@ -274,3 +274,25 @@ def test_any_file_name_gets_a_safe_job_input_and_reason_file(name):
     assert len(fit_name(name * 3, ".reason.txt").encode()) <= 255
     suf = safe_suffix(name)
     assert suf == "" or (suf.startswith(".") and suf[1:].isascii() and suf[1:].isalnum())
+
+
+def test_a_file_that_cannot_be_moved_keeps_one_claim_and_does_not_stop_a_restart(inbox):
+    # the job folder cannot be made (a read-only or full disk does the same): the claim
+    # is retried on later scans with the same row, not a new row every scan
+    f = _drop(inbox, "stuck.png")
+    jobs = inbox.cfg.jobs_dir
+    shutil.rmtree(jobs)
+    jobs.write_text("not a folder")
+    for _ in range(3):
+        assert _take(inbox) == []
+        inbox.clock_.t += 2
+    [row] = inbox.store.list()
+    assert row["state"] == "claiming" and f.exists()
+    inbox.reconcile()  # a restart while it still fails logs it and goes on
+    assert len(inbox.store.list()) == 1
+    jobs.unlink()
+    jobs.mkdir()
+    assert _take(inbox) == [row["id"]]
+    job = inbox.store.get(row["id"])
+    assert job["state"] == "queued" and (Path(job["dir"]) / "input.png").exists()
+    assert not f.exists() and len(inbox.store.list()) == 1
