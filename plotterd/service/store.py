@@ -90,7 +90,7 @@ class JobStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
         with self.transaction() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
@@ -121,7 +121,11 @@ class JobStore:
                 raise StoreError(f"{self.path}: cannot open job database: {e}") from e
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                # the API's thread pool retires idle threads: close what they left behind,
+                # or a daemon running for months runs out of file handles
+                for t in [t for t in self._all if not t.is_alive()]:
+                    self._all.pop(t).close()
+                self._all[threading.current_thread()] = conn
         return conn
 
     @contextmanager
@@ -138,7 +142,7 @@ class JobStore:
 
     def close(self) -> None:
         with self._lock:
-            for c in self._all:
+            for c in self._all.values():
                 try:
                     c.close()
                 except sqlite3.Error:

@@ -90,3 +90,24 @@ def test_rollback_on_error(tmp_path):
             c.execute("UPDATE jobs SET state = 'done' WHERE id = ?", (job["id"],))
             raise RuntimeError("midway")
     assert store.get(job["id"])["state"] == "queued"
+
+
+def test_connections_of_finished_threads_are_closed(tmp_path):
+    # the API's thread pool retires idle threads and starts new ones: over months each
+    # must not leave its connection (three open files in WAL mode) behind
+    import os
+
+    store = JobStore(tmp_path / "jobs.db")
+    _new(store, tmp_path)
+
+    def read():
+        assert store.counts() == {"queued": 1}
+
+    read()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(40):
+        t = threading.Thread(target=read)
+        t.start()
+        t.join()
+    assert len(os.listdir("/proc/self/fd")) - before < 10
+    store.close()
