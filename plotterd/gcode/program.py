@@ -106,10 +106,7 @@ class Program:
             if not s:
                 continue
             if s.startswith(HEADER_PREFIX):
-                try:
-                    header = json.loads(s[len(HEADER_PREFIX):])
-                except json.JSONDecodeError as e:
-                    raise InputError(f"bad plotterd G-code header: {e}") from e
+                header = _parse_header(s[len(HEADER_PREFIX):])
                 continue
             if s.startswith(STROKE_PREFIX):
                 try:
@@ -139,15 +136,36 @@ class Program:
             raise InputError(f"{path}: cannot read G-code: {e}") from e
 
 
+def _parse_header(text: str) -> dict[str, Any]:
+    """The JSON header, checked where the parser relies on its shape."""
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"bad plotterd G-code header: {e}") from e
+    if not isinstance(header, dict):
+        raise InputError("bad plotterd G-code header: not a JSON object")
+    for key in ("pen_up", "pen_down"):
+        cmds = header.get(key, [])
+        if not isinstance(cmds, list) or not all(isinstance(c, str) for c in cmds):
+            raise InputError(f"bad plotterd G-code header: {key} must be a list of commands")
+    return header
+
+
 def _restore_times(lines: list[GLine], header: dict[str, Any]) -> None:
     """Give parsed lines their estimated t_end back from the header's per-stroke times
     (``setup_t_end``, ``stroke_t_end`` written by plotterd.gcode): the lines of a stroke
     share its time span evenly, end lines reach ``estimated_s``. No times: left as None."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     ends = header.get("stroke_t_end")
-    if not isinstance(ends, list) or not all(isinstance(t, (int, float)) for t in ends):
+    if not isinstance(ends, list) or not all(number(t) for t in ends):
         return
-    t_setup = float(header.get("setup_t_end") or 0.0)
-    total = float(header.get("estimated_s") or (ends[-1] if ends else t_setup))
+    t_setup = header.get("setup_t_end") or 0.0
+    total = header.get("estimated_s") or (ends[-1] if ends else t_setup)
+    if not (number(t_setup) and number(total)):
+        return
+    t_setup, total = float(t_setup), float(total)
     counts: dict[int, int] = {}
     for ln in lines:
         if ln.stroke is not None:

@@ -14,7 +14,7 @@ import vpype as vp
 import yaml
 
 from plotterd.draw.strokes import Canvas, StrokeGroup, Strokes
-from plotterd.errors import ConfigError, OutOfBoundsError
+from plotterd.errors import ConfigError, InputError, OutOfBoundsError
 from plotterd.gcode import GcodeResult, load_profile, make_gcode, parse_profile, write_program
 from plotterd.gcode.motion import polyline_times, rest_to_rest
 from plotterd.gcode.profile import bundled_dir
@@ -101,6 +101,21 @@ def test_program_round_trips_and_is_safe(name: str) -> None:
     assert min(xs) >= profile.x_min and max(xs) <= profile.x_max
     assert min(ys) >= profile.y_min and max(ys) <= profile.y_max
     assert all(len(ln.text) <= profile.max_line_length for ln in prog.lines)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ['[1, 2]', '{"pen_up": "M5"}', '{"pen_down": [3]}'],
+)
+def test_a_malformed_header_is_an_input_error(header: str) -> None:
+    with pytest.raises(InputError, match="header"):
+        Program.parse(f"; plotterd {header}\n; stroke 0\nG0 X1 Y1\n")
+
+
+def test_header_times_that_are_not_numbers_are_ignored() -> None:
+    text = ('; plotterd {"stroke_t_end": [2.0], "setup_t_end": "soon", "estimated_s": [3]}\n'
+            "; stroke 0\nG0 X1 Y1\n")
+    assert [ln.t_end for ln in Program.parse(text).lines] == [None]
 
 
 def test_setup_lifts_pen_before_start_block_and_first_move() -> None:
