@@ -273,7 +273,9 @@ class Daemon:
         self.store.close()
 
     def run_forever(self) -> None:
-        """Start, then wait for SIGTERM / SIGINT (and ping the systemd watchdog)."""
+        """Start, then wait for SIGTERM / SIGINT (and ping the systemd watchdog). A worker
+        thread that died ends the daemon with a PlotterdError (exit status 2), so the
+        service manager restarts it even without a watchdog."""
         got = threading.Event()
 
         def on_signal(signum, frame):  # noqa: ANN001 - signal handler signature
@@ -282,17 +284,20 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         ping = watchdog_interval()
+        last_ping = 0.0
         try:
             self.start()
             while not got.is_set():
-                got.wait(ping or 1.0)
-                if ping and self._healthy():
+                got.wait(min(ping or 1.0, 1.0))
+                dead = [t.name for t in self._threads if not t.is_alive()]
+                if dead and not got.is_set():
+                    raise PlotterdError(f"the {', '.join(dead)} thread stopped unexpectedly; "
+                                        "exiting so that the daemon is restarted")
+                if ping and time.monotonic() - last_ping >= ping:
                     sd_notify("WATCHDOG=1")
+                    last_ping = time.monotonic()
         finally:
             self.stop()
-
-    def _healthy(self) -> bool:
-        return all(t.is_alive() for t in self._threads)
 
 
 def run(cfg: Config) -> None:

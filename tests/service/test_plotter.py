@@ -98,3 +98,24 @@ def test_pause_holds_next_job_and_cancel(cfg):
     d.stopping.set()
     assert j["finished"] is not None
     assert d.plotter.status()["state"] == "idle"
+
+
+def test_a_dead_worker_thread_ends_the_daemon_with_an_error(cfg):
+    # a bug that kills the plotter thread must not leave a daemon that queues jobs forever
+    # and never plots: run_forever ends with a one-line error (the unit restarts it)
+    import signal
+
+    import pytest
+
+    from plotterd.errors import PlotterdError
+
+    d = Daemon(cfg)
+    d.plotter.run = lambda: None  # the thread ends at once, as after an uncaught error
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(PlotterdError, match="plotter thread stopped"):
+            d.run_forever()
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert d.stopping.is_set() and not d.optimiser.is_alive()
