@@ -57,12 +57,14 @@ def to_machine(xy_mm: np.ndarray, paper_mm: tuple[float, float], profile: Profil
 
 
 def _moves_in(lines: tuple[str, ...] | list[str]) -> list[tuple[float | None, float | None]]:
-    """X/Y targets of G0/G1 lines in a start/end block (absolute mode)."""
+    """X/Y targets of G0/G1 lines in a start/end block (absolute mode). Words are found
+    anywhere in the line, so "G0X500" and "G90 G0 X500" are checked too."""
     out = []
     for c in lines:
-        words = {k.upper(): float(v) for k, v in _WORD.findall(c)}
-        head = c.split()[0].upper() if c.split() else ""
-        if head in ("G0", "G00", "G1", "G01") and ("X" in words or "Y" in words):
+        found = [(k.upper(), float(v)) for k, v in _WORD.findall(c)]
+        words = dict(found)
+        motion = any(k == "G" and v in (0.0, 1.0) for k, v in found)
+        if motion and ("X" in words or "Y" in words):
             out.append((words.get("X"), words.get("Y")))
     return out
 
@@ -71,6 +73,8 @@ def check_bounds(points: np.ndarray, profile: Profile, what: str = "the drawing"
     """Raise OutOfBoundsError, saying by how much, if any (N, 2) point is outside."""
     if len(points) == 0:
         return
+    if not np.isfinite(points).all():  # NaN compares False with every bound
+        raise OutOfBoundsError(f"{what} has coordinates that are not finite numbers")
     lo = points.min(axis=0)
     hi = points.max(axis=0)
     over = []

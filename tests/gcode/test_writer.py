@@ -143,9 +143,16 @@ def test_overflow_is_refused_with_the_amount(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_end_block_moves_are_checked() -> None:
+def test_non_finite_coordinates_are_refused() -> None:
+    doc = _doc([[(10, 10), (float("nan"), 20)]])
+    with pytest.raises(OutOfBoundsError, match="not finite"):
+        write_program(doc, load_profile("grbl-servo"))
+
+
+@pytest.mark.parametrize("move", ["G0 X500 Y0", "G0X500Y0", "G90 G1 X500", "g00x500"])
+def test_end_block_moves_are_checked(move: str) -> None:
     d = yaml.safe_load((bundled_dir() / "grbl-servo.yaml").read_text())
-    d["end"] = ["G0 X500 Y0"]
+    d["end"] = [move]
     profile = parse_profile(d, "grbl-servo")
     with pytest.raises(OutOfBoundsError) as e:
         write_program(_doc([[(10, 10), (20, 20)]]), profile)
