@@ -201,8 +201,13 @@ class Strokes:
             c = d["canvas"]
             canvas = Canvas(int(c["width"]), int(c["height"]))
             groups = [StrokeGroup.from_json(g) for g in d["groups"]]
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, InputError) as e:
             raise InputError(f"{source}: malformed strokes file: {e}") from e
+        if canvas.width < 1 or canvas.height < 2:  # height 1 has no world scale (H - 1 = 0)
+            raise InputError(
+                f"{source}: canvas {canvas.width} x {canvas.height} px is too small "
+                "(at least 1 wide and 2 high)"
+            )
         return cls(
             canvas=canvas,
             groups=groups,

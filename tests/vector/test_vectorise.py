@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,18 @@ def test_strokes_json_input(tmp_path: Path) -> None:
         vectorise(tmp_path / "missing.json", PageSpec())
     with pytest.raises(InputError):
         vectorise(tmp_path / "drawing.png", PageSpec())
+    # a malformed file is one InputError naming the file, not a ZeroDivisionError
+    flat = Strokes(Canvas(64, 1), s.groups)
+    flat.save(path)
+    with pytest.raises(InputError, match="too small") as e:
+        vectorise(path, PageSpec())
+    assert str(path) in str(e.value)
+    d = s.to_json()
+    d["groups"][0]["kind"] = "spline"
+    path.write_text(json.dumps(d))
+    with pytest.raises(InputError, match="spline") as e:
+        vectorise(path, PageSpec())
+    assert str(path) in str(e.value)
 
 
 SVG = """<svg xmlns="http://www.w3.org/2000/svg"
