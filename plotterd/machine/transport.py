@@ -4,6 +4,7 @@ pyserial URLs (``socket://``, ``rfc2217://``) and the simulated plotters (``sim:
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import serial
@@ -14,6 +15,7 @@ from plotterd.machine.base import LinkLost, Timeouts
 log = logging.getLogger("plotterd.machine")
 
 READ_SLICE = 0.02  # s; reads block at most this long so the streamer stays responsive
+_EOL = re.compile(rb"[\r\n]")
 
 
 class Transport:
@@ -123,13 +125,10 @@ class Transport:
 
     def _pop_line(self) -> str | None:
         while True:
-            i = -1
-            for k, ch in enumerate(self._buf):
-                if ch in (10, 13):
-                    i = k
-                    break
-            if i < 0:
+            m = _EOL.search(self._buf)
+            if m is None:
                 return None
+            i = m.start()
             raw = bytes(self._buf[:i])
             del self._buf[: i + 1]
             text = raw.decode("latin-1").strip()
