@@ -43,6 +43,8 @@ VANISHED_WIDTH_PX = 0.05
 VANISHED_INK = 0.02
 # learned widths are clamped to [0, this x width_px] unless the group sets max_width_px
 DEFAULT_MAX_WIDTH_FACTOR = 4.0
+# torch.multinomial refuses more categories than this (pixels of a dark init's canvas)
+_MULTINOMIAL_MAX = 2**24
 # sigmoid-parametrised grey/colour start at most this close to 0 or 1 (logit stays finite)
 _SIGMOID_EDGE = 0.02
 
@@ -221,7 +223,12 @@ class _Init:
         """(n, 2) world positions: uniform, or drawn from the target's darkness."""
         if self.darkness is None or n == 0:
             return self._uniform(n)[:, 0]
-        idx = torch.multinomial(self.darkness, n, replacement=True, generator=self.gen)
+        if self.darkness.numel() <= _MULTINOMIAL_MAX:
+            idx = torch.multinomial(self.darkness, n, replacement=True, generator=self.gen)
+        else:  # inverse CDF: same distribution, no category limit
+            cdf = self.darkness.cumsum(0)
+            u = torch.rand(n, generator=self.gen, dtype=torch.float64) * cdf[-1]
+            idx = torch.searchsorted(cdf, u, right=True).clamp_max(cdf.numel() - 1)
         w = self.canvas.width
         jitter = torch.rand((n, 2), generator=self.gen, dtype=torch.float64) - 0.5
         cr = torch.stack([(idx % w).double(), (idx // w).double()], -1) + jitter

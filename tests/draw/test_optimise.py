@@ -175,6 +175,17 @@ def test_cancel_stops_at_once():
     assert calls == [1]
 
 
+def test_dark_initialisation_on_a_canvas_beyond_multinomials_limit():
+    # 4100 x 4100 > 2**24 pixels, which torch.multinomial refuses; dark only at the right edge
+    h = w = 4100
+    t = torch.ones(1, 1, h, w)
+    t[..., w - 3:] = 0.0
+    canvas = Canvas(w, h)
+    init = _Init(_pipe(init="dark"), canvas, t, torch.Generator().manual_seed(0))
+    cols = canvas.world_to_pixel(init.anchors(200).numpy())[:, 0]
+    assert cols.min() >= w - 3.5 and cols.max() <= w - 0.5
+
+
 def test_initialisation_lines_short_and_dark_placement():
     # a target black on the left third, white elsewhere
     t = torch.ones(1, 1, 30, 60)
