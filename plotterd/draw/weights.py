@@ -260,8 +260,8 @@ def _file_entries(weights_dir: str | os.PathLike[str] | None) -> dict[str, Backb
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError("backbones", f"cannot read: {e}", str(path)) from None
     parsed = _parse_entries(raw, "backbones", str(path))
     with _LOCK:
@@ -670,7 +670,8 @@ def _copy_hashing(
 ) -> str:
     h = hashlib.sha256()
     done, t0 = 0, time.monotonic()
-    with open(src, "rb") as fin, os.fdopen(dst_fd, "wb") as fout:
+    # the destination first: it owns dst_fd (closed) even when src cannot be opened
+    with os.fdopen(dst_fd, "wb") as fout, open(src, "rb") as fin:
         while chunk := fin.read(1 << 20):
             fout.write(chunk)
             h.update(chunk)
@@ -719,7 +720,10 @@ def install(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{b.filename}.", suffix=".part", dir=dest_dir)
     tmp = Path(tmp_name)
     try:
-        digest = _copy_hashing(src_p, fd, src_p.stat().st_size, progress, "import")
+        try:
+            digest = _copy_hashing(src_p, fd, src_p.stat().st_size, progress, "import")
+        except OSError as e:
+            raise WeightsError(f"cannot copy {src_p} into {dest_dir}: {e}") from None
         return _finish_install(b, tmp, digest, dest_dir, str(src_p))
     finally:
         tmp.unlink(missing_ok=True)

@@ -232,6 +232,9 @@ def test_backbones_yaml_in_weights_dir(isolated):
     (isolated / "backbones.yaml").write_text("mine:\n  file: mine.pth\n  layout: [1]\n")
     with pytest.raises(ConfigError, match=r"backbones.yaml: backbones.mine.layout"):
         W.backbones()
+    (isolated / "backbones.yaml").write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(ConfigError, match=r"backbones.yaml: backbones: cannot read"):
+        W.backbones()
 
 
 def test_install_verifies_and_is_atomic(ckpts, isolated):
@@ -263,6 +266,14 @@ def test_install_rejects_wrong_hash_and_leaves_nothing(ckpts, isolated):
         W.install("imagenet", ckpts["dir"] / "absent.pth")
     with pytest.raises(ConfigError, match="unknown backbone"):
         W.install("nope", ckpts["tv"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").is_file(), reason="needs Linux /proc")
+def test_install_of_an_unreadable_file_is_a_weights_error(isolated):
+    # /proc/self/mem is a regular file whose read at offset 0 fails with EIO (even as root)
+    with pytest.raises(WeightsError, match="cannot copy /proc/self/mem"):
+        W.install("imagenet", "/proc/self/mem")
+    assert [p.name for p in isolated.iterdir()] == []
 
 
 def test_install_rejects_wrong_layout(ckpts, isolated, tmp_path):
