@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-_DIR_HELP = "Weights directory [default: $PLOTTERD_WEIGHTS_DIR or the user data dir]."
+_dir_option = click.option(
+    "--dir",
+    "weights_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Weights directory [default: $PLOTTERD_WEIGHTS_DIR or the user data dir].",
+)
 
 
 def _bar_progress(desc: str):
@@ -44,13 +50,7 @@ def weights() -> None:
 
 
 @weights.command("list")
-@click.option(
-    "--dir",
-    "weights_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help=_DIR_HELP,
-)
+@_dir_option
 @click.option(
     "--hash/--no-hash",
     "check_hash",
@@ -85,13 +85,7 @@ def list_(weights_dir: Path | None, check_hash: bool) -> None:
 @weights.command("import")
 @click.argument("name")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--dir",
-    "weights_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help=_DIR_HELP,
-)
+@_dir_option
 def import_(name: str, file: Path, weights_dir: Path | None) -> None:
     """Verify FILE as backbone NAME (hash, VGG16 layout) and install it."""
     from plotterd.draw.weights import install
@@ -106,13 +100,7 @@ def import_(name: str, file: Path, weights_dir: Path | None) -> None:
 
 @weights.command("fetch")
 @click.argument("name")
-@click.option(
-    "--dir",
-    "weights_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help=_DIR_HELP,
-)
+@_dir_option
 @click.option("--url", default=None, help="Download from this URL (a mirror) instead.")
 @click.option(
     "--timeout",
