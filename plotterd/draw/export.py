@@ -13,7 +13,7 @@ import numpy as np
 
 from plotterd.draw.primitives import CATMULL_ROM_EPS
 from plotterd.draw.strokes import Canvas, StrokeGroup, Strokes
-from plotterd.errors import InputError
+from plotterd.errors import InputError, PlotterdError
 
 if TYPE_CHECKING:
     import torch
@@ -195,6 +195,14 @@ def write_outputs(result: DrawResult, outdir: str | Path) -> dict[str, Path]:
     except OSError as e:
         raise InputError(f"{outdir}: cannot create output directory: {e}") from e
     paths = {k: outdir / v for k, v in OUTPUT_FILES.items()}
+    try:
+        _write_all(result, paths)
+    except OSError as e:
+        raise PlotterdError(f"{outdir}: cannot write the drawing's outputs: {e}") from e
+    return paths
+
+
+def _write_all(result: DrawResult, paths: dict[str, Path]) -> None:
     result.strokes.save(paths["strokes"])
     _atomic_write(paths["svg"], strokes_to_svg(result.strokes))
     _write_png(paths["preview"], preview_image(result.target, result.rendering))
@@ -209,4 +217,3 @@ def write_outputs(result: DrawResult, outdir: str | Path) -> dict[str, Path]:
     meta = result.strokes.metadata
     title = f"{meta.get('loss', 'loss')}, seed {meta.get('seed')}"
     _loss_plot(paths["loss_png"], result.losses, title)
-    return paths

@@ -20,6 +20,7 @@ import numpy as np
 import vpype as vp
 
 from plotterd.draw.strokes import Strokes
+from plotterd.errors import PlotterdError
 from plotterd.gcode.profile import (
     PenSpec,
     Profile,
@@ -61,6 +62,12 @@ class GcodeResult:
         """Write OUT.gcode, OUT.svg (plotting order, a layer per pen; pen-up travel in its own
         layer if ``travel_layer``) and OUT.stats.json. Returns {"gcode", "svg", "stats"}."""
         out = Path(out_gcode)
+        try:
+            return self._save(out, travel_layer)
+        except OSError as e:
+            raise PlotterdError(f"{out}: cannot write the G-code outputs: {e}") from e
+
+    def _save(self, out: Path, travel_layer: bool) -> dict[str, Path]:
         svg = out.with_suffix(".svg")
         stats = out.with_suffix(".stats.json")
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from plotterd.draw.optimise import (
 )
 from plotterd.draw.primitives import sample_curve
 from plotterd.draw.strokes import Canvas, Strokes
-from plotterd.errors import ConfigError, InputError
+from plotterd.errors import ConfigError, InputError, PlotterdError
 from plotterd.pipeline import pipeline_from_dict
 from plotterd.progress import Cancelled, Progress
 
@@ -390,6 +390,12 @@ def test_write_outputs(tmp_path):
     assert len(root.findall(f".//{ns}path")) == 6 + 3 + 2
     assert len(root.findall(f".//{ns}circle")) == 4
     assert root.findall(f".//{ns}g")[1].findall(f"{ns}path")[0].get("opacity") == "0.5"
+
+    # an output that cannot be written is one PlotterdError naming the directory
+    blocked = tmp_path / "blocked"
+    (blocked / "strokes.json").mkdir(parents=True)
+    with pytest.raises(PlotterdError, match="blocked: cannot write"):
+        write_outputs(r, blocked)
 
 
 def test_svg_is_readable_by_vpype(tmp_path):

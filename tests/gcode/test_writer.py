@@ -14,7 +14,7 @@ import vpype as vp
 import yaml
 
 from plotterd.draw.strokes import Canvas, StrokeGroup, Strokes
-from plotterd.errors import ConfigError, InputError, OutOfBoundsError
+from plotterd.errors import ConfigError, InputError, OutOfBoundsError, PlotterdError
 from plotterd.gcode import GcodeResult, load_profile, make_gcode, parse_profile, write_program
 from plotterd.gcode.motion import polyline_times, rest_to_rest
 from plotterd.gcode.profile import bundled_dir
@@ -257,6 +257,11 @@ def test_save_writes_gcode_svg_stats(tmp_path: Path) -> None:
     assert "pen-up travel" in names
     plain = res.save(tmp_path / "plain.gcode")
     assert len(vp.read_multilayer_svg(str(plain["svg"]), 0.1).layers) == 1
+    # an output that cannot be written is one PlotterdError naming it, not an OSError
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(PlotterdError, match="a-file/x.gcode: cannot write"):
+        res.save(blocker / "x.gcode")
 
 
 def test_progress_reports_and_cancel() -> None:
