@@ -37,7 +37,25 @@ DEFAULT_MAX_LINE = {"grbl": 80, "marlin": 96, "klipper": 256}
 PROFILE_SUFFIXES = (".yaml", ".yml")
 ENV_VAR = "PLOTTERD_PROFILES"
 
-_XY_WORD = re.compile(r"(?<![A-Z])[XY]\s*[-+.\d]", re.IGNORECASE)
+# a letter and its number; not inside a name (a Klipper macro PEN_G20 holds no G20 word)
+_WORD = re.compile(r"(?<![A-Z_])([A-Z])\s*([-+]?\d*\.?\d+)", re.IGNORECASE)
+# modes that would make the writer's absolute millimetre coordinates mean something else
+_MODE_CHANGES = {91.0: "G91 (relative moves)", 20.0: "G20 (inches)"}
+
+
+def gcode_words(line: str) -> list[tuple[str, float]]:
+    """The (letter, value) words of a G-code line, found anywhere ("G0X10" too)."""
+    return [(k.upper(), float(v)) for k, v in _WORD.findall(line)]
+
+
+def xy_target(line: str) -> tuple[float | None, float | None] | None:
+    """(X, Y) of a G0/G1 line that moves X or Y (an axis it does not name is None), else
+    None."""
+    words = gcode_words(line)
+    axes = dict(words)
+    if any(k == "G" and v in (0.0, 1.0) for k, v in words) and ("X" in axes or "Y" in axes):
+        return axes.get("X"), axes.get("Y")
+    return None
 
 
 def bundled_dir() -> Path:
@@ -271,7 +289,7 @@ def _pen(sec: _Section, firmware: str, travel_feed: float, accel: float) -> PenS
             raise sec.error("down", "needs at least one command")
     for name, cmds in (("up", ups), ("down", downs)):
         for c in cmds:
-            if _XY_WORD.search(c) and c.split()[0].upper() in ("G0", "G00", "G1", "G01"):
+            if xy_target(c) is not None:
                 raise sec.error(name, f"{c!r}: pen commands must not move X or Y")
     if ups == downs:
         raise sec.error("up", "pen-up and pen-down commands are the same")
@@ -362,7 +380,8 @@ def parse_profile(data: Any, name: str, source: str | None = None) -> Profile:
 
 
 def _check_lines(p: Profile) -> None:
-    """Every fixed line must fit the line limit and, for GRBL, not hold real-time bytes."""
+    """Every fixed line must fit the line limit, keep absolute millimetres and, for GRBL, not
+    hold real-time bytes."""
     groups = {
         "pen.up": p.pen_up_lines(),
         "pen.down": p.pen_down_lines(),
@@ -373,6 +392,11 @@ def _check_lines(p: Profile) -> None:
     }
     for key, lines in groups.items():
         for c in lines:
+            for k, v in gcode_words(c):
+                if k == "G" and v in _MODE_CHANGES:
+                    raise ConfigError(
+                        key, f"{c!r}: {_MODE_CHANGES[v]} would break the bounds checks", p.source
+                    )
             if len(c) > p.max_line_length:
                 raise ConfigError(
                     key, f"{c!r} is longer than gcode.max_line_length ({p.max_line_length})",

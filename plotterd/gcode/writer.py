@@ -25,11 +25,9 @@ import vpype as vp
 
 from plotterd.errors import ConfigError, OutOfBoundsError
 from plotterd.gcode.motion import polyline_times, rest_to_rest
-from plotterd.gcode.profile import Profile, _num
+from plotterd.gcode.profile import Profile, _num, xy_target
 from plotterd.gcode.program import END_MARK, HEADER_PREFIX, STROKE_PREFIX, GLine, Program
 from plotterd.vector.layout import PX_PER_MM
-
-_WORD = re.compile(r"([A-Z])\s*([-+]?\d*\.?\d+)", re.IGNORECASE)
 
 
 @dataclass
@@ -57,16 +55,8 @@ def to_machine(xy_mm: np.ndarray, paper_mm: tuple[float, float], profile: Profil
 
 
 def _moves_in(lines: tuple[str, ...] | list[str]) -> list[tuple[float | None, float | None]]:
-    """X/Y targets of G0/G1 lines in a start/end block (absolute mode). Words are found
-    anywhere in the line, so "G0X500" and "G90 G0 X500" are checked too."""
-    out = []
-    for c in lines:
-        found = [(k.upper(), float(v)) for k, v in _WORD.findall(c)]
-        words = dict(found)
-        motion = any(k == "G" and v in (0.0, 1.0) for k, v in found)
-        if motion and ("X" in words or "Y" in words):
-            out.append((words.get("X"), words.get("Y")))
-    return out
+    """X/Y targets of G0/G1 lines in a start/end block (absolute mode)."""
+    return [t for t in map(xy_target, lines) if t is not None]
 
 
 def check_bounds(points: np.ndarray, profile: Profile, what: str = "the drawing") -> None:

@@ -61,6 +61,9 @@ def _base() -> dict:
         (lambda d: d.update(end=["G0 X0 ; home"]), "end[0]"),
         (lambda d: d.update(start=["$H?"]), "start"),
         (lambda d: d.update(end=["G0 X0 Y0 " + "Z0 " * 30]), "end"),
+        (lambda d: d.update(start=["G91"]), "start"),
+        (lambda d: d.update(end=["G21 G20"]), "end"),
+        (lambda d: d.update(pen_change=["G91 G0 Z5"]), "pen_change"),
     ],
 )
 def test_bad_profile_names_the_key(edit, key: str) -> None:
@@ -78,6 +81,12 @@ def test_commands_dialect_refuses_xy_moves_and_identical_commands() -> None:
     with pytest.raises(ConfigError) as e:
         parse_profile(d, "x")
     assert e.value.key == "pen.up"
+    d["pen"] = {"dialect": "commands", "up": ["M5"], "down": ["G1X10"]}
+    with pytest.raises(ConfigError) as e:
+        parse_profile(d, "x")
+    assert e.value.key == "pen.down"
+    d["pen"] = {"dialect": "commands", "up": ["PEN_G20 X=1"], "down": ["PEN_G0 X=1"]}
+    assert parse_profile(d, "x").pen_up_lines()[0] == "PEN_G20 X=1"  # macro names, not words
     d["pen"] = {"dialect": "commands", "up": ["PEN"], "down": ["PEN"]}
     with pytest.raises(ConfigError) as e:
         parse_profile(d, "x")
