@@ -112,6 +112,7 @@ class StreamResult:
     elapsed_s: float = 0.0
     resumes: int = 0  # automatic resumes after a reset or a reconnect
     pen_up: bool | None = None  # the pen was lifted at the end (None: not known)
+    connected: bool = False  # the plotter answered (False: it could not be reached; nothing ran)
     renders: list[Path] = field(default_factory=list)  # PNG and SVG (simulator only)
     simulator: Any = field(default=None, repr=False)  # the sim:// plotter, else None
 
@@ -215,8 +216,10 @@ class _Streamer:
             raise InputError(f"start stroke {start_stroke}: the program has strokes "
                              f"{self._stroke_range()}")
         self.start_stroke = start_stroke
-        self.acked_pos = 0
-        self.executed_pos = 0
+        # a resume counts the lines before its first stroke as run, connected or not: a
+        # plotter that cannot be reached keeps the same resume point
+        first = 0 if start_stroke is None else self.stroke_first[start_stroke]
+        self.acked_pos = self.executed_pos = first
         self.resumes = 0
         self._t0 = time.monotonic()
         self._last_report = 0.0
@@ -338,8 +341,6 @@ class _Streamer:
             self.driver.connect()
             connected = True
             start: int | None | str = self.start_stroke
-            if start is not None:
-                self.executed_pos = self.acked_pos = self.stroke_first[start]
             while True:
                 try:
                     self._run_plan(self._plan(start))
@@ -384,7 +385,7 @@ class _Streamer:
             last_acked_stroke=self._acked_stroke(),
             last_completed_stroke=self._completed_stroke(),
             elapsed_s=time.monotonic() - self._t0, resumes=self.resumes, pen_up=pen_up,
-            simulator=self.transport.simulator)
+            connected=connected, simulator=self.transport.simulator)
         if status != "done" and self.strokes:
             nxt = self._resume_point()
             result.resume_stroke = None if nxt == "end" else nxt  # type: ignore[assignment]

@@ -210,6 +210,10 @@ def test_bad_options_and_programs():
         stream(long, "sim://grbl?speed=instant")
     result = stream(program, "/dev/does-not-exist-plotter", timeouts=FAST)
     assert result.status == "failed" and "cannot open" in result.error
+    assert not result.connected and result.resume_stroke == 0
+    result = stream(program, "/dev/does-not-exist-plotter", start_stroke=1, timeouts=FAST)
+    assert not result.connected and result.resume_stroke == 1  # the resume point is kept
+    assert stream(program, "sim://grbl?speed=instant", timeouts=FAST).connected
 
 
 @pytest.mark.timeout(30)
