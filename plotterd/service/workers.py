@@ -354,12 +354,16 @@ class PlotterWorker(threading.Thread):
                                  start_stroke=start, progress=report, control=control,
                                  render_to=render)
         except (PlotterdError, OSError) as e:
-            # the port could not be opened or went away: the paper may hold part of the
-            # drawing, so keep the job resumable rather than failing it
+            # stream() raises only for a program it cannot send (an unreadable G-code file, a
+            # line too long for the firmware): a resume would fail the same way
             self.last_error = str(e)
-            self._end(job, "interrupted", f"plotter: {e}", ckpt)
+            self._end(job, "failed", f"plotter: {e}", ckpt)
             return
         status = getattr(result, "status", "failed")
+        if status == "failed" and not getattr(result, "connected", True):
+            # the plotter could not be reached (off, unplugged) and nothing was sent: the
+            # paper may hold part of the drawing, so keep the job resumable
+            status = "interrupted"
         for key in ("last_acked_stroke", "last_completed_stroke"):
             val = getattr(result, key, None)
             if val is not None:

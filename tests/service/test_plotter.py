@@ -119,3 +119,37 @@ def test_a_dead_worker_thread_ends_the_daemon_with_an_error(cfg):
         signal.signal(signal.SIGTERM, handlers[0])
         signal.signal(signal.SIGINT, handlers[1])
     assert d.stopping.is_set() and not d.optimiser.is_alive()
+
+
+def test_an_unreachable_plotter_keeps_the_job_resumable(cfg):
+    # a plotter switched off or unplugged: nothing was sent, so a resumed job keeps its
+    # resume point (failing it would leave only a replot from stroke 0 over the drawing)
+    cfg.plotter.port = "/dev/does-not-exist-plotter"
+    d = Daemon(cfg)
+    fresh = _vectorised_job(d, 4)
+    resumed = _vectorised_job(d, 4)
+    d.store.update(resumed["id"], resume_stroke=2, last_completed_stroke=1)
+    d.plotter.start()
+    try:
+        for job, start in ((fresh, 0), (resumed, 2)):
+            j = wait_for(lambda job=job: (x := d.store.get(job["id"]))["state"]
+                         not in ("vectorised", "plotting") and x, 30)
+            assert j["state"] == "interrupted" and j["resume_stroke"] == start, j
+            assert "cannot open" in j["error"]
+    finally:
+        d.stopping.set()
+
+
+def test_a_program_that_cannot_be_streamed_fails_the_job(cfg):
+    cfg.plotter.sim_speed = "instant"
+    d = Daemon(cfg)
+    job = _vectorised_job(d, 2)
+    gcode = Path(job["dir"]) / "plot.gcode"
+    gcode.write_text(gcode.read_text().replace("G90", "G90 " + "X1" * 50, 1))
+    d.plotter.start()
+    try:
+        j = wait_for(lambda: (x := d.store.get(job["id"]))["state"]
+                     not in ("vectorised", "plotting") and x, 30)
+    finally:
+        d.stopping.set()
+    assert j["state"] == "failed" and "at most 79" in j["error"], j
