@@ -191,17 +191,27 @@ def gaussian_blur(image: torch.Tensor, sigma: float, method: str = "auto") -> to
     raise ValueError(f"unknown blur method {method!r}")
 
 
+# the widest Gaussian a pixel loss may ask for: its kernel has 8 sigma + 1 taps and the blur
+# matrices hold (n x taps) indices, so an unbounded sigma would exhaust memory
+MAX_BLUR_SIGMA = 1000.0
+_MAX_OCTAVES = 16
+_MAX_INTERVALS = 16
+
+
 def _check_number(
-    cfg: dict[str, Any], name: str, *, minimum: float, integer: bool = False, strict: bool = False
+    cfg: dict[str, Any], name: str, *, minimum: float, integer: bool = False, strict: bool = False,
+    maximum: float | None = None,
 ) -> None:
     v = cfg[name]
     ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok_type:
-        kind = "an integer" if integer else "a number"
+    if isinstance(v, bool) or not ok_type or not math.isfinite(v):
+        kind = "an integer" if integer else "a finite number"
         raise ConfigError(f"loss.{name}", f"must be {kind}, got {v!r}")
     if v < minimum or (strict and v == minimum):
         rel = ">" if strict else ">="
         raise ConfigError(f"loss.{name}", f"must be {rel} {minimum}, got {v!r}")
+    if maximum is not None and v > maximum:
+        raise ConfigError(f"loss.{name}", f"must be <= {maximum:g}, got {v!r}")
 
 
 def _check_bool(cfg: dict[str, Any], name: str) -> None:
@@ -210,15 +220,25 @@ def _check_bool(cfg: dict[str, Any], name: str) -> None:
 
 
 def _validate_blurmse(cfg: dict[str, Any]) -> None:
-    _check_number(cfg, "sigma", minimum=0.0)
+    _check_number(cfg, "sigma", minimum=0.0, maximum=MAX_BLUR_SIGMA)
     _check_bool(cfg, "blur_target")
 
 
 def _validate_ssmse(cfg: dict[str, Any]) -> None:
-    _check_number(cfg, "octaves", minimum=1, integer=True)
-    _check_number(cfg, "intervals", minimum=1, integer=True)
+    _check_number(cfg, "octaves", minimum=1, integer=True, maximum=_MAX_OCTAVES)
+    _check_number(cfg, "intervals", minimum=1, integer=True, maximum=_MAX_INTERVALS)
     _check_number(cfg, "sigma", minimum=0.0, strict=True)
     _check_bool(cfg, "pyramid")
+    # the widest blur of the scale space: 2 sigma per octave on a pyramid's own grid, else
+    # the top level's sigma * 2**(octaves - 1 + (intervals - 1) / intervals)
+    o, i = cfg["octaves"], cfg["intervals"]
+    widest = 2.0 * cfg["sigma"] if cfg["pyramid"] else cfg["sigma"] * 2.0 ** (o - 1 + (i - 1) / i)
+    if widest > MAX_BLUR_SIGMA:
+        raise ConfigError(
+            "loss.octaves",
+            f"the scale space's widest blur would be sigma {widest:g} px "
+            f"(limit {MAX_BLUR_SIGMA:g}): fewer octaves or a smaller sigma",
+        )
 
 
 class BlurMSE(Loss):

@@ -173,6 +173,13 @@ def test_check_loss_config_fills_defaults():
         ({"type": "ssmse", "intervals": True}, "loss.intervals"),
         ({"type": "ssmse", "sigma": 0}, "loss.sigma"),
         ({"type": "ssmse", "pyramid": 1}, "loss.pyramid"),
+        ({"type": "blurmse", "sigma": float("nan")}, "loss.sigma"),
+        ({"type": "blurmse", "sigma": float("inf")}, "loss.sigma"),
+        ({"type": "blurmse", "sigma": 1e6}, "loss.sigma"),
+        ({"type": "ssmse", "sigma": float("nan")}, "loss.sigma"),
+        ({"type": "ssmse", "octaves": 10_000}, "loss.octaves"),
+        ({"type": "ssmse", "octaves": 12}, "loss.octaves"),  # 1.6 * 2**11.5 px blur
+        ({"type": "ssmse", "sigma": 600.0, "pyramid": True}, "loss.octaves"),
     ],
 )
 def test_bad_loss_configs_name_the_key(cfg, key):
