@@ -177,12 +177,19 @@ class Daemon:
     def _intake_loop(self) -> None:
         cam = self.cfg.camera
         next_shot = time.monotonic() + cam.interval_s if cam.interval_s else None
+        scan_error: str | None = None
         while not self.stopping.is_set():
             try:
                 if self.inbox.scan():
                     self.optimiser.wake.set()
-            except Exception:
-                log.exception("inbox scan failed")
+                if scan_error is not None:
+                    log.info("inbox scan works again")
+                    scan_error = None
+            except Exception as e:
+                # a scan runs every second: log a failure once, not a traceback a second
+                if repr(e) != scan_error:
+                    log.exception("inbox scan failed")
+                    scan_error = repr(e)
             if self.camera.enabled:
                 self._camera_tick(next_shot)
                 if next_shot is not None and time.monotonic() >= next_shot:

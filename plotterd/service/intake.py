@@ -178,6 +178,7 @@ class Inbox:
         self.clock = clock
         self._folder_pipeline = folder_pipeline or (lambda name: None)
         self._lock = threading.Lock()  # one scan at a time
+        self._failing: dict[str, str] = {}  # path -> why it could not be taken (logged once)
         for d in (self.root, self.root / "done", self.root / "failed", cfg.jobs_dir):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -233,11 +234,19 @@ class Inbox:
                 try:
                     job = self.claim(path, sub, side)
                 except OSError as e:
-                    log.error("cannot take %s: %s", path, e)
+                    # retried every scan: log it once, not every second for months
+                    level = logging.DEBUG if self._failing.get(str(path)) == str(e) \
+                        else logging.ERROR
+                    log.log(level, "cannot take %s: %s", path, e)
+                    self._failing[str(path)] = str(e)
                     continue
+                if self._failing.pop(str(path), None) is not None:
+                    log.info("took %s after all", path)
                 if job is not None:
                     created.append(job["id"])
             self.tracker.prune(present)
+            for k in [k for k in self._failing if k not in present]:
+                del self._failing[k]
             return created
 
     # -- claiming ----------------------------------------------------------------------

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -276,16 +278,20 @@ def test_any_file_name_gets_a_safe_job_input_and_reason_file(name):
     assert suf == "" or (suf.startswith(".") and suf[1:].isascii() and suf[1:].isalnum())
 
 
-def test_a_file_that_cannot_be_moved_keeps_one_claim_and_does_not_stop_a_restart(inbox):
+def test_a_file_that_cannot_be_moved_keeps_one_claim_and_does_not_stop_a_restart(inbox,
+                                                                                 caplog):
     # the job folder cannot be made (a read-only or full disk does the same): the claim
     # is retried on later scans with the same row, not a new row every scan
     f = _drop(inbox, "stuck.png")
     jobs = inbox.cfg.jobs_dir
     shutil.rmtree(jobs)
     jobs.write_text("not a folder")
-    for _ in range(3):
-        assert _take(inbox) == []
-        inbox.clock_.t += 2
+    with caplog.at_level(logging.DEBUG, logger="plotterd.intake"):
+        for _ in range(3):
+            assert _take(inbox) == []
+            inbox.clock_.t += 2
+    errors = [r for r in caplog.records if r.getMessage().startswith("cannot take")]
+    assert [r.levelno for r in errors] == [logging.ERROR] + [logging.DEBUG] * 2  # once
     [row] = inbox.store.list()
     assert row["state"] == "claiming" and f.exists()
     inbox.reconcile()  # a restart while it still fails logs it and goes on
@@ -296,3 +302,30 @@ def test_a_file_that_cannot_be_moved_keeps_one_claim_and_does_not_stop_a_restart
     job = inbox.store.get(row["id"])
     assert job["state"] == "queued" and (Path(job["dir"]) / "input.png").exists()
     assert not f.exists() and len(inbox.store.list()) == 1
+
+
+def test_a_failing_inbox_scan_is_logged_once_until_it_works_again(cfg, caplog):
+    import threading
+
+    from plotterd.service.daemon import Daemon
+
+    from .helpers import wait_for
+
+    d = Daemon(cfg)
+    shutil.rmtree(cfg.inbox)
+    cfg.inbox.write_text("not a folder")  # every scan fails the same way
+    loop = threading.Thread(target=d._intake_loop)
+    with caplog.at_level(logging.INFO, logger="plotterd.daemon"):
+        loop.start()
+        try:
+            time.sleep(1.5)  # several scans (scan_interval_s 0.2)
+            cfg.inbox.unlink()
+            cfg.inbox.mkdir()
+            wait_for(lambda: any("works again" in r.getMessage() for r in caplog.records), 10)
+        finally:
+            d.stopping.set()
+            d.wake_intake.set()
+            loop.join(10)
+            d.store.close()
+    failed = [r for r in caplog.records if r.getMessage() == "inbox scan failed"]
+    assert len(failed) == 1
