@@ -9,6 +9,7 @@ an equal Pipeline.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,8 +145,8 @@ class _V:
         self, v: Any, key: str, lo: float | None = None, hi: float | None = None,
         positive: bool = False,
     ) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            raise self.err(key, f"must be a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.err(key, f"must be a finite number, got {v!r}")
         if positive and v <= 0:
             raise self.err(key, f"must be > 0, got {v!r}")
         self._range(v, key, lo, hi)

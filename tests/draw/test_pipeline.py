@@ -128,6 +128,10 @@ def test_defaults():
         (_minimal(coarse_to_fine="yes"), "coarse_to_fine"),
         (_minimal(allow_random_weights="no"), "allow_random_weights"),
         (_minimal(tau=0), "tau"),
+        (_minimal(lr=float("nan")), "lr"),
+        (_minimal(max_input_megapixels=float("inf")), "max_input_megapixels"),
+        (_minimal(strokes=[{"kind": "line", "count": 1, "max_width_px": float("inf")}]),
+         "strokes[0].max_width_px"),
     ],
 )
 def test_validation_errors_name_the_key(raw, key):
