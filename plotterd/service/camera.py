@@ -84,10 +84,12 @@ class Camera:
         self._cap = cap
 
     def _fail(self, msg: str) -> CameraError:
+        # a camera left unplugged fails every retry_s for months: warn when it changes
+        level = logging.DEBUG if self.state == "error" and self.error == msg else logging.WARNING
         self.state, self.error = "error", msg
         self.next_retry = time.monotonic() + self.cfg.retry_s
         self.close()
-        log.warning("camera: %s (retry in %gs)", msg, self.cfg.retry_s)
+        log.log(level, "camera: %s (retry in %gs)", msg, self.cfg.retry_s)
         return CameraError(msg)
 
     def grab(self) -> np.ndarray:

@@ -56,3 +56,14 @@ def test_bad_device_is_reported_not_fatal():
     off = Camera(CameraConfig(source=None))
     with pytest.raises(CameraError, match="no camera configured"):
         off.grab()
+
+
+def test_a_camera_that_stays_away_is_warned_about_once(caplog):
+    import logging
+
+    cam = Camera(CameraConfig(source="/nonexistent/video0.avi", retry_s=0.0))
+    with caplog.at_level(logging.DEBUG, logger="plotterd.camera"):
+        for _ in range(4):
+            assert cam.try_open() is False
+    levels = [r.levelno for r in caplog.records if "cannot open camera" in r.getMessage()]
+    assert levels == [logging.WARNING] + [logging.DEBUG] * 3
