@@ -21,6 +21,7 @@ between, so ``relu1_2..relu3_3`` is relu1_2, relu2_2, relu3_3.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import threading
@@ -130,8 +131,8 @@ def _parse_layer_weights(
     spec: Any, layers: list[str], key: str = "loss.layer_weights"
 ) -> list[float]:
     def num(v: Any, k: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ConfigError(k, f"must be a number >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ConfigError(k, f"must be a finite number >= 0, got {v!r}")
         return float(v)
 
     if spec is None:

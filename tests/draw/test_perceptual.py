@@ -260,6 +260,7 @@ def test_registered_params_and_validation():
         ({"type": "feature", "layers": "relu1_2", "layer_weights": [1, 2]}, "loss.layer_weights"),
         ({"type": "feature", "layer_weights": {"relu9_9": 1}}, "loss.layer_weights.relu9_9"),
         ({"type": "feature", "layer_weights": -1}, "loss.layer_weights"),
+        ({"type": "feature", "layer_weights": float("nan")}, "loss.layer_weights"),
         ({"type": "lpips", "backbone": "vgg19"}, "loss.backbone"),
         ({"type": "lpips", "allow_random_weights": "yes"}, "loss.allow_random_weights"),
         ({"type": "lpips", "weights_dir": 3}, "loss.weights_dir"),
