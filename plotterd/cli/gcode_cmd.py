@@ -10,19 +10,23 @@ from tqdm import tqdm
 
 def _mm(value: str, name: str) -> float:
     """A length: a bare number is millimetres, else any vpype unit ("0.5in", "2cm")."""
+    import math
+
     import vpype as vp
 
     from plotterd.vector import PX_PER_MM
 
     try:
-        return float(value)
+        mm = float(value)
     except ValueError:
-        pass
-    try:
-        return float(vp.convert_length(value)) / PX_PER_MM
-    except ValueError as e:
-        raise click.BadParameter(f"{value!r} is not a length (10mm, 0.5in, 2cm)",
-                                 param_hint=name) from e
+        try:
+            mm = float(vp.convert_length(value)) / PX_PER_MM
+        except ValueError as e:
+            raise click.BadParameter(f"{value!r} is not a length (10mm, 0.5in, 2cm)",
+                                     param_hint=name) from e
+    if not math.isfinite(mm):  # float() takes "inf" and "nan"
+        raise click.BadParameter(f"{value!r} is not a finite length", param_hint=name)
+    return mm
 
 
 @click.command()

@@ -62,3 +62,12 @@ def test_overflow_is_one_line_and_exit_2(tmp_path: Path) -> None:
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("plotterd: error:")]
     assert len(err) == 1 and "does not fit profile 'grbl-servo'" in err[0]
     assert "beyond" in err[0] and not out.exists()
+
+
+def test_lengths_must_be_finite(tmp_path: Path) -> None:
+    src = _strokes_file(tmp_path)
+    for opt in ("--pen-width", "--margin"):
+        res = CliRunner().invoke(cli, ["gcode", str(src), "-o", str(tmp_path / "x.gcode"),
+                                       opt, "inf"])
+        assert res.exit_code == 2 and "not a finite length" in res.output, res.output
+    assert not (tmp_path / "x.gcode").exists()
