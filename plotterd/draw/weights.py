@@ -333,12 +333,12 @@ def sha256_file(path: str | os.PathLike[str], progress: ProgressCallback | None 
     side = _sidecar(p)
     try:
         if side.stat().st_mtime_ns >= st.st_mtime_ns:
-            m = re.match(r"^([0-9a-f]{64})\s", side.read_text())
+            m = re.match(r"^([0-9a-f]{64})\s", side.read_text(encoding="utf-8"))
             if m:
                 with _LOCK:
                     _HASH_CACHE[key] = m.group(1)
                 return m.group(1)
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # no usable sidecar: hash the file
         pass
     h = hashlib.sha256()
     done, t0 = 0, time.monotonic()

@@ -186,6 +186,12 @@ def test_sha256_file_and_sidecar_cache(tmp_path):
     (tmp_path / "h.bin.sha256").write_text("cd" * 32 + "  h.bin\n")
     os.utime(tmp_path / "h.bin.sha256", ns=(r.stat().st_mtime_ns - 10**9,) * 2)
     assert W.sha256_file(r) == sha(r)
+    # ... and a damaged (binary) one is ignored, not a UnicodeDecodeError
+    b = tmp_path / "b.bin"
+    b.write_bytes(b"bytes")
+    (tmp_path / "b.bin.sha256").write_bytes(b"\xff\xfe garbage")
+    os.utime(tmp_path / "b.bin.sha256", ns=(b.stat().st_mtime_ns + 10**9,) * 2)
+    assert W.sha256_file(b) == sha(b)
 
 
 def test_known_backbones():
