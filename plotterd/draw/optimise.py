@@ -72,6 +72,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ConfigError("device", f"unknown device {device!r} (auto, cpu, cuda)") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "CUDA was asked for but is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            "device", f"no CUDA device {dev.index} (this machine has {torch.cuda.device_count()})"
+        )
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError("device", f"unsupported device {device!r} (auto, cpu, cuda)")
     return dev

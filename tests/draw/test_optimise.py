@@ -318,6 +318,9 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="not available"):
             resolve_device("cuda")
+    else:  # an ordinal past the last GPU is refused here, not by the first .to(device)
+        with pytest.raises(ConfigError, match="no CUDA device 64"):
+            resolve_device("cuda:64")
 
 
 class _RecordingLoss(Loss):
