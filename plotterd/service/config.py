@@ -21,7 +21,7 @@ Example (all keys, with their defaults)::
       auto_resume: null                  # resume an interrupted plot by itself (null: dry-run only)
     page: {paper: a4, orientation: auto, margin_mm: 10}
     optimiser: {device: auto, threads: 1, checkpoint_every: 25, iterations: null, seed: null,
-                timeout_s: null}
+                timeout_s: null, stall_s: 600}
     intake: {observer: auto, stable_s: 1.0, scan_interval_s: 1.0}
     camera:
       source: null                       # device index (0) or stream URL / video file path
@@ -76,6 +76,9 @@ class OptimiserConfig:
     iterations: int | None = None
     seed: int | None = None  # None = the pipeline's own seed
     timeout_s: float | None = None
+    # fail a job whose optimiser reports no progress for this long (a hung process would
+    # otherwise hold the queue for good); None disables the check
+    stall_s: float | None = 600.0
 
 
 @dataclass
@@ -257,6 +260,8 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
         v.number(cfg.optimiser.seed, "optimiser.seed", integer=True, minimum=0)
     if cfg.optimiser.timeout_s is not None:
         v.positive(cfg.optimiser.timeout_s, "optimiser.timeout_s")
+    if cfg.optimiser.stall_s is not None:
+        v.positive(cfg.optimiser.stall_s, "optimiser.stall_s")
 
     cfg.intake = v.section(top.get("intake"), "intake", IntakeConfig)
     v.choice(cfg.intake.observer, "intake.observer", OBSERVERS)

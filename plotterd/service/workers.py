@@ -118,15 +118,24 @@ class OptimiserWorker(threading.Thread):
             proc.stdin.flush()  # type: ignore[union-attr]
         started = time.monotonic()
         timeout = self.d.cfg.optimiser.timeout_s
+        stall = self.d.cfg.optimiser.stall_s
+        next_stall_check = started + min(5.0, stall or 5.0)
         outcome = None
         rc: int | None = None
         while rc is None:
+            now = time.monotonic()
             if self.d.stopping.is_set():
                 outcome = "stopping"
             elif job_id in self._cancel:
                 outcome = "cancelled"
-            elif timeout and time.monotonic() - started > timeout:
+            elif timeout and now - started > timeout:
                 outcome = "timeout"
+            elif stall and now >= next_stall_check:
+                # the worker stamps the job's row with every progress report
+                next_stall_check = now + min(5.0, stall)
+                row = self.d.store.get(job_id)
+                if row is not None and time.time() - row["updated"] > stall:
+                    outcome = "stalled"
             if outcome:
                 self._stop_worker()
                 break
@@ -142,6 +151,11 @@ class OptimiserWorker(threading.Thread):
             return
         if outcome == "timeout":
             self.d.finish(job_id, "failed", f"optimisation took longer than {timeout:g}s",
+                          expect=["optimising"])
+            return
+        if outcome == "stalled":
+            self.d.finish(job_id, "failed",
+                          f"optimiser made no progress for {stall:g}s (hung?); stopped it",
                           expect=["optimising"])
             return
         if rc == 0 and (job_dir / "result.json").exists():
@@ -181,6 +195,7 @@ class OptimiserWorker(threading.Thread):
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)  # a stopped (hung, SIGSTOPped) worker must see it
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:

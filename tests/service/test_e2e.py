@@ -242,3 +242,24 @@ def test_optimiser_crash_fails_only_that_job(tmp_path):
         assert d.http.get("/health").json()["status"] == "ok"
     finally:
         d.stop()
+
+
+def test_a_hung_optimiser_fails_its_job_and_the_daemon_carries_on(tmp_path):
+    """A worker that stops reporting progress (here: SIGSTOPped, as a hang would look) is
+    stopped after optimiser.stall_s and its job failed. (stall_s covers the worker's start-up
+    too: importing torch takes seconds, hence not 1 s here.)"""
+    import signal
+
+    d = DaemonProc(tmp_path, optimiser={"iterations": 100000, "stall_s": 8}).start()
+    try:
+        drop(DATA / "camera_small.png", d.inbox, "hangs.png")
+        job = wait_for(lambda: [j for j in d.jobs() if j["state"] == "optimising"
+                                and (j["progress"]["fraction"] or 0) > 0], 60,
+                       what="optimisation under way")[0]
+        [worker] = _children(d.proc.pid)
+        os.kill(worker, signal.SIGSTOP)
+        failed = d.wait_job(job["id"], ["failed"])
+        assert "no progress" in failed["error"]
+        assert d.http.get("/health").json()["status"] == "ok"
+    finally:
+        d.stop()
