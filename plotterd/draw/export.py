@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
@@ -11,6 +10,7 @@ from xml.sax.saxutils import quoteattr
 import cv2
 import numpy as np
 
+from plotterd import atomic
 from plotterd.draw.primitives import CATMULL_ROM_EPS
 from plotterd.draw.strokes import Canvas, StrokeGroup, Strokes
 from plotterd.errors import InputError, PlotterdError
@@ -151,16 +151,7 @@ def _write_png(path: Path, img: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise InputError(f"{path}: PNG encoding failed")
-    _atomic_write(path, buf.tobytes())
-
-
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, buf.tobytes())
 
 
 def _loss_plot(path: Path, losses: list[float], title: str) -> None:
@@ -180,9 +171,8 @@ def _loss_plot(path: Path, losses: list[float], title: str) -> None:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def write_outputs(result: DrawResult, outdir: str | Path) -> dict[str, Path]:
@@ -204,16 +194,14 @@ def write_outputs(result: DrawResult, outdir: str | Path) -> dict[str, Path]:
 
 def _write_all(result: DrawResult, paths: dict[str, Path]) -> None:
     result.strokes.save(paths["strokes"])
-    _atomic_write(paths["svg"], strokes_to_svg(result.strokes))
+    atomic.write_text(paths["svg"], strokes_to_svg(result.strokes))
     _write_png(paths["preview"], preview_image(result.target, result.rendering))
     times = list(result.times) + [float("nan")] * (len(result.losses) - len(result.times))
-    tmp = paths["loss_csv"].with_name(paths["loss_csv"].name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic.atomic_path(paths["loss_csv"]) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["iteration", "loss", "elapsed_s"])
         for i, (loss, t) in enumerate(zip(result.losses, times, strict=True)):
             w.writerow([i, repr(float(loss)), f"{t:.4f}"])
-    os.replace(tmp, paths["loss_csv"])
     meta = result.strokes.metadata
     title = f"{meta.get('loss', 'loss')}, seed {meta.get('seed')}"
     _loss_plot(paths["loss_png"], result.losses, title)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import plotterd
+from plotterd import atomic
 from plotterd.draw.losses import build_loss, loss_spec
 from plotterd.draw.raster import StrokeBatch, render
 from plotterd.draw.strokes import SIGMA_PER_PIXEL_WIDTH, Canvas, StrokeGroup, Strokes
@@ -316,9 +316,8 @@ def _fingerprint(pipeline: Pipeline, iterations: int, seed: int, target: torch.T
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one
+    with atomic.atomic_path(path) as tmp:  # a crash leaves the old checkpoint or the new one
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from plotterd import atomic
 from plotterd.errors import InputError
 
 FORMAT = "plotterd.strokes"
@@ -183,10 +184,7 @@ class Strokes:
         }
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json()))
-        tmp.replace(path)
+        atomic.write_text(path, json.dumps(self.to_json()))
 
     @classmethod
     def from_json(cls, d: dict[str, Any], source: str = "strokes") -> Strokes:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import vpype as vp
 
+from plotterd import atomic
 from plotterd.draw.strokes import Strokes
 from plotterd.errors import PlotterdError
 from plotterd.gcode.profile import (
@@ -84,13 +85,9 @@ class GcodeResult:
                 doc.layers[tid].set_property(vp.METADATA_FIELD_NAME, "pen-up travel")
                 doc.layers[tid].set_property(vp.METADATA_FIELD_COLOR, vp.Color("#ff3030"))
                 doc.layers[tid].set_property(vp.METADATA_FIELD_PEN_WIDTH, 0.1 * PX_PER_MM)
-        tmp = svg.with_suffix(".svg.tmp")
-        with tmp.open("w") as f:
+        with atomic.atomic_path(svg) as tmp, tmp.open("w") as f:
             vp.write_svg(f, doc, source_string="plotterd", set_date=False)
-        tmp.replace(svg)
-        tmp = stats.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_jsonable(self.stats), indent=2, sort_keys=True) + "\n")
-        tmp.replace(stats)
+        atomic.write_text(stats, json.dumps(_jsonable(self.stats), indent=2, sort_keys=True) + "\n")
         return {"gcode": out, "svg": svg, "stats": stats}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from plotterd import atomic
 from plotterd.errors import PlotterdError
 from plotterd.service.config import CameraConfig
 
@@ -133,10 +134,9 @@ class Camera:
         import cv2
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.png")
-        if not cv2.imwrite(str(tmp), frame):
-            raise CameraError(f"cannot write the captured frame to {path}")
-        os.replace(tmp, path)
+        with atomic.atomic_path(path, suffix=".png") as tmp:  # imwrite picks PNG by suffix
+            if not cv2.imwrite(str(tmp), frame):
+                raise CameraError(f"cannot write the captured frame to {path}")
         return path
 
     def try_open(self) -> bool:

@@ -25,6 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
+from plotterd import atomic
 from plotterd.errors import PlotterdError
 from plotterd.progress import Cancelled, Progress
 
@@ -38,10 +39,6 @@ def die_with_parent() -> None:
         pass
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run(job_dir: Path, parent_pid: int | None = None) -> int:
@@ -86,7 +83,7 @@ def run(job_dir: Path, parent_pid: int | None = None) -> int:
         k = rename.get(k, k)
         v = Path(v)
         artefacts[k] = str(v.relative_to(job_dir)) if v.is_relative_to(job_dir) else str(v)
-    _atomic_write(job_dir / "result.json", stages.dumps({"artefacts": artefacts,
+    atomic.write_text(job_dir / "result.json", stages.dumps({"artefacts": artefacts,
                                                          "stats": stats}))
     store.close()
     return 0
@@ -109,13 +106,13 @@ def run_one(job_dir: Path, parent: int | None) -> int:
         try:
             return run(job_dir, parent_pid=parent)
         except PlotterdError as e:
-            _atomic_write(job_dir / "error.txt", str(e))
+            atomic.write_text(job_dir / "error.txt", str(e))
             return 2
         except Cancelled as e:
             print(f"cancelled: {e}", file=sys.stderr)
             return 4
         except MemoryError:
-            _atomic_write(job_dir / "error.txt", "out of memory while optimising")
+            atomic.write_text(job_dir / "error.txt", "out of memory while optimising")
             return 2
         except Exception:
             traceback.print_exc()

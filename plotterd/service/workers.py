@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plotterd import atomic
 from plotterd.errors import PlotterdError
 from plotterd.progress import Progress
 from plotterd.service import stages
@@ -100,9 +101,7 @@ class OptimiserWorker(threading.Thread):
         for stale in ("result.json", "error.txt"):
             (job_dir / stale).unlink(missing_ok=True)
         spec_path = job_dir / "job.json"
-        tmp = spec_path.with_name("job.json.tmp")
-        tmp.write_text(json.dumps(self.spec(job), indent=1))
-        os.replace(tmp, spec_path)
+        atomic.write_text(spec_path, json.dumps(self.spec(job), indent=1))
         self.d.store.update(job_id, optimise_attempts=job["optimise_attempts"] + 1,
                             stage="optimise" if job["kind"] == "image" else "vectorise")
         log.info("job %d: optimising (%s)", job_id, job["pipeline"] or "svg")
