@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plotterd import atomic
 from plotterd.errors import InputError
 
 LINE_KINDS = ("setup", "travel", "pen_down", "draw", "pen_up", "end")
@@ -68,10 +69,6 @@ class Program:
                 return i
         raise KeyError(f"no stroke {stroke} in program")
 
-    def stroke_at(self, index: int) -> int | None:
-        """The stroke that line ``index`` belongs to, or None for setup/end lines."""
-        return self.lines[index].stroke
-
     def text(self) -> str:
         out = [HEADER_PREFIX + json.dumps(self.header, sort_keys=True)]
         current: int | None = None
@@ -88,10 +85,7 @@ class Program:
         return "\n".join(out) + "\n"
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.text())
-        tmp.replace(path)
+        atomic.write_text(path, self.text())
 
     @classmethod
     def parse(cls, text: str) -> Program:
