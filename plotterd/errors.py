@@ -20,6 +20,7 @@ class ConfigError(PlotterdError):
 
     def __init__(self, key: str, message: str, source: str | None = None):
         self.key = key
+        self.message = message
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}")

@@ -261,7 +261,7 @@ def pipeline_from_dict(
     try:
         params = check_loss_config(loss_raw, "loss")
     except ConfigError as e:
-        raise ConfigError(e.key, str(e).split(": ", 1)[1], source) from e
+        raise ConfigError(e.key, e.message, source) from e
     loss = {"type": loss_raw["type"], **params}
 
     res = v.mapping(d.get("resolution", {"height": 200}), "resolution")

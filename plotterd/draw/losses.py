@@ -234,8 +234,9 @@ def _validate_ssmse(cfg: dict[str, Any]) -> None:
     o, i = cfg["octaves"], cfg["intervals"]
     widest = 2.0 * cfg["sigma"] if cfg["pyramid"] else cfg["sigma"] * 2.0 ** (o - 1 + (i - 1) / i)
     if widest > MAX_BLUR_SIGMA:
+        # on a pyramid, or with one octave, sigma alone sets the widest blur
         raise ConfigError(
-            "loss.octaves",
+            "loss.sigma" if cfg["pyramid"] or o == 1 else "loss.octaves",
             f"the scale space's widest blur would be sigma {widest:g} px "
             f"(limit {MAX_BLUR_SIGMA:g}): fewer octaves or a smaller sigma",
         )

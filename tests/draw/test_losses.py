@@ -179,7 +179,7 @@ def test_check_loss_config_fills_defaults():
         ({"type": "ssmse", "sigma": float("nan")}, "loss.sigma"),
         ({"type": "ssmse", "octaves": 10_000}, "loss.octaves"),
         ({"type": "ssmse", "octaves": 12}, "loss.octaves"),  # 1.6 * 2**11.5 px blur
-        ({"type": "ssmse", "sigma": 600.0, "pyramid": True}, "loss.octaves"),
+        ({"type": "ssmse", "sigma": 600.0, "pyramid": True}, "loss.sigma"),
     ],
 )
 def test_bad_loss_configs_name_the_key(cfg, key):
