@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from plotterd.bundled import bundled_dir
 from plotterd.errors import ConfigError
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 DEFAULT_PIPELINE = "lines-blurmse"
-PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
+PIPELINES_DIR = bundled_dir("pipelines")  # top-level pipelines/, or its copy in a wheel
 COMPOSITIONS = ("softor", "over", "smoothmax")
 INITS = ("uniform", "dark")
 PARAMETRISATIONS = ("clamp", "sigmoid")

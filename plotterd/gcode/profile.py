@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-import plotterd
+from plotterd import bundled
 from plotterd.errors import ConfigError
 
 FIRMWARES = ("grbl", "marlin", "klipper")
@@ -59,7 +59,8 @@ def xy_target(line: str) -> tuple[float | None, float | None] | None:
 
 
 def bundled_dir() -> Path:
-    return Path(plotterd.__file__).resolve().parents[1] / "firmware_profiles"
+    """The shipped profiles: top-level firmware_profiles/, or its copy in a wheel."""
+    return bundled.bundled_dir("firmware_profiles")
 
 
 @dataclass(frozen=True)
