@@ -1,4 +1,8 @@
-"""Render what a simulated plotter drew (pen-down segments in mm) to PNG (opencv) and SVG."""
+"""Render what a simulated plotter drew (pen-down segments in mm) to PNG and SVG.
+
+The PNG is drawn by the shared pen model (:mod:`plotterd.pen`): exact nib width, round caps
+and saturating ink, the same renderer the paper benchmark and the preview use, so what the
+simulated plotter shows is what that pen lays on paper."""
 
 from __future__ import annotations
 
@@ -7,38 +11,56 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from plotterd.pen import DrawingBox, PenModel, RoundNib
+
+
+def _chains(segments, x0: float, y1: float) -> list[np.ndarray]:
+    """Segments (machine mm, +Y up) -> polylines in box mm (origin top-left, y down), joining
+    consecutive segments that continue one another (fewer, longer paths to rasterise)."""
+    paths: list[list[tuple[float, float]]] = []
+    last = None
+    for sx, sy, ex, ey in segments:
+        a = (sx - x0, y1 - sy)
+        b = (ex - x0, y1 - ey)
+        if last is not None and last == (sx, sy):
+            paths[-1].append(b)
+        else:
+            paths.append([a, b])
+        last = (ex, ey)
+    return [np.asarray(p, dtype=np.float64) for p in paths]
+
 
 def render_segments(segments, bounds, path: str | Path, *, px_per_mm: float = 4.0,
-                    pen_width_mm: float = 0.5) -> list[Path]:
+                    pen: PenModel | None = None, pen_width_mm: float = 0.5,
+                    supersample: int = 4) -> list[Path]:
     """Write ``<path>.png`` and ``<path>.svg`` (whatever suffix ``path`` has) and return both.
+
+    ``pen`` draws the PNG (its ``nib_mm`` is the SVG's stroke width); without one, a
+    :class:`~plotterd.pen.RoundNib` of ``pen_width_mm`` (the older keyword) does.
 
     The view is from above the bed with machine +Y pointing up the image (y_max at the top),
     as G-code senders show it; the G-code stage has already mapped the page's origin corner
     and axis inversion into machine coordinates, so the page appears the right way up."""
+    pen = pen if pen is not None else RoundNib(nib_mm=float(pen_width_mm))
     path = Path(path)
     base = path.with_suffix("") if path.suffix.lower() in (".png", ".svg") else path
     base.parent.mkdir(parents=True, exist_ok=True)
     x0, y0, x1, y1 = bounds
-    w = max(1, int(round((x1 - x0) * px_per_mm)))
-    h = max(1, int(round((y1 - y0) * px_per_mm)))
-    img = np.full((h, w), 255, np.uint8)
-    thick = max(1, int(round(pen_width_mm * px_per_mm)))
-    shift = 4  # sub-pixel precision for cv2.line
-    scale = px_per_mm * (1 << shift)
-    for sx, sy, ex, ey in segments:
-        p = (int(round((sx - x0) * scale)), int(round((y1 - sy) * scale)))
-        q = (int(round((ex - x0) * scale)), int(round((y1 - ey) * scale)))
-        cv2.line(img, p, q, 0, thick, cv2.LINE_AA, shift)
+    box = DrawingBox(x1 - x0, y1 - y0)
+    grey = pen.render(_chains(segments, x0, y1), box, px_per_mm, supersample=supersample)
+    img = np.clip(np.round(grey * 255.0), 0, 255).astype(np.uint8)
     png = base.with_suffix(".png")
     if not cv2.imwrite(str(png), img):
         raise OSError(f"{png}: cannot write PNG")
     svg = base.with_suffix(".svg")
+    width = pen.nib_mm
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{x1 - x0:g}mm" '
         f'height="{y1 - y0:g}mm" viewBox="{x0:g} {y0:g} {x1 - x0:g} {y1 - y0:g}">',
-        # flip y about the bed's centre so machine +Y points up, as in the PNG
+        # flip y about the bed's centre so machine +Y points up, as in the PNG; the group's
+        # opacity (not each stroke's) keeps crossings saturated, as the pen model's ink is
         f'<g transform="matrix(1 0 0 -1 0 {y0 + y1:g})" fill="none" stroke="black" '
-        f'stroke-width="{pen_width_mm:g}" stroke-linecap="round">',
+        f'opacity="{pen.darkness:g}" stroke-width="{width:g}" stroke-linecap="round">',
     ]
     for sx, sy, ex, ey in segments:
         parts.append(f'<line x1="{sx:.3f}" y1="{sy:.3f}" x2="{ex:.3f}" y2="{ey:.3f}"/>')
