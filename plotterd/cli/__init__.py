@@ -23,6 +23,7 @@ _COMMAND_MODULES = {
     "plotterd.cli.machine_cmd": ["plot", "sim"],
     "plotterd.cli.service_cmd": [
         "run", "jobs", "job", "pause", "resume", "cancel", "capture", "submit",
+        "status", "paper-changed", "pen-continue", "origin", "ctl",
     ],
 }
 

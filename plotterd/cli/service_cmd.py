@@ -45,14 +45,20 @@ def _fmt_job(j: dict) -> str:
     return f"{j['id']:>5}  {j['state']:<12} {stage:<10} {pct}  {j['name']}{err}"
 
 
+def _plotter_line(st: dict) -> str:
+    p = st["plotter"]
+    return f"plotter: {p['state']}: {p['message']}"
+
+
 @click.command()
 @click.option("--state", help="only these states (comma-separated)")
 @click.option("--limit", default=50, show_default=True)
 @client_options
 def jobs(state, limit, url, token, config):
-    """List the daemon's jobs, newest first."""
+    """List the daemon's jobs, newest first (after a line saying what the plotter does)."""
     c = _client(url, token, config)
     params = {"limit": limit, **({"state": state} if state else {})}
+    click.echo(_plotter_line(c.get("/api/status")))
     rows = c.get("/jobs", params=params)
     if not rows:
         click.echo("no jobs")
@@ -164,3 +170,111 @@ def submit(image, pipeline, options, wait, url, token, config):
     if wait:
         _follow(c, j["id"])
         click.echo(_fmt_job(c.get(f"/jobs/{j['id']}")))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+@client_options
+def status(as_json, url, token, config):
+    """What the plotter does or waits for (paper, plotter, pen change, origin), and the jobs."""
+    import json
+
+    st = _client(url, token, config).get("/api/status")
+    if as_json:
+        click.echo(json.dumps(st, indent=1))
+        return
+    p, paper = st["plotter"], st["paper"]
+    click.echo(_plotter_line(st))
+    pos = p["position"]
+    where = "unknown" if pos is None else ", ".join(f"{v:g}" for v in pos)
+    click.echo(f"  port {p['port']} ({'connected' if p['connected'] else 'not connected'}), "
+               f"position {where}{'' if p['position_known'] else ' (not known)'}")
+    sheet = "fresh sheet" if paper["ready"] else f"sheet used by job {paper['job']}"
+    click.echo(f"  paper: {paper['mode']}, {sheet}")
+    click.echo("  jobs: " + (", ".join(f"{n} {k}" for k, n in sorted(st["jobs"].items()))
+                             or "none"))
+
+
+@click.command("paper-changed")
+@client_options
+def paper_changed(url, token, config):
+    """Confirm that a fresh sheet is in: the next job may start."""
+    st = _client(url, token, config).post("/api/paper/changed")
+    click.echo(_plotter_line(st))
+
+
+@click.command("pen-continue")
+@client_options
+def pen_continue(url, token, config):
+    """The pen is changed: the job waiting at its pen change (M0) goes on."""
+    st = _client(url, token, config).post("/api/pen/continue")
+    click.echo(_plotter_line(st))
+
+
+def _machine(url, token, config, action: str, **body) -> None:
+    c = _client(url, token, config)
+    r = c.post(f"/api/machine/{action}", **({"json": body} if body else {}))
+    resumed = (r.get("result") or {}).get("resumed") if isinstance(r.get("result"), dict) \
+        else None
+    if resumed:
+        click.echo(f"job(s) {', '.join(map(str, resumed))} resume from their stroke")
+    click.echo(_plotter_line(r))
+
+
+@click.command()
+@client_options
+def origin(url, token, config):
+    """Confirm that the pen is at the origin (0, 0); a job interrupted because the position
+    was lost resumes from its stroke."""
+    _machine(url, token, config, "origin")
+
+
+@click.group()
+def ctl():
+    """The daemon's plotter, between jobs (refused while a job plots; moves bounds-checked)."""
+
+
+def _ctl_command(name: str, action: str, doc: str):
+    @client_options
+    def cmd(url, token, config):
+        _machine(url, token, config, action)
+
+    cmd.__doc__ = doc
+    ctl.command(name)(cmd)
+
+
+for _name, _doc in (("pen-up", "Lift the pen."), ("pen-down", "Lower the pen."),
+                    ("home", "Home the machine (re-establishes the position)."),
+                    ("origin", "Confirm that the pen is at the origin (0, 0)."),
+                    ("motors-off", "Switch the stepper motors off (move the head by hand).")):
+    _ctl_command(_name, _name, _doc)
+
+
+@ctl.command()
+@click.argument("dx", type=float)
+@click.argument("dy", type=float)
+@client_options
+def jog(dx, dy, url, token, config):
+    """Move the head by DX, DY mm (refused beyond the machine's bounds)."""
+    _machine(url, token, config, "jog", dx=dx, dy=dy)
+
+
+@ctl.command()
+@click.argument("line")
+@client_options
+def send(line, url, token, config):
+    """Send one G-code line (moves bounds-checked)."""
+    _machine(url, token, config, "send", line=line)
+
+
+@ctl.command()
+@client_options
+def ports(url, token, config):
+    """The serial ports the daemon's machine sees."""
+    rows = _client(url, token, config).get("/api/machine/ports")
+    if not rows:
+        click.echo("no serial ports")
+    for p in rows:
+        by_id = p.get("by_id")
+        click.echo(f"{p.get('device')}  {p.get('description') or ''}"
+                   + (f"  ({by_id})" if by_id else ""))

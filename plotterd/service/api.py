@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 
 from plotterd import __version__
 from plotterd.errors import PlotterdError
+from plotterd.service.api_machine import install as install_machine_api
 from plotterd.service.camera import CameraError
 
 if TYPE_CHECKING:
@@ -174,6 +175,7 @@ def make_app(daemon: Daemon) -> FastAPI:
     def plotter() -> dict[str, Any]:
         return daemon.status()
 
+    install_machine_api(app, daemon, guarded)  # /api/status, paper, pen, machine controls
     return app
 
 

@@ -19,6 +19,11 @@ Example (all keys, with their defaults)::
       baudrate: 115200
       sim_speed: scaled:20               # simulator speed: instant | scaled:<factor> | realtime
       auto_resume: null                  # resume an interrupted plot by itself (null: dry-run only)
+      paper: null                        # manual: wait for "paper changed" after each job;
+                                         # auto / roll: no wait (null: auto in dry-run, else manual)
+      paper_trigger_file: null           # touching it confirms "paper changed"
+                                         # (null: <state_dir>/paper-changed)
+      reconnect_s: 2.0                   # retry an absent plotter this often (jobs wait)
     page: {paper: a4, orientation: auto, margin_mm: 10}
     optimiser: {device: auto, threads: 1, checkpoint_every: 25, iterations: null, seed: null,
                 timeout_s: null, stall_s: 600}
@@ -50,6 +55,8 @@ from plotterd.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OBSERVERS = ("auto", "inotify", "polling")
+# manual: a sheet per job, confirmed by the user; auto / roll: the next job starts at once
+PAPER_MODES = ("manual", "auto", "roll")
 
 
 @dataclass
@@ -59,6 +66,9 @@ class PlotterConfig:
     baudrate: int = 115200
     sim_speed: str = "scaled:20"
     auto_resume: bool | None = None
+    paper: str | None = None
+    paper_trigger_file: str | None = None
+    reconnect_s: float = 2.0
 
 
 @dataclass
@@ -156,6 +166,18 @@ class Config:
         return self.plotter.auto_resume
 
     @property
+    def paper_mode(self) -> str:
+        """manual (wait for a new sheet after each job) or auto (no wait; also roll)."""
+        mode = self.plotter.paper or ("auto" if self.dry_run else "manual")
+        return "auto" if mode == "roll" else mode
+
+    @property
+    def paper_trigger(self) -> Path:
+        if self.plotter.paper_trigger_file:
+            return Path(self.plotter.paper_trigger_file)
+        return self.state_dir / "paper-changed"
+
+    @property
     def jobs_dir(self) -> Path:
         return self.state_dir / "jobs"
 
@@ -244,6 +266,15 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     _check_speed(cfg.plotter.sim_speed, source)
     if cfg.plotter.auto_resume is not None and not isinstance(cfg.plotter.auto_resume, bool):
         raise ConfigError("plotter.auto_resume", "must be true, false or null", source)
+    if cfg.plotter.paper is not None:
+        if cfg.plotter.paper == "layout":
+            raise ConfigError("plotter.paper", "layout (several jobs on one sheet) is not "
+                              "implemented; use manual, auto or roll", source)
+        v.choice(cfg.plotter.paper, "plotter.paper", PAPER_MODES)
+    if cfg.plotter.paper_trigger_file is not None:
+        cfg.plotter.paper_trigger_file = str(v.path(cfg.plotter.paper_trigger_file,
+                                                    "plotter.paper_trigger_file"))
+    v.positive(cfg.plotter.reconnect_s, "plotter.reconnect_s")
 
     cfg.page = v.section(top.get("page"), "page", PageConfig)
     v.string(cfg.page.paper, "page.paper")

@@ -94,6 +94,75 @@ def new_control():
     return StreamControl()
 
 
+def has_plotter() -> bool:
+    """Whether the machine stage offers a connection kept open between jobs (Plotter)."""
+    import plotterd.machine as machine
+
+    return hasattr(machine, "Plotter")
+
+
+def connect_plotter(port: str, profile: str, baudrate: int):
+    """Open ``port`` and connect to the firmware of ``profile``; the Plotter stays open
+    (reopening a port resets Arduino-based boards)."""
+    from plotterd.gcode import load_profile
+    from plotterd.machine import Plotter
+
+    plotter = Plotter(port, load_profile(profile), baudrate=baudrate)
+    plotter.connect()
+    return plotter
+
+
+def sim_plotter(profile: str, sim_speed: str):
+    """A simulated plotter shaped like ``profile`` (dry-run machine commands)."""
+    from plotterd.gcode import load_profile
+    from plotterd.machine import Plotter
+
+    prof = load_profile(profile)
+    header = {"bounds": list(prof.bounds), "pen_down": list(prof.pen.down_commands)}
+    plotter = Plotter(sim_url(prof.firmware, sim_speed, header=header), prof)
+    plotter.connect()
+    return plotter
+
+
+def list_ports() -> list[dict[str, Any]]:
+    """Serial ports found (pyserial), each with its stable /dev/serial/by-id name if any."""
+    import os
+
+    import plotterd.machine as machine
+
+    if hasattr(machine, "list_ports"):
+        return jsonable(machine.list_ports())
+    from serial.tools import list_ports as lp
+
+    by_id: dict[str, str] = {}
+    folder = "/dev/serial/by-id"
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            link = os.path.join(folder, name)
+            by_id[os.path.realpath(link)] = link
+    return [{"device": p.device, "by_id": by_id.get(os.path.realpath(p.device)),
+             "description": p.description, "hwid": p.hwid} for p in lp.comports()]
+
+
+def _start_stroke(program: Any, start_stroke: int | None) -> int | None:
+    strokes = sorted({ln.stroke for ln in program.lines if ln.stroke is not None})
+    if start_stroke is not None and strokes and start_stroke not in strokes:
+        # resuming past the last stroke recorded: redraw from the next one that exists
+        later = [s for s in strokes if s >= start_stroke]
+        start_stroke = later[0] if later else strokes[-1]
+    return start_stroke
+
+
+def plot_on(plotter: Any, gcode_path: Path, *, start_stroke: int | None,
+            progress: Callable[[Progress], None], control: Any):
+    """Stream a job's G-code over an open Plotter (a real port); its StreamResult."""
+    from plotterd.gcode.program import Program
+
+    program = Program.load(gcode_path)
+    return plotter.stream(program, start_stroke=_start_stroke(program, start_stroke),
+                          progress=progress, control=control)
+
+
 def plot(gcode_path: Path, port: str | None, *, sim_speed: str, record: Path | None,
          baudrate: int, start_stroke: int | None, progress: Callable[[Progress], None],
          control: Any, render_to: Path | None):
@@ -108,13 +177,9 @@ def plot(gcode_path: Path, port: str | None, *, sim_speed: str, record: Path | N
         port = sim_url(program.firmware, sim_speed, record, header=program.header)
     else:
         render_to = None
-    strokes = sorted({ln.stroke for ln in program.lines if ln.stroke is not None})
-    if start_stroke is not None and strokes and start_stroke not in strokes:
-        # resuming past the last stroke recorded: redraw from the next one that exists
-        later = [s for s in strokes if s >= start_stroke]
-        start_stroke = later[0] if later else strokes[-1]
-    return stream(program, port, baudrate=baudrate, start_stroke=start_stroke,
-                  progress=progress, control=control, render_to=render_to)
+    return stream(program, port, baudrate=baudrate,
+                  start_stroke=_start_stroke(program, start_stroke), progress=progress,
+                  control=control, render_to=render_to)
 
 
 def jsonable(obj: Any) -> Any:

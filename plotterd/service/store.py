@@ -27,7 +27,8 @@ from typing import Any
 
 from plotterd.errors import PlotterdError
 
-SCHEMA_VERSION = 1
+# 2: the ``settings`` table (daemon state that outlives a restart: the paper)
+SCHEMA_VERSION = 2
 
 STATES = (
     "claiming", "queued", "optimising", "vectorised", "plotting",
@@ -73,6 +74,11 @@ CREATE TABLE IF NOT EXISTS events (
     at REAL NOT NULL,
     state TEXT NOT NULL,
     message TEXT
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,            -- JSON
+    updated REAL NOT NULL
 );
 """
 
@@ -184,6 +190,18 @@ class JobStore:
             "SELECT at, state, message FROM events WHERE job = ? ORDER BY id", (job_id,)
         ).fetchall()
         return [dict(r) for r in rows]
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """A daemon setting kept across restarts (JSON value), ``default`` when unset."""
+        row = self._conn().execute("SELECT value FROM settings WHERE key = ?",
+                                   (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT INTO settings (key, value, updated) VALUES (?, ?, ?) "
+                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                      "updated = excluded.updated", (key, json.dumps(value), time.time()))
 
     def counts(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")

@@ -1,4 +1,5 @@
-"""The two workers: the optimiser (one subprocess per job) and the plotter (one port).
+"""The two workers: the optimiser (one subprocess per job, here) and the plotter (one port,
+:mod:`plotterd.service.plotter_worker`).
 
 They overlap: while the plotter draws job N, the optimiser works on job N+1. Both take
 their next job from the store with an atomic compare-and-set, so the state in the
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plotterd import atomic
-from plotterd.errors import PlotterdError
-from plotterd.progress import Progress
-from plotterd.service import stages
+from plotterd.service.plotter_worker import PlotterWorker
+
+__all__ = ["OptimiserWorker", "PlotterWorker"]
 
 if TYPE_CHECKING:
     from plotterd.service.daemon import Daemon
@@ -242,178 +243,3 @@ class OptimiserWorker(threading.Thread):
         except OSError:
             pass
         return f"optimiser process failed (exit {rc}): {tail}".rstrip(": ")
-
-
-class PlotterWorker(threading.Thread):
-    """Streams ready jobs to the one plotter, one at a time, with pause/resume/cancel."""
-
-    def __init__(self, daemon: Daemon):
-        super().__init__(name="plotter", daemon=True)
-        self.d = daemon
-        self.wake = threading.Event()
-        self.current: int | None = None
-        self.control: Any = None
-        self.paused = False
-        self.state = "idle"
-        self.last_error: str | None = None
-        self._lock = threading.Lock()
-
-    # -- control from the API ------------------------------------------------------------
-    def pause(self) -> None:
-        with self._lock:
-            self.paused = True
-            if self.control is not None:
-                self.control.pause()
-        log.info("plotter paused")
-
-    def resume(self) -> None:
-        with self._lock:
-            self.paused = False
-            if self.control is not None:
-                self.control.resume()
-        self.wake.set()
-        log.info("plotter resumed")
-
-    def cancel(self) -> int | None:
-        with self._lock:
-            if self.control is None or self.current is None:
-                return None
-            self.control.cancel()
-            return self.current
-
-    def status(self) -> dict[str, Any]:
-        cfg = self.d.cfg
-        return {
-            "port": cfg.plotter.port or f"simulator ({cfg.plotter.sim_speed})",
-            "dry_run": cfg.dry_run, "profile": cfg.plotter.profile,
-            "state": "paused" if self.paused else self.state,
-            "current_job": self.current, "last_error": self.last_error,
-            "stream": getattr(self.control, "state", None),  # the streamer's own state
-        }
-
-    # -- loop ------------------------------------------------------------------------------
-    def run(self) -> None:
-        try:  # import the machine stage now (it is slow to import) rather than at the first job
-            stages.new_control()
-        except Exception:
-            log.exception("the machine stage cannot be imported")
-        while not self.d.stopping.is_set():
-            job = None
-            if not self.paused:
-                try:
-                    job = self.d.store.claim_next("vectorised", "plotting")
-                except Exception:
-                    log.exception("plotter: cannot read the job store")
-            if job is None:
-                self.wake.wait(1.0)
-                self.wake.clear()
-                continue
-            try:
-                self.process(job)
-            except Exception as e:
-                log.exception("job %d: plotter worker error", job["id"])
-                self.d.finish(job["id"], "failed", f"internal error while plotting: {e}",
-                              expect=["plotting"])
-            finally:
-                with self._lock:
-                    self.current, self.control = None, None
-                self.state = "idle"
-
-    def process(self, job: dict) -> None:
-        job_id = job["id"]
-        job_dir = Path(job["dir"])
-        cfg = self.d.cfg
-        gcode = job_dir / (job["artefacts"].get("gcode") or "plot.gcode")
-        start = job["resume_stroke"]
-        render = job_dir / "render.png" if cfg.dry_run else None
-        record = job_dir / "plot.record"
-        if start is None:
-            record.unlink(missing_ok=True)  # a fresh plot starts a fresh drawing
-        control = stages.new_control()
-        with self._lock:
-            self.current, self.control = job_id, control
-            if self.paused:
-                control.pause()
-        self.state = "plotting"
-        self.d.store.update(job_id, plot_attempts=job["plot_attempts"] + 1, stage="plot",
-                            progress=0.0)
-        log.info("job %d: plotting%s", job_id, f" from stroke {start}" if start else "")
-        last = [0.0]
-        ckpt: dict[str, Any] = {}
-
-        def report(p: Progress) -> None:
-            info = p.info or {}
-            stroke = info.get("stroke")
-            if isinstance(stroke, int):
-                ckpt["last_acked_stroke"] = stroke
-            done_stroke = info.get("completed_stroke")
-            if isinstance(done_stroke, int):
-                ckpt["last_completed_stroke"] = done_stroke
-            now = time.monotonic()
-            if now - last[0] < 0.5 and p.done < p.total:
-                return
-            last[0] = now
-            data = stages.jsonable({k: v for k, v in info.items()
-                                    if isinstance(v, (int, float, str))})
-            data.update(done=p.done, total=p.total, eta_s=p.eta_s)
-            self.d.store.progress(job_id, "plot", p.fraction, data, **ckpt)
-
-        if cfg.dry_run:
-            port = None
-        else:
-            port = cfg.plotter.port
-        try:
-            result = stages.plot(gcode, port, sim_speed=cfg.plotter.sim_speed,
-                                 record=record, baudrate=cfg.plotter.baudrate,
-                                 start_stroke=start, progress=report, control=control,
-                                 render_to=render)
-        except (PlotterdError, OSError) as e:
-            # stream() raises only for a program it cannot send (an unreadable G-code file, a
-            # line too long for the firmware): a resume would fail the same way
-            self.last_error = str(e)
-            self._end(job, "failed", f"plotter: {e}", ckpt)
-            return
-        status = getattr(result, "status", "failed")
-        if status == "failed" and not getattr(result, "connected", True):
-            # the plotter could not be reached (off, unplugged) and nothing was sent: the
-            # paper may hold part of the drawing, so keep the job resumable
-            status = "interrupted"
-        for key in ("last_acked_stroke", "last_completed_stroke"):
-            val = getattr(result, key, None)
-            if val is not None:
-                ckpt[key] = val
-        artefacts = dict(job["artefacts"])
-        if render is not None and render.exists():
-            artefacts["render"] = render.name
-        if record.exists():
-            artefacts["record"] = record.name
-        ckpt["artefacts"] = artefacts
-        ckpt["stats"] = {**job["stats"], "plot": stages.jsonable({
-            k: getattr(result, k) for k in ("lines_acked", "lines_executed", "elapsed_s")
-            if hasattr(result, k)})}
-        if status == "cancelled" and self.d.stopping.is_set():
-            status = "interrupted"  # a shutdown, not a user's cancel: resumable
-        if status == "interrupted" and getattr(result, "resume_stroke", None) is not None:
-            ckpt["resume_stroke"] = result.resume_stroke
-        if status == "interrupted" and getattr(result, "resume_stroke", 1) is None \
-                and ckpt.get("last_completed_stroke") is not None:
-            status = "done"  # every stroke was drawn; only the closing moves were lost
-        error = getattr(result, "error", None)
-        if status != "done":
-            self.last_error = error or status
-        self._end(job, status, error, ckpt)
-
-    def _end(self, job: dict, status: str, error: str | None, fields: dict[str, Any]) -> None:
-        job_id = job["id"]
-        if status == "interrupted":
-            if fields.get("resume_stroke") is None:
-                done = fields.get("last_completed_stroke", job["last_completed_stroke"])
-                fields["resume_stroke"] = 0 if done is None else done + 1
-            self.d.store.transition(job_id, "interrupted", expect=["plotting"],
-                                    message=error or "plot interrupted", error=error, **fields)
-            log.warning("job %d: plot interrupted (resume from stroke %d)", job_id,
-                        fields["resume_stroke"])
-            return
-        if status not in ("done", "cancelled", "failed"):
-            status, error = "failed", error or f"plot ended with status {status!r}"
-        self.d.finish(job_id, status, error, expect=["plotting"], **fields)

@@ -121,23 +121,44 @@ def test_a_dead_worker_thread_ends_the_daemon_with_an_error(cfg):
     assert d.stopping.is_set() and not d.optimiser.is_alive()
 
 
-def test_an_unreachable_plotter_keeps_the_job_resumable(cfg):
-    # a plotter switched off or unplugged: nothing was sent, so a resumed job keeps its
-    # resume point (failing it would leave only a replot from stroke 0 over the drawing)
-    cfg.plotter.port = "/dev/does-not-exist-plotter"
+def test_jobs_wait_for_a_plotter_that_is_not_there_and_start_when_it_appears(cfg, tmp_path):
+    # a plotter switched off or unplugged: the jobs wait (they used to become interrupted
+    # within seconds) and start when its /dev/serial/by-id name appears
+    from plotterd.machine.sim.pty_server import PtyServer
+
+    by_id = tmp_path / "by-id" / "usb-Arduino_Uno_sim-if00"
+    by_id.parent.mkdir()
+    cfg.plotter.port = str(by_id)
+    cfg.plotter.paper = "auto"
+    cfg.plotter.reconnect_s = 0.2
     d = Daemon(cfg)
-    fresh = _vectorised_job(d, 4)
-    resumed = _vectorised_job(d, 4)
+    fresh = _vectorised_job(d, 3)
+    resumed = _vectorised_job(d, 3)
     d.store.update(resumed["id"], resume_stroke=2, last_completed_stroke=1)
     d.plotter.start()
+    server = PtyServer("sim://grbl?speed=instant&bounds=0,0,300,200")
     try:
-        for job, start in ((fresh, 0), (resumed, 2)):
-            j = wait_for(lambda job=job: (x := d.store.get(job["id"]))["state"]
-                         not in ("vectorised", "plotting") and x, 30)
-            assert j["state"] == "interrupted" and j["resume_stroke"] == start, j
-            assert "cannot open" in j["error"]
+        wait_for(lambda: d.plotter.status()["state"] == "waiting_for_plotter", 10)
+        import time
+
+        time.sleep(1.5)
+        st = d.plotter.status()
+        assert st["state"] == "waiting_for_plotter" and not st["connected"], st
+        assert st["message"].startswith(f"waiting for plotter {by_id}"), st
+        for job in (fresh, resumed):
+            assert d.store.get(job["id"])["state"] == "vectorised"
+        by_id.symlink_to(server.start())  # plugged in: udev makes the by-id link
+        for job in (fresh, resumed):
+            j = wait_for(lambda job=job: (x := d.store.get(job["id"]))["state"] == "done"
+                         and x, 30)
+            assert j["error"] is None
     finally:
         d.stopping.set()
+        d.plotter.join(10)
+        server.stop()
+    # the fresh job drew its 3 squares, the resumed one strokes 2.. only
+    assert len(server.sim.segments) == 4 * 3 + 4 * 1
+    assert not server.sim.out_of_bounds
 
 
 def test_a_program_that_cannot_be_streamed_fails_the_job(cfg):
