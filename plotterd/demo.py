@@ -49,7 +49,7 @@ def prepare(root: Path, port: int, pipeline: Path, sim_speed: str) -> Path:
         "state_dir: state\n"
         "inbox: inbox\n"
         f"pipeline: {pipeline}\n"
-        "plotter: {port: null, sim_speed: '" + sim_speed + "'}\n"
+        "plotter: {port: null, paper: auto, sim_speed: '" + sim_speed + "'}\n"
         "optimiser: {threads: 2, checkpoint_every: 25}\n"
         "intake: {stable_s: 0.5, scan_interval_s: 0.5}\n"
         f"api: {{bind: 127.0.0.1, port: {port}}}\n"
