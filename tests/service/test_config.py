@@ -51,6 +51,12 @@ def test_full_file_relative_paths(tmp_path):
     ({"camera": {"clahe": {"clip": 2}}}, "camera.clahe.clip"),
     ({"camera": {"source": True}}, "camera.source"),
     ({"plotter": {"sim_speed": "fast"}}, "plotter.sim_speed"),
+    ({"plotter": {"paper": "sheets"}}, "plotter.paper"),
+    ({"plotter": {"paper": "layout"}}, "plotter.paper"),  # not implemented: said so
+    ({"plotter": {"paper": True}}, "plotter.paper"),
+    ({"plotter": {"reconnect_s": 0}}, "plotter.reconnect_s"),
+    ({"plotter": {"paper_trigger_file": ""}}, "plotter.paper_trigger_file"),
+    ({"plotter": {"papr": "auto"}}, "plotter.papr"),
     ({"pipelines": {"done": "tiny"}}, "pipelines.done"),
     ({"optimiser": {"threads": 0}}, "optimiser.threads"),
     ({"page": {"orientation": "diagonal"}}, "page.orientation"),
