@@ -85,9 +85,9 @@ class RoundNib:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.nib_mm) and 0.01 <= self.nib_mm <= 20):
-            raise ConfigError(f"pen.nib_mm: must be within [0.01, 20] mm, got {self.nib_mm}")
+            raise ConfigError("pen.nib_mm", f"must be within [0.01, 20] mm, got {self.nib_mm}")
         if not (math.isfinite(self.darkness) and 0 < self.darkness <= 1):
-            raise ConfigError(f"pen.darkness: must be within (0, 1], got {self.darkness}")
+            raise ConfigError("pen.darkness", f"must be within (0, 1], got {self.darkness}")
 
     def raster_width_px(self, px_per_mm: float) -> float:
         return self.nib_mm * px_per_mm
@@ -145,44 +145,44 @@ def pen_from_dict(d: dict[str, Any] | None, key: str = "pen") -> RoundNib:
     d = dict(d or {})
     model = d.pop("model", "round")
     if model != "round":
-        raise ConfigError(f"{key}.model: unknown pen model {model!r} (known: round)")
+        raise ConfigError(f"{key}.model", f"unknown pen model {model!r} (known: round)")
     allowed = {"nib_mm", "darkness"}
     for k in d:
         if k not in allowed:
-            raise ConfigError(f"{key}.{k}: unknown key (known: {', '.join(sorted(allowed))})")
+            raise ConfigError(f"{key}.{k}", f"unknown key (known: {', '.join(sorted(allowed))})")
     values = {}
     for k in allowed & d.keys():
         v = d[k]
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ConfigError(f"{key}.{k}: must be a number, got {v!r}")
+            raise ConfigError(f"{key}.{k}", f"must be a number, got {v!r}")
         values[k] = float(v)
     try:
         return RoundNib(**values)
     except ConfigError as e:
-        raise ConfigError(str(e).replace("pen.", f"{key}.", 1)) from None
+        raise ConfigError(e.key.replace("pen", key, 1), e.message) from None
 
 
 def box_from_dict(d: Any, aspect: float | None = None, key: str = "page") -> DrawingBox:
     """``{width_mm, height_mm}``; either may be left out and follow the picture's aspect
     (width / height)."""
     if not isinstance(d, dict):
-        raise ConfigError(f"{key}: must be a mapping with width_mm and/or height_mm")
+        raise ConfigError(key, "must be a mapping with width_mm and/or height_mm")
     for k in d:
         if k not in ("width_mm", "height_mm"):
-            raise ConfigError(f"{key}.{k}: unknown key (known: height_mm, width_mm)")
+            raise ConfigError(f"{key}.{k}", "unknown key (known: height_mm, width_mm)")
     vals: dict[str, float] = {}
     for k in ("width_mm", "height_mm"):
         if k in d:
             v = d[k]
             if isinstance(v, bool) or not isinstance(v, int | float) or not (
                     math.isfinite(v) and 1 <= v <= 5000):
-                raise ConfigError(f"{key}.{k}: must be a number of mm within [1, 5000]")
+                raise ConfigError(f"{key}.{k}", "must be a number of mm within [1, 5000]")
             vals[k] = float(v)
     if not vals:
-        raise ConfigError(f"{key}: give width_mm or height_mm")
+        raise ConfigError(key, "give width_mm or height_mm")
     if len(vals) == 1:
         if aspect is None:
-            raise ConfigError(f"{key}: both width_mm and height_mm are needed here")
+            raise ConfigError(key, "both width_mm and height_mm are needed here")
         if "width_mm" in vals:
             vals["height_mm"] = vals["width_mm"] / aspect
         else:

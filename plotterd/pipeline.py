@@ -19,6 +19,7 @@ import yaml
 
 from plotterd.bundled import bundled_dir
 from plotterd.errors import ConfigError
+from plotterd.pen import RoundNib, pen_from_dict
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -34,7 +35,11 @@ __all__ = [
 DEFAULT_PIPELINE = "lines-blurmse"
 PIPELINES_DIR = bundled_dir("pipelines")  # top-level pipelines/, or its copy in a wheel
 COMPOSITIONS = ("softor", "over", "smoothmax")
+# strokes drawn at random; the structure-following starts (streamlines ...) are registered
+# in plotterd.draw.inits and make their own strokes (`count: auto`)
 INITS = ("uniform", "dark")
+STRUCTURE_INITS = ("streamlines",)
+AUTO_COUNT = 0  # StrokeSpec.count of a group whose strokes the init strategy makes
 PARAMETRISATIONS = ("clamp", "sigmoid")
 
 
@@ -53,6 +58,44 @@ class StrokeSpec:
     color: list[float] | None = None
     learn_color: bool = False
     parametrisation: str = "clamp"  # of learned grey/colour: "clamp" or "sigmoid"
+
+
+@dataclass
+class Page:
+    """The drawing's size on paper; the working canvas follows at 1 px = 1 nib width."""
+
+    width_mm: float | None = None
+    height_mm: float | None = None
+    long_side_mm: float | None = None
+
+    def canvas_size(self, src_h: int, src_w: int, nib_mm: float) -> tuple[int, int]:
+        """(H, W) of the working canvas for a source of src_h x src_w pixels."""
+        aspect = src_w / src_h
+        if self.long_side_mm is not None:
+            long_px = self.long_side_mm / nib_mm
+            h, w = (long_px / aspect, long_px) if aspect >= 1 else (long_px, long_px * aspect)
+        elif self.width_mm is not None and self.height_mm is not None:
+            h, w = self.height_mm / nib_mm, self.width_mm / nib_mm
+        elif self.width_mm is not None:
+            w = self.width_mm / nib_mm
+            h = w / aspect
+        else:
+            h = float(self.height_mm) / nib_mm
+            w = h * aspect
+        return max(8, round(h)), max(8, round(w))
+
+
+@dataclass
+class Ink:
+    """Caps on the amount of line (0 = no cap), and the motion figures plot time uses."""
+
+    max_length_m: float = 0.0
+    max_plot_minutes: float = 0.0
+    max_strokes: int = 0
+    draw_speed_mm_s: float = 40.0
+    travel_speed_mm_s: float = 80.0
+    pen_lift_s: float = 0.3
+    tone_gamma: float = 1.0  # darkness ** gamma is the tone to lay
 
 
 @dataclass
@@ -89,7 +132,20 @@ class Pipeline:
     # gone can leave the picture instead of sticking to its border; the vector stage clips
     # every stroke to the canvas
     canvas_margin_px: float = 3.0
+    # the paper and the pen: with `page`, the canvas is the drawing's box at 1 px = 1 nib
+    page: Page | None = None
+    pen: dict[str, Any] = field(default_factory=lambda: RoundNib().to_dict())
+    ink: Ink = field(default_factory=Ink)
+    init_options: dict[str, Any] = field(default_factory=dict)  # for structure inits
+    keep_best: bool = True  # end on the lowest-loss iterate (never worse than the start)
+    # weight of a penalty on polylines' bends (mean squared second difference, px^2), so
+    # refined lines stay smooth instead of wiggling (a wiggle is ink and plot time)
+    smoothness: float = 0.0
     source: str | None = field(default=None, compare=False)  # file it came from
+
+    @property
+    def pen_model(self) -> RoundNib:
+        return pen_from_dict(self.pen)
 
     @property
     def loss_type(self) -> str:
@@ -106,6 +162,14 @@ class Pipeline:
                 s.pop("max_width_px")
         if d["coarse_to_fine"] is None:
             d["coarse_to_fine"] = False
+        for s in d["strokes"]:
+            if s["count"] == AUTO_COUNT:
+                s["count"] = "auto"
+        if d["page"] is None:
+            d.pop("page")
+        else:
+            d.pop("resolution")
+            d["page"] = {k: v for k, v in d["page"].items() if v is not None}
         return d
 
 
@@ -192,7 +256,10 @@ def _stroke_spec(v: _V, raw: Any, key: str, channels: int) -> StrokeSpec:
     kind = v.choice(d["kind"], f"{key}.kind", tuple(KINDS))
     if "count" not in d:
         raise v.err(f"{key}.count", "missing")
-    count = v.integer(d["count"], f"{key}.count", 1, 1_000_000)
+    if d["count"] == "auto":
+        count = AUTO_COUNT  # the init strategy decides (checked in pipeline_from_dict)
+    else:
+        count = v.integer(d["count"], f"{key}.count", 1, 1_000_000)
     fixed = KINDS[kind]
     min_k = {"polyline": 2, "catmull_rom": 4}.get(kind, fixed)
     if "control_points" in d:
@@ -276,6 +343,34 @@ def pipeline_from_dict(
     if width is not None:
         width = v.integer(width, "resolution.width", 8, 8192)
 
+    page = _page(v, d.get("page"))
+    pen = d.get("pen", defaults.pen)
+    try:
+        pen = pen_from_dict(v.mapping(pen, "pen")).to_dict()
+    except ConfigError as e:
+        raise ConfigError(e.key, e.message, source) from e
+    if page is not None and "resolution" in d:
+        raise v.err("resolution", "follows from page and pen.nib_mm; give one or the other")
+    ink = _ink(v, d.get("ink", {}))
+    init = v.choice(d.get("init", defaults.init), "init", INITS + STRUCTURE_INITS)
+    init_options = v.mapping(d.get("init_options", {}), "init_options")
+    auto = [i for i, s in enumerate(strokes) if s.count == AUTO_COUNT]
+    if init in STRUCTURE_INITS:
+        if len(strokes) != 1 or not auto or strokes[0].kind != "polyline":
+            raise v.err("strokes", f"init {init} makes its own strokes: give one group "
+                                   "`{kind: polyline, count: auto}`")
+        from plotterd.draw.inits import check_init_options
+
+        try:
+            init_options = check_init_options(init, init_options)
+        except ConfigError as e:
+            raise ConfigError(e.key, e.message, source) from e
+    elif auto:
+        raise v.err(f"strokes[{auto[0]}].count", f"`auto` needs a structure init "
+                                               f"({', '.join(STRUCTURE_INITS)}), not {init}")
+    elif init_options:
+        raise v.err("init_options", f"init {init} takes no options")
+
     ctf_raw = d.get("coarse_to_fine", False)
     ctf: CoarseToFine | None = None
     if ctf_raw is True:
@@ -308,7 +403,13 @@ def pipeline_from_dict(
         lr=v.number(get("lr"), "lr", positive=True),
         width_lr=v.number(get("width_lr"), "width_lr", positive=True),
         ink_lr=v.number(get("ink_lr"), "ink_lr", positive=True),
-        init=v.choice(get("init"), "init", INITS),
+        init=init,
+        init_options=init_options,
+        page=page,
+        pen=pen,
+        ink=ink,
+        keep_best=v.boolean(get("keep_best"), "keep_best"),
+        smoothness=v.number(get("smoothness"), "smoothness", 0.0, 1e6),
         init_spread=v.number(get("init_spread"), "init_spread", 0.0, 2.0),
         seed=v.integer(get("seed"), "seed", 0, 2**63 - 1),
         reinit=v.boolean(get("reinit"), "reinit"),
@@ -322,6 +423,34 @@ def pipeline_from_dict(
         canvas_margin_px=v.number(get("canvas_margin_px"), "canvas_margin_px", 0.0, 1000.0),
         source=source,
     )
+
+
+def _page(v: _V, raw: Any) -> Page | None:
+    if raw is None:
+        return None
+    d = v.mapping(raw, "page")
+    v.known(d, {"width_mm", "height_mm", "long_side_mm"}, "page.")
+    vals = {k: v.number(x, f"page.{k}", 1.0, 5000.0) for k, x in d.items()}
+    if not vals:
+        raise v.err("page", "give long_side_mm, or width_mm and/or height_mm")
+    if "long_side_mm" in vals and len(vals) > 1:
+        raise v.err("page.long_side_mm", "give it alone, or width_mm and/or height_mm")
+    return Page(**vals)
+
+
+def _ink(v: _V, raw: Any) -> Ink:
+    d = v.mapping(raw, "ink")
+    fields = Ink.__dataclass_fields__
+    v.known(d, set(fields), "ink.")
+    out = Ink()
+    for k, x in d.items():
+        if k == "max_strokes":
+            out.max_strokes = v.integer(x, "ink.max_strokes", 0, 10_000_000)
+        elif k in ("max_length_m", "max_plot_minutes"):
+            setattr(out, k, v.number(x, f"ink.{k}", 0.0, 1e6))
+        else:
+            setattr(out, k, v.number(x, f"ink.{k}", 0.0, 1e4, positive=k != "pen_lift_s"))
+    return out
 
 
 # ------------------------------------------------------------------------------- loading
@@ -366,7 +495,7 @@ def resolve_pipeline(
 
 # replaced whole by an override: `resolution: {width: 300}` over `{height: 200}` means
 # "300 wide, height from the aspect", not a 300 x 200 canvas
-_REPLACE_WHOLE = {"resolution"}
+_REPLACE_WHOLE = {"resolution", "page"}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -153,10 +153,15 @@ def load_image(
     width: int | None = None,
     channels: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    size=None,
 ) -> torch.Tensor:
-    """Read ``path`` and resize it (INTER_AREA) to the working size; (1, C, H, W) float32."""
+    """Read ``path`` and resize it (INTER_AREA) to the working size; (1, C, H, W) float32.
+    ``size(src_h, src_w) -> (H, W)``, when given, chooses the working size instead."""
     rgb = read_image(path, max_pixels=max_pixels)
-    h, w = working_size(rgb.shape[0], rgb.shape[1], height, width)
+    if size is not None:
+        h, w = size(rgb.shape[0], rgb.shape[1])
+    else:
+        h, w = working_size(rgb.shape[0], rgb.shape[1], height, width)
     if (h, w) != rgb.shape[:2]:
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     if channels == 1:
@@ -171,10 +176,13 @@ def load_image(
 
 def load_target(path: str | Path, pipeline: Pipeline) -> torch.Tensor:
     """The pipeline's target: ``path`` at ``pipeline.resolution`` with ``pipeline.channels``."""
-    return load_image(
-        path,
-        height=pipeline.height,
-        width=pipeline.width,
-        channels=pipeline.channels,
-        max_pixels=int(pipeline.max_input_megapixels * 1_000_000),
-    )
+    size = None
+    if pipeline.page is not None:  # the canvas is the drawing's box at 1 px = 1 nib
+        page, nib = pipeline.page, pipeline.pen_model.nib_mm
+
+        def size(src_h: int, src_w: int) -> tuple[int, int]:
+            return page.canvas_size(src_h, src_w, nib)
+
+    return load_image(path, height=pipeline.height, width=pipeline.width, size=size,
+                      channels=pipeline.channels,
+                      max_pixels=int(pipeline.max_input_megapixels * 1_000_000))

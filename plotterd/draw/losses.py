@@ -51,7 +51,7 @@ class LossSpec:
 
 _REGISTRY: dict[str, LossSpec] = {}
 # modules that register further losses; imported on first use to keep start-up light
-_PLUGIN_MODULES = ("plotterd.draw.perceptual",)
+_PLUGIN_MODULES = ("plotterd.draw.perceptual", "plotterd.draw.paper_loss")
 
 
 def register_loss(

@@ -32,7 +32,7 @@ from plotterd.draw.losses import build_loss, loss_spec
 from plotterd.draw.raster import StrokeBatch, render
 from plotterd.draw.strokes import SIGMA_PER_PIXEL_WIDTH, Canvas, StrokeGroup, Strokes
 from plotterd.errors import ConfigError, InputError, PlotterdError
-from plotterd.pipeline import Pipeline, StrokeSpec
+from plotterd.pipeline import STRUCTURE_INITS, Pipeline, StrokeSpec
 from plotterd.progress import Cancelled, Progress, ProgressCallback
 
 __all__ = ["DrawResult", "optimise", "resolve_device", "CHECKPOINT_VERSION"]
@@ -261,6 +261,64 @@ class _Init:
         return torch.rand((n, 3), generator=self.gen, dtype=torch.float64).float()
 
 
+# control points per polyline of a structure start: a ladder of sizes, so lines of similar
+# length share a group (the rasteriser takes N x K tensors) with little resampling
+_POLYLINE_SIZES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
+                   1024)
+# a structure start's polylines get a control point about every this many pixels
+_POLYLINE_STEP_PX = 1.5
+
+
+def _resample(line, k: int):
+    """``k`` points evenly spaced along the polyline ``line`` (n, 2)."""
+    import numpy as np
+
+    seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] <= 0:
+        return np.repeat(line[:1], k, 0)
+    t = np.linspace(0.0, s[-1], k)
+    return np.stack([np.interp(t, s, line[:, 0]), np.interp(t, s, line[:, 1])], 1)
+
+
+def _structure_groups(pipeline: Pipeline, canvas: Canvas, target: torch.Tensor,
+                      device: torch.device) -> tuple[list[_Group], dict[str, Any]]:
+    """Groups of polylines from the pipeline's structure init, bucketed by length."""
+    import dataclasses
+
+    import numpy as np
+
+    from plotterd.draw.inits import make_start, plot_minutes, polylines_length
+
+    darkness = (1.0 - target.detach().to("cpu", torch.float64).mean(1)[0]).clamp(0, 1).numpy()
+    nib = pipeline.pen_model.nib_mm
+    start = make_start(pipeline.init, darkness, pipeline.init_options, pipeline.ink, nib,
+                       pipeline.seed)
+    buckets: dict[int, list[np.ndarray]] = {}
+    for line in start.lines:
+        length = float(np.linalg.norm(np.diff(line, axis=0), axis=1).sum())
+        want = max(2, math.ceil(length / _POLYLINE_STEP_PX) + 1)
+        k = next((c for c in _POLYLINE_SIZES if c >= want), _POLYLINE_SIZES[-1])
+        buckets.setdefault(k, []).append(_resample(line, k))
+    spec = pipeline.strokes[0]
+    ox, oy = canvas.offset
+    groups = []
+    for k in sorted(buckets):
+        px = torch.tensor(np.stack(buckets[k]), dtype=torch.float64)
+        world = ((px - torch.tensor([ox, oy], dtype=torch.float64)) / canvas.scale).float()
+        sub = dataclasses.replace(spec, count=len(buckets[k]), control_points=k)
+        groups.append(_Group(sub, world.to(device), canvas.scale))
+    info = {
+        "init": pipeline.init,
+        "init_strokes": len(start.lines),
+        "init_ink_mm": round(polylines_length(start.lines) * nib, 1),
+        "ink_needed_mm": round(start.needed_px * nib, 1),
+        "init_plot_minutes": round(plot_minutes(start.lines, nib, pipeline.ink), 2),
+        "tone_scale": round(start.tone_scale, 4),
+    }
+    return groups, info
+
+
 def _make_groups(pipeline: Pipeline, init: _Init, device: torch.device) -> list[_Group]:
     groups = []
     for spec in pipeline.strokes:
@@ -302,6 +360,68 @@ def _reinit_vanished(
                     if key in st:
                         st[key][idx] = 0.0
     return count
+
+
+def _bend_penalty(groups: list[_Group]) -> torch.Tensor:
+    """Mean squared second difference of the polylines' points, in pixels^2."""
+    total, count = None, 0
+    for g in groups:
+        if g.spec.kind != "polyline" or g.points.shape[1] < 3:
+            continue
+        p = g.points * g.scale
+        bend = (p[:, 2:] - 2 * p[:, 1:-1] + p[:, :-2]).pow(2).sum(-1)
+        total = bend.sum() if total is None else total + bend.sum()
+        count += bend.numel()
+    if total is None:
+        return torch.zeros((), device=groups[0].points.device if groups else "cpu")
+    return total / count
+
+
+class _Best:
+    """The lowest-loss parameters seen (losses are measured before each step), so a run
+    never ends above its own start."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.loss = math.inf
+        self.iteration = -1
+        self.params: list[torch.Tensor] | None = None
+        self.used = False
+
+    def offer(self, value: float, it: int, params: list[torch.Tensor]) -> None:
+        if self.enabled and value < self.loss:
+            self.loss, self.iteration = value, it
+            self.params = [p.detach().clone() for p in params]
+
+    def better_than(self, value: float) -> bool:
+        return self.enabled and self.params is not None and self.loss < value
+
+    @torch.no_grad()
+    def apply(self, params: list[torch.Tensor]) -> None:
+        for p, saved in zip(params, self.params or [], strict=True):
+            p.copy_(saved)
+        self.used = True
+
+    def state(self) -> dict[str, Any] | None:
+        if self.params is None:
+            return None
+        return {"loss": self.loss, "iteration": self.iteration,
+                "params": [p.cpu().clone() for p in self.params]}
+
+    def restore(self, st: dict[str, Any] | None) -> None:
+        if st:
+            self.loss, self.iteration = float(st["loss"]), int(st["iteration"])
+            self.params = [p.clone() for p in st["params"]]
+
+
+def _paper_metadata(pipeline: Pipeline, canvas: Canvas) -> dict[str, Any]:
+    """The pen and the drawing's box (1 px = 1 nib) for a pipeline with a page."""
+    if pipeline.page is None:
+        return {}
+    nib = pipeline.pen_model.nib_mm
+    return {"pen": pipeline.pen_model.to_dict(),
+            "page_mm": {"width_mm": round(canvas.width * nib, 3),
+                        "height_mm": round(canvas.height * nib, 3)}}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -368,6 +488,9 @@ def _loss_config(pipeline: Pipeline) -> dict[str, Any]:
     # allow_random_weights is a top-level pipeline key; losses that use it accept it as a param
     if pipeline.allow_random_weights and "allow_random_weights" in loss_spec(cfg["type"]).params:
         cfg["allow_random_weights"] = True
+    # a loss that compares at viewing distance needs the canvas's scale: 1 px = 1 nib
+    if "canvas_px_per_mm" in loss_spec(cfg["type"]).params and not cfg.get("canvas_px_per_mm"):
+        cfg["canvas_px_per_mm"] = 1.0 / pipeline.pen_model.nib_mm
     return cfg
 
 
@@ -421,7 +544,11 @@ def optimise(
 
     gen = torch.Generator(device="cpu").manual_seed(seed)
     init = _Init(pipeline, canvas, tgt_cpu, gen)
-    groups = _make_groups(pipeline, init, dev)
+    start_info: dict[str, Any] = {}
+    if pipeline.init in STRUCTURE_INITS:
+        groups, start_info = _structure_groups(pipeline, canvas, tgt_cpu, dev)
+    else:
+        groups = _make_groups(pipeline, init, dev)
     params = [p for g in groups for p in g.params()]
     param_groups: list[dict[str, Any]] = [
         {"params": [g.points for g in groups], "lr": pipeline.lr, "name": "points"}
@@ -439,6 +566,7 @@ def optimise(
     losses: list[float] = []
     times: list[float] = []
     start_it, elapsed0, reinits = 0, 0.0, 0
+    best = _Best(pipeline.keep_best)
     if ckpt is not None and ckpt.exists():
         st = _load_checkpoint(ckpt, fp)
         with torch.no_grad():
@@ -451,6 +579,7 @@ def optimise(
         losses, times = list(st["losses"]), list(st["times"])
         start_it, elapsed0 = int(st["iteration"]), float(st["elapsed_s"])
         reinits = int(st.get("reinitialised", 0))
+        best.restore(st.get("best"))
 
     def save(it_done: int, elapsed: float) -> None:
         if ckpt is None:
@@ -468,6 +597,7 @@ def optimise(
                 "times": times,
                 "elapsed_s": elapsed,
                 "reinitialised": reinits,
+                "best": best.state(),
             },
         )
 
@@ -488,9 +618,12 @@ def optimise(
         level, loss_fn = (coarse, coarse_loss) if it < switch else (fine, fine_loss)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(draw(level))
+        if pipeline.smoothness > 0:
+            loss = loss + pipeline.smoothness * _bend_penalty(groups)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise PlotterdError(f"optimisation diverged: loss is {value} at iteration {it}")
+        best.offer(value, it, params)
         loss.backward()
         opt.step()
         for g in groups:
@@ -516,9 +649,19 @@ def optimise(
                 raise
     elapsed = elapsed0 + time.perf_counter() - t0
 
+    def objective(image: torch.Tensor) -> float:
+        value = fine_loss(image)
+        if pipeline.smoothness > 0:
+            value = value + pipeline.smoothness * _bend_penalty(groups)
+        return float(value)
+
     with torch.no_grad():
         rendering = draw(fine)
-        final_loss = float(fine_loss(rendering))
+        final_loss = objective(rendering)
+        if best.better_than(final_loss):  # the last steps made it worse: end on the best
+            best.apply(params)
+            rendering = draw(fine)
+            final_loss = objective(rendering)
     strokes = Strokes(
         canvas=canvas,
         groups=[g.snapshot() for g in groups],
@@ -536,6 +679,9 @@ def optimise(
             "final_loss": final_loss,
             "resumed_from_iteration": start_it or None,
             "reinitialised_strokes": reinits,
+            "best_iteration": best.iteration if best.used else None,
+            **start_info,
+            **_paper_metadata(pipeline, canvas),
             "source_image": source,
             "plotterd_version": plotterd.__version__,
             "torch_version": torch.__version__,
