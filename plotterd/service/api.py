@@ -20,6 +20,7 @@ from plotterd import __version__
 from plotterd.errors import PlotterdError
 from plotterd.service.api_machine import install as install_machine_api
 from plotterd.service.camera import CameraError
+from plotterd.service.web import install as install_web
 
 if TYPE_CHECKING:
     from plotterd.service.daemon import Daemon
@@ -176,6 +177,7 @@ def make_app(daemon: Daemon) -> FastAPI:
         return daemon.status()
 
     install_machine_api(app, daemon, guarded)  # /api/status, paper, pen, machine controls
+    install_web(app, daemon, guarded, job_view)  # GET /, its endpoints, the CSRF guard
     return app
 
 

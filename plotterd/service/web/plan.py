@@ -1,0 +1,105 @@
+"""A job's planned drawing for the web page, from its stroke-tagged G-code.
+
+The page draws the plan in grey and, as the plot's progress reports the executed G-code
+line, highlights what has been drawn so far and puts the pen where the last executed move
+left it. So the plan is a *track*: every line that moves X/Y, as ``[line, x, y]`` in the
+order sent, and each stroke as a slice of it (its travel target, where the pen goes down,
+then its drawing moves). A point is drawn once the line that reaches it has executed.
+
+Coordinates are page millimetres (origin top-left, y down, like SVG) when the program's
+firmware profile can be loaded to undo the machine mapping; otherwise machine millimetres
+with y flipped so that +Y points up the screen.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def _to_page(profile: Any, paper: tuple[float, float]):
+    """The inverse of plotterd.gcode.writer.to_machine for one point."""
+    w, h = paper
+    sx = -1.0 if profile.invert_x else 1.0
+    sy = -1.0 if profile.invert_y else 1.0
+
+    def convert(x: float, y: float) -> tuple[float, float]:
+        a = (x - profile.offset_x) * sx
+        b = (y - profile.offset_y) * sy
+        u = w - a if profile.origin.endswith("right") else a
+        v = h - b if profile.origin.startswith("bottom") else b
+        return u, v
+
+    return convert
+
+
+def _frame(header: dict[str, Any], profile_names: list[str]):
+    """(point converter, view box [x, y, w, h], paper-or-machine) for a program header."""
+    from plotterd.errors import PlotterdError
+    from plotterd.gcode import load_profile
+
+    paper = header.get("paper_mm")
+    if isinstance(paper, list) and len(paper) == 2:
+        for name in profile_names:
+            try:
+                profile = load_profile(name)
+            except (PlotterdError, OSError):
+                continue
+            if profile.name == header.get("profile"):
+                w, h = float(paper[0]), float(paper[1])
+                return _to_page(profile, (w, h)), [0.0, 0.0, w, h], "paper"
+    bounds = header.get("bounds") or header.get("drawing_bounds") or [0, 0, 100, 100]
+    x0, y0, x1, y1 = (float(b) for b in bounds)
+    return (lambda x, y: (x, y1 + y0 - y)), [x0, y0, x1 - x0, y1 - y0], "machine"
+
+
+def job_plan(gcode: Path, profile_names: list[str]) -> dict[str, Any]:
+    """The plan of the program in ``gcode`` (see the module doc)."""
+    from plotterd.gcode.profile import xy_target
+    from plotterd.gcode.program import Program
+
+    program = Program.load(gcode)
+    convert, view, frame = _frame(program.header, profile_names)
+    track: list[list[float]] = []
+    strokes: list[dict[str, int]] = []
+    x = y = 0.0
+    current: int | None = None
+    for i, line in enumerate(program.lines):
+        target = xy_target(line.text)
+        if target is None:
+            continue
+        x = x if target[0] is None else target[0]
+        y = y if target[1] is None else target[1]
+        u, v = convert(x, y)
+        if line.stroke is not None and line.kind in ("travel", "draw"):
+            if line.stroke != current:
+                current = line.stroke
+                strokes.append({"id": current, "start": len(track), "end": len(track)})
+            strokes[-1]["end"] = len(track) + 1
+        track.append([i, round(u, 2), round(v, 2)])
+    return {"lines": len(program.lines), "view": [round(b, 2) for b in view], "frame": frame,
+            "track": track, "strokes": strokes,
+            "estimated_s": program.header.get("estimated_s")}
+
+
+class PlanCache:
+    """Plans by G-code file, remade when the file changes (a replot after a re-run)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._plans: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self._lock = threading.Lock()  # the API answers from a thread pool
+
+    def get(self, gcode: Path, profile_names: list[str]) -> dict[str, Any]:
+        st = gcode.stat()
+        key = (str(gcode), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            plan = self._plans.get(key)
+        if plan is None:
+            plan = job_plan(gcode, profile_names)
+            with self._lock:
+                while len(self._plans) >= self.size:
+                    self._plans.pop(next(iter(self._plans)))
+                self._plans[key] = plan
+        return plan

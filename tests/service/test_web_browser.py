@@ -1,0 +1,246 @@
+"""The status page in a real browser: Debian's chromium, headless, driven by playwright.
+
+The real daemon runs in dry-run with the simulator in scaled time (slow enough to pause a
+plot). Through the page: upload a picture with the ``tiny`` pipeline, watch the job reach
+done, pause and resume its plot, drop a second picture and cancel its plot; a page of
+another origin cannot make the browser change anything; a token-protected daemon asks for
+its token. Screenshots go to ``<tmp_path>/screenshots/``.
+
+playwright drives the system chromium (``executable_path``); it never downloads a browser.
+``./dev setup`` installs chromium with apt-get when it is missing and it can (root); where
+it cannot, these tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .daemon_proc import DaemonProc
+from .helpers import DATA, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TOKEN = "a-long-enough-token-for-the-page"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (it is in the test extra: ./dev setup)")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("Debian's chromium is not installed and could not be: ./dev setup installs "
+                    "it with apt-get when run as root with the package archive reachable")
+    with sync_playwright() as pw:
+        # chromium refuses to sandbox itself as root (CI runs as root)
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        yield b
+        b.close()
+
+
+class Page:
+    """A browser tab on the daemon's page, with its console errors and screenshots."""
+
+    def __init__(self, browser, url: str, shots: Path):
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.shots = shots
+        shots.mkdir(parents=True, exist_ok=True)
+        self.page.goto(url + "/")
+        self.page.wait_for_selector("body[data-ready]", timeout=20_000)
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def wait(self, selector: str, timeout: float = 90) -> None:
+        self.page.wait_for_selector(selector, timeout=timeout * 1000)
+
+    def attr(self, selector: str, name: str) -> str:
+        return self.page.get_attribute(selector, name) or ""
+
+
+def _executed(d: DaemonProc, jid: int) -> int:
+    job = d.job(jid)
+    assert job["state"] != "failed", f"job {jid} failed: {job['error']}\n{d.logs()[-3000:]}"
+    return job["progress"]["info"].get("executed") or 0
+
+
+def _start_plot_of(p: Page, d: DaemonProc, jid: int) -> None:
+    """Wait until job ``jid`` plots; if the plotter asks for fresh paper first, say so on
+    the page (the "paper changed" button)."""
+    def plotting_or_paper():
+        if p.page.is_visible("#btn-paper"):
+            p.page.click("#btn-paper")
+        job = d.job(jid)
+        assert job["state"] != "failed", f"job {jid} failed: {job['error']}\n{d.logs()[-3000:]}"
+        return job["state"] == "plotting"
+
+    wait_for(plotting_or_paper, 90, 0.3, f"job {jid} to plot")
+
+
+def test_upload_watch_pause_resume_cancel(tmp_path, browser):
+    d = DaemonProc(tmp_path, plotter={"sim_speed": "scaled:10"}).start()
+    try:
+        p = Page(browser, d.url, tmp_path / "screenshots")
+        assert p.page.is_visible("#no-jobs")
+        names = p.page.locator("#pipeline option").all_inner_texts()
+        assert "tiny (default)" in names and "lines-blurmse" in names, names
+        p.shot("01-empty")
+
+        # upload with the file picker, choosing the pipeline
+        p.page.select_option("#pipeline", "tiny")
+        p.page.set_input_files("#file-input", str(DATA / "camera_small.png"))
+        p.page.click("#upload-button")
+        p.wait('tr[data-job="1"]', 10)
+        assert d.job(1)["pipeline"] == "tiny" and d.job(1)["source"] == "upload"
+
+        # the live plot draws over the plan; pause it from the page
+        _start_plot_of(p, d, 1)
+        wait_for(lambda: _executed(d, 1) > 30, 60, 0.2, "some strokes drawn")
+        p.wait("#drawn[d^='M']", 10)
+        p.page.click("#btn-pause")
+        p.wait('#plotter-state[data-state="paused"]', 10)
+        assert d.http.get("/plotter").json()["state"] == "paused"
+        time.sleep(1.5)  # what was queued in the firmware stops
+        held = _executed(d, 1)
+        time.sleep(2.0)
+        assert _executed(d, 1) == held, "the plot went on while paused"
+        assert d.job(1)["state"] == "plotting"
+        time.sleep(1.2)  # the page's next poll
+        drawn, planned = p.attr("#drawn", "d"), p.attr("#planned", "d")
+        assert 0 < len(drawn) < len(planned), "the drawn part is not a part of the plan"
+        assert p.page.inner_text("#live-title") == "Now plotting"
+        assert "of 60 drawn" in p.page.inner_text("#live-stroke")
+        assert p.page.inner_text("#live-eta") != "–"
+        p.shot("02-paused")
+
+        p.page.click("#btn-resume")
+        p.wait('#plotter-state[data-state="plotting"]', 10)
+        p.wait('tr[data-job="1"][data-state="done"]', 90)
+        time.sleep(1.2)
+        assert p.attr("#drawn", "d") == p.attr("#planned", "d")  # all of it drawn
+        # thumbnails: the optimiser's preview and the plot's render
+        p.page.wait_for_function(
+            "() => ['preview', 'render'].every(n => { const i = document.querySelector("
+            "`tr[data-job=\"1\"] img[data-artefact=${n}]`); return i && i.naturalWidth > 0; })",
+            timeout=10_000)
+        row = p.page.inner_text('tr[data-job="1"]')
+        assert "pen lifts" in row and "plot time" in row, row
+        p.shot("03-done")
+
+        # one job's pictures: the loss curve among them
+        p.page.click('tr[data-job="1"] [data-action="details"]')
+        p.page.wait_for_function(
+            "() => { const i = document.querySelector('#details img[data-artefact=loss_png]');"
+            " return i && i.naturalWidth > 0; }", timeout=10_000)
+        assert "pen lifts" in p.page.inner_text("#details-figures")
+        p.shot("04-details")
+
+        # a second picture by drag and drop, then cancel its plot (two clicks: a stray
+        # click must not end a plot)
+        data = base64.b64encode((DATA / "horse_small.png").read_bytes()).decode()
+        transfer = p.page.evaluate_handle(
+            """(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], 'horse.png', {type: 'image/png'}));
+                return dt; }""", data)
+        p.page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+        assert p.page.inner_text("#drop-text") == "horse.png"
+        p.page.click("#upload-button")
+        p.wait('tr[data-job="2"]', 10)
+        order = p.page.eval_on_selector_all("#job-rows tr", "rows => rows.map(r => r.dataset.job)")
+        assert order == ["2", "1"], "not newest first"
+        _start_plot_of(p, d, 2)
+        wait_for(lambda: _executed(d, 2) > 5, 60, 0.2, "job 2 drawing")
+        p.page.click("#btn-cancel")
+        time.sleep(0.5)
+        assert d.job(2)["state"] == "plotting", "one click cancelled the plot"
+        p.page.click("#btn-cancel")
+        p.wait('tr[data-job="2"][data-state="cancelled"]', 30)
+        assert d.job(2)["state"] == "cancelled"
+        p.shot("05-cancelled")
+        assert p.errors == [], p.errors
+    finally:
+        d.stop()
+
+
+def _serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
+    port = free_port()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, port
+
+
+def test_cross_site_requests_are_refused(tmp_path, browser):
+    """Another site's page in the same browser posts a form and a no-cors fetch to the
+    daemon: neither pauses the plotter. The daemon's own page can."""
+    d = DaemonProc(tmp_path).start()
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "index.html").write_text(f"""<!doctype html><body>
+<form id="f" method="post" action="{d.url}/plot/pause"><input name="x" value="1"></form>
+<script>
+fetch("{d.url}/plot/pause", {{method: "POST", mode: "no-cors", body: "x",
+                              headers: {{"Content-Type": "text/plain"}}}})
+  .finally(() => document.getElementById("f").submit());
+</script></body>""")
+    server, port = _serve(evil)
+    try:
+        tab = browser.new_page()
+        tab.goto(f"http://127.0.0.1:{port}/index.html")
+        tab.wait_for_url(f"{d.url}/plot/pause", timeout=10_000)  # the form went through
+        assert "cross-site request refused" in tab.content()
+        assert d.http.get("/plotter").json()["state"] == "idle"
+        tab.close()
+
+        p = Page(browser, d.url, tmp_path / "screenshots")
+        p.page.click("#btn-pause")
+        p.wait('#plotter-state[data-state="paused"]', 10)
+        assert d.http.get("/plotter").json()["state"] == "paused"
+        assert p.errors == [], p.errors
+    finally:
+        server.shutdown()
+        d.stop()
+
+
+def test_token_is_asked_for_and_sent(tmp_path, browser):
+    d = DaemonProc(tmp_path, api={"token": TOKEN}).start()
+    try:
+        page = browser.new_page()
+        page.goto(d.url + "/")
+        page.wait_for_selector("#login:not([hidden])", timeout=10_000)
+        page.fill("#token", "wrong")
+        page.click("#login button[type=submit]")
+        page.wait_for_function(
+            "() => document.getElementById('login-error').textContent.includes('refused')",
+            timeout=10_000)
+        page.fill("#token", TOKEN)
+        page.click("#login button[type=submit]")
+        page.wait_for_selector("body[data-ready]", timeout=10_000)
+        assert page.is_hidden("#login") and page.is_visible("#no-jobs")
+        page.click("#btn-pause")  # a state change with the token, from the page
+        page.wait_for_selector('#plotter-state[data-state="paused"]', timeout=10_000)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert d.http.get("/plotter", headers=headers).json()["state"] == "paused"
+        page.reload()  # kept for the tab's session
+        page.wait_for_selector("body[data-ready]", timeout=10_000)
+        assert page.is_hidden("#login")
+    finally:
+        d.stop()
