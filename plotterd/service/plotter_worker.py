@@ -122,6 +122,9 @@ class PlotterWorker(threading.Thread):
         self.position_lost: str | None = None  # set when a reset lost the position
         self._next_connect = 0.0
         self._sim_link: Any = None  # dry-run: a simulator for machine commands
+        self._active: Any = None  # dry-run: the simulator the current job streams to
+        self._last_refresh = 0.0
+        self._can_plot = False
         self._progress: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -172,15 +175,14 @@ class PlotterWorker(threading.Thread):
     def _pen_change_pending(self) -> bool:
         if self.control is None:
             return False
-        if _get(self.control, "state") == "pen_change":
+        if _get(self.control, "pen_change_pending", False):
             return True
-        if self.link is not None and _get(self._link_status(), "pen_change_pending"):
-            return True
-        return bool(_get(self.control, "pen_change_pending", False))
+        return _get(self.control, "state") in ("pen change", "pen_change")
 
     def _link_status(self) -> Any:
+        link = self._active or self.link or self._sim_link
         try:
-            return self.link.status if self.link is not None else None
+            return link.status if link is not None else None
         except Exception:  # a status that cannot be read is a link that is not there
             return None
 
@@ -189,7 +191,9 @@ class PlotterWorker(threading.Thread):
             return True
         if self.link is not None:
             return bool(_get(self._link_status(), "connected", True))
-        return self.link_error is None and self._present()
+        if stages.has_plotter():
+            return False
+        return self.link_error is None and self._present()  # a connection per job
 
     def _ready_jobs(self) -> list[dict]:
         return self.d.store.list(states=["vectorised"], newest_first=False)
@@ -202,10 +206,9 @@ class PlotterWorker(threading.Thread):
         if self.current is not None:
             job = self.current
             if self._pen_change_pending():
-                what = _get(link, "message") or self._progress.get("pen") or "next pen"
-                what = what if str(what).startswith("waiting") else \
-                    f"waiting for pen change: {what}"
-                return "pen_change", f"job {job}: {what} (plotterd pen-continue)"
+                pen = _get(self.control, "pen") or _get(link, "pen") or "the next pen"
+                return "pen_change", (f"waiting for pen change: {pen} (job {job}; plotterd "
+                                      "pen-continue or POST /api/pen/continue)")
             stream_state = _get(self.control, "state")
             if self.paused or stream_state in ("pausing", "paused"):
                 return "paused", f"job {job} paused (plotterd resume)"
@@ -273,7 +276,7 @@ class PlotterWorker(threading.Thread):
         if cfg.dry_run:
             return True
         if self.link is not None:
-            if self._present() and _get(self._link_status(), "connected", True):
+            if self._present() and self._alive():
                 return True
             self._drop_link(f"{cfg.plotter.port}: the plotter went away")
         now = time.monotonic()
@@ -297,6 +300,18 @@ class PlotterWorker(threading.Thread):
             log.info("plotter %s is back", cfg.plotter.port)
         self.link_error = None
         return True
+
+    def _alive(self) -> bool:
+        """Between jobs, ask the board where it is now and then (a lost link shows)."""
+        now = time.monotonic()
+        if self.current is None and now - self._last_refresh >= self.d.cfg.plotter.reconnect_s:
+            self._last_refresh = now
+            try:
+                self.link.refresh()
+            except PlotterdError as e:
+                self.link_error = str(e)
+                return False
+        return bool(_get(self.link.status, "connected", True))
 
     def _set_link_error(self, error: str) -> None:
         if error != self.link_error:
@@ -324,6 +339,7 @@ class PlotterWorker(threading.Thread):
             job = None
             with self.machine_lock:
                 try:
+                    self._can_plot = self._ensure_connection()
                     job = self._next_job()
                 except Exception:
                     log.exception("plotter: cannot take the next job")
@@ -368,7 +384,7 @@ class PlotterWorker(threading.Thread):
         if self.paused:
             return None
         ready = self._ready_jobs()
-        if not ready or not self._ensure_connection():
+        if not ready or not self._can_plot:
             return None
         sheet = self.paper.state()["job"]
         ready.sort(key=lambda j: j["id"] != sheet)  # the sheet's own job (a resume) first
@@ -414,15 +430,7 @@ class PlotterWorker(threading.Thread):
         ckpt: dict[str, Any] = {}
         report = self._reporter(job_id, ckpt)
         try:
-            if cfg.dry_run or self.link is None:
-                port = None if cfg.dry_run else cfg.plotter.port
-                result = stages.plot(gcode, port, sim_speed=cfg.plotter.sim_speed,
-                                     record=record, baudrate=cfg.plotter.baudrate,
-                                     start_stroke=start, progress=report, control=control,
-                                     render_to=render)
-            else:
-                result = stages.plot_on(self.link, gcode, start_stroke=start,
-                                        progress=report, control=control)
+            result = self._stream(gcode, start, report, control, record, render)
         except (PlotterdError, OSError) as e:
             # a program that cannot be sent (an unreadable G-code file, a line too long for
             # the firmware, a move out of bounds): a resume would fail the same way
@@ -431,6 +439,35 @@ class PlotterWorker(threading.Thread):
             self._end(job, "failed", f"plotter: {e}", ckpt)
             return
         self._finish(job, result, ckpt, sheet_before, record, render)
+
+    def _stream(self, gcode: Path, start: int | None, report: Any, control: Any,
+                record: Path, render: Path | None) -> Any:
+        cfg = self.d.cfg
+        if self.link is not None:  # the real plotter, on the connection kept open
+            program = stages.load_program(gcode)
+            return stages.plot_on(self.link, program, start_stroke=start, progress=report,
+                                  control=control)
+        if cfg.dry_run and stages.has_plotter():
+            # a fresh simulator per job, shaped like the program's machine, recording what
+            # it draws (the job's render; a resume after a restart adds to the drawing)
+            program = stages.load_program(gcode)
+            sim = stages.sim_job_plotter(program, cfg.plotter.sim_speed, record)
+            self._active = sim
+            try:
+                if start is not None:
+                    # a simulator made for this job powers on at its origin, where the
+                    # interrupted drawing's frame is: its position is known
+                    sim.position_known = True
+                return stages.plot_on(sim, program, start_stroke=start, progress=report,
+                                      control=control, render_to=render)
+            finally:
+                self._active = None
+                sim.close()
+        # no Plotter in the machine stage: a connection per job
+        return stages.plot(gcode, None if cfg.dry_run else cfg.plotter.port,
+                           sim_speed=cfg.plotter.sim_speed, record=record,
+                           baudrate=cfg.plotter.baudrate, start_stroke=start,
+                           progress=report, control=control, render_to=render)
 
     def _reporter(self, job_id: int, ckpt: dict[str, Any]):
         last = [0.0]

@@ -153,14 +153,28 @@ def _start_stroke(program: Any, start_stroke: int | None) -> int | None:
     return start_stroke
 
 
-def plot_on(plotter: Any, gcode_path: Path, *, start_stroke: int | None,
-            progress: Callable[[Progress], None], control: Any):
-    """Stream a job's G-code over an open Plotter (a real port); its StreamResult."""
+def load_program(gcode_path: Path):
     from plotterd.gcode.program import Program
 
-    program = Program.load(gcode_path)
+    return Program.load(gcode_path)
+
+
+def sim_job_plotter(program: Any, sim_speed: str, record: Path | None):
+    """Dry-run: a fresh simulated plotter shaped like the program's machine, connected."""
+    from plotterd.machine import Plotter
+
+    url = sim_url(program.firmware, sim_speed, record, header=program.header)
+    plotter = Plotter(url, program.firmware, header=program.header)
+    plotter.connect()
+    return plotter
+
+
+def plot_on(plotter: Any, program: Any, *, start_stroke: int | None,
+            progress: Callable[[Progress], None], control: Any,
+            render_to: Path | None = None):
+    """Stream a job's program over an open Plotter; its StreamResult."""
     return plotter.stream(program, start_stroke=_start_stroke(program, start_stroke),
-                          progress=progress, control=control)
+                          progress=progress, control=control, render_to=render_to)
 
 
 def plot(gcode_path: Path, port: str | None, *, sim_speed: str, record: Path | None,
