@@ -12,6 +12,14 @@ if "plotterd.machine.sim" not in serial.protocol_handler_packages:
     serial.protocol_handler_packages.append("plotterd.machine.sim")
 
 from plotterd.machine.base import Timeouts  # noqa: E402
+from plotterd.machine.plotter import (  # noqa: E402
+    MachineOptions,
+    Plotter,
+    PlotterStatus,
+    PortInfo,
+    list_ports,
+)
 from plotterd.machine.stream import StreamControl, StreamResult, stream  # noqa: E402
 
-__all__ = ["stream", "StreamControl", "StreamResult", "Timeouts"]
+__all__ = ["stream", "StreamControl", "StreamResult", "Timeouts", "Plotter", "PlotterStatus",
+           "MachineOptions", "PortInfo", "list_ports"]

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from plotterd.errors import PlotterdError
 from plotterd.machine.base import (
     Ack,
     BoardReset,
@@ -195,6 +196,8 @@ class GrblDriver:
         self.status: Status | None = None
         self.status_time = 0.0
         self.seq = 0
+        self.settings: dict[int, str] = {}
+        self.status_mask = 1  # GRBL 1.1 default $10=1: MPos, no Bf:
 
     def _reset_stream_state(self) -> None:
         self.fifo: deque[_InFlight] = deque()
@@ -239,6 +242,8 @@ class GrblDriver:
         self._after_banner()
 
     def _after_banner(self) -> None:
+        """$I for the buffer sizes and $$ for the settings. No unlock here: whether an
+        alarm may be cleared is the Plotter's decision (homing machines must home)."""
         try:
             for ev in self.command("$I"):
                 if isinstance(ev, Opt):
@@ -248,9 +253,79 @@ class GrblDriver:
                         self.rx_size = ev.rx_bytes
         except FirmwareError as e:
             log.info("$I not supported (%s); assuming %d-byte buffer", e, self.rx_size)
-        st = self.query_status()
-        if st.state == "Alarm":
-            self.command("$X")
+        self.read_settings()
+        self.query_status()
+
+    def read_settings(self) -> dict[int, str]:
+        """``$$`` -> {number: value}; $10 says which status fields come (bit 1: Bf:)."""
+        settings = {ev.key: ev.value for ev in self.command("$$") if isinstance(ev, Setting)}
+        self.settings = settings
+        try:
+            self.status_mask = int(float(settings.get(10, "1")))
+        except ValueError:
+            self.status_mask = 1
+        return settings
+
+    @property
+    def reports_buffer(self) -> bool:
+        return bool(self.status_mask & 2)
+
+    # ---- what the Plotter asks ----
+    def command_lines(self, text: str) -> list[str]:
+        """A send-and-wait command; the firmware's answer lines before its ok."""
+        out = []
+        for ev in self.command(text, None):
+            if isinstance(ev, Setting):
+                out.append(f"${ev.key}={ev.value}")
+            elif isinstance(ev, Message):
+                out.append(f"[{ev.text}]")
+            elif isinstance(ev, Opt):
+                out.append(f"[OPT:{ev.flags},{ev.blocks},{ev.rx_bytes}]")
+            elif isinstance(ev, Unknown):
+                out.append(ev.text)
+        return out
+
+    def work_position(self) -> tuple[float, float] | None:
+        st = self.status
+        if st is None:
+            return None
+        if st.wpos is not None:
+            return (st.wpos[0], st.wpos[1])
+        if st.mpos is not None:
+            return (st.mpos[0] - self.wco[0], st.mpos[1] - self.wco[1])
+        return None
+
+    def state_name(self) -> str:
+        st = self.status
+        return st.state.lower() if st is not None else "unknown"
+
+    def query_position(self) -> None:
+        self.query_status()
+
+    def after_move(self) -> None:
+        """Wait until the machine is idle again (the move ran), so the position is fresh."""
+        self.wait_idle()
+
+    def sleep(self) -> None:
+        """$SLP: steppers and spindle off; GRBL wakes only through a reset, locked."""
+        self.command("$SLP")
+
+    def head_item(self) -> Item | None:
+        return self.fifo[0].item if self.fifo else None
+
+    def holding(self) -> bool:
+        return self.status is not None and self.status.state == "Hold"
+
+    def lift_pen_quietly(self, pen_up: list[str]) -> None:
+        """Best effort after a reset that lost the position: the pen up, nothing else."""
+        try:
+            st = self.query_status()
+            if st.state == "Alarm":
+                return  # locked: a servo pen is already up after a reset (spindle off)
+            for text in pen_up:
+                self.command(text)
+        except PlotterdError as e:
+            log.warning("could not lift the pen after the reset: %s", e)
 
     def _wait_banner(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -424,11 +499,18 @@ class GrblDriver:
             return
         if st.state == "Alarm":
             raise FirmwareError("GRBL is in Alarm state", alarm=0)
-        empty = st.planner_free == self.blocks and st.rx_free == self.rx_size
+        # without Bf: (stock $10=1) Idle alone says the planner is empty; the receive
+        # buffer cannot hold a complete line for long while GRBL is idle, so a longer
+        # quiet spell stands in for "rx empty"
+        has_bf = st.planner_free is not None and st.rx_free is not None
+        empty = (st.planner_free == self.blocks and st.rx_free == self.rx_size) if has_bf \
+            else True
         if st.state in ("Idle", "Check") and empty:
             # idle with empty buffers yet lines unanswered: their oks were lost. Wait out any
             # dwell still in flight (GRBL reports Idle while dwelling) before believing it.
             quiet = max((f.item.wait for f in self.fifo), default=0.0) + 2 * self.T.poll
+            if not has_bf:
+                quiet += 4 * self.T.poll
             if self._quiet_since is None:
                 self._quiet_since = self.status_time
             elif self.status_time - self._quiet_since >= quiet:

@@ -131,6 +131,7 @@ class _InFlight:
     since: float
     refused: bool = False  # answered with an error/resend: its ok does not acknowledge it
     resend_seen: bool = False
+    error: str | None = None  # the Error: line answering it (a resend request clears it)
     probe: bool = False  # our unnumbered M114 (item None); M108 is item None, probe False
 
 
@@ -149,6 +150,7 @@ class MarlinDriver:
         self.seq = 0
         self.executed_seq = 0
         self.planner_size = 16
+        self.position: tuple[float, float] | None = None  # from the last M114
         self._reset_stream_state()
 
     def _reset_stream_state(self) -> None:
@@ -255,6 +257,7 @@ class MarlinDriver:
         elif isinstance(ev, Error):
             if self.fifo:
                 self.fifo[0].refused = True
+                self.fifo[0].error = ev.text
             log.info("Marlin: %s", ev.text)
         elif isinstance(ev, Halted):
             raise FirmwareError(f"Marlin halted ({ev.text}); the board needs M999 or a reset",
@@ -264,6 +267,7 @@ class MarlinDriver:
         elif isinstance(ev, Start):
             raise BoardReset("Marlin reset ('start') mid-job: buffered lines are lost")
         elif isinstance(ev, Position):
+            self.position = (ev.x, ev.y)
             # the answer to our probe: every line sent before it was processed, so their
             # oks were lost
             if any(f.probe for f in self.fifo):
@@ -271,10 +275,16 @@ class MarlinDriver:
                     self._pop(lost=True)
         elif isinstance(ev, Unknown):
             log.warning("Marlin sent an unrecognised line %r", line)
+        if isinstance(ev, Echo | Unknown | Position) and hasattr(self, "_echo"):
+            self._echo.append(line)
         return ev
 
     def _pop(self, lost: bool = False, ok: Ok | None = None) -> None:
         f = self.fifo.popleft()
+        if f.error is not None and not f.resend_seen and f.item is not None:
+            # refused without a resend request: the line did not run. Going on would drop
+            # it (a pen-up dropped drags a wet pen across the paper): stop the job
+            raise FirmwareError(f"Marlin refused {f.item.text!r}: Error:{f.error}")
         if f.item is None or f.refused:
             return
         self.acked.append(f.item)
@@ -316,6 +326,7 @@ class MarlinDriver:
             return  # the same request repeated within one answer
         if head is not None:
             head.refused = head.resend_seen = True
+            head.error = None
         if n >= self.next_n:
             log.info("resend request for line %d that was never sent: ignored", n)
             return
@@ -367,8 +378,46 @@ class MarlinDriver:
         return acks
 
     def command(self, text: str) -> None:
-        self.send(self.make_item(text, None, "command"))
-        self.drain(self.T.command + self.T.ok)
+        item = self.make_item(text, None, "command")
+        self.send(item)
+        # homing (G28) gets the homing timeout; busy keep-alives extend the ok timeout
+        self.drain((self.T.homing if item.wait < 0 else self.T.command + item.wait)
+                   + self.T.ok)
+
+    # ---- what the Plotter asks ----
+    def command_lines(self, text: str) -> list[str]:
+        self._echo: list[str] = []
+        self.command(text)
+        return self._echo
+
+    def work_position(self) -> tuple[float, float] | None:
+        return self.position
+
+    def state_name(self) -> str:
+        return "pen change" if self.waiting_for_user else "idle" if not self.fifo else "run"
+
+    def query_position(self) -> None:
+        self.command("M114")
+
+    def after_move(self) -> None:
+        self.wait_idle()
+        self.query_position()
+
+    def head_item(self) -> Item | None:
+        for f in self.fifo:
+            if f.item is not None:
+                return f.item
+        return None
+
+    def holding(self) -> bool:
+        return self.waiting_for_user
+
+    def lift_pen_quietly(self, pen_up: list[str]) -> None:
+        try:
+            for text in pen_up:
+                self.command(text)
+        except FirmwareError as e:
+            log.warning("could not lift the pen after the reset: %s", e)
 
     def wait_idle(self) -> list[Ack]:
         """Everything acknowledged, then M400 answered: the planner is empty."""

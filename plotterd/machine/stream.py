@@ -37,6 +37,7 @@ from plotterd.machine.base import (
     LinkLost,
     Timeouts,
 )
+from plotterd.machine.guard import check_program_lines
 from plotterd.machine.transport import Transport
 from plotterd.progress import Cancelled, Progress, ProgressCallback
 
@@ -50,10 +51,12 @@ _TERMINAL = ("done", "cancelled", "failed", "interrupted")
 
 
 class StreamControl:
-    """Pause, resume and cancel a running stream() from other threads.
+    """Pause, resume and cancel a running stream() from other threads, and go on after a pen
+    change.
 
-    ``state``: idle, connecting, running, pausing, paused, cancelling, recovering, and at the
-    end done, cancelled, failed or interrupted."""
+    ``state``: idle, connecting, running, pausing, paused, "pen change", cancelling,
+    recovering, and at the end done, cancelled, failed or interrupted. While a pen change
+    waits, ``pen_change_pending`` is True and ``pen`` names the pen to load."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -61,6 +64,9 @@ class StreamControl:
         self._pause = False
         self._resume = False
         self._cancel = False
+        self._continue = False
+        self._pen: str | None = None
+        self._pen_pending = False
 
     def pause(self) -> None:
         """Lift the pen after the line in progress and hold there."""
@@ -68,9 +74,17 @@ class StreamControl:
             self._pause, self._resume = True, False
 
     def resume(self) -> None:
-        """Lower the pen (if it was down) and continue."""
+        """Lower the pen (if it was down) and continue; also goes on after a pen change."""
         with self._lock:
             self._resume, self._pause = True, False
+            if self._pen_pending:
+                self._continue = True
+
+    def continue_after_pen_change(self) -> None:
+        """The new pen is in: cycle start (GRBL ``~``), M108 (Marlin), or (a host-side
+        pause, Klipper) send on."""
+        with self._lock:
+            self._continue = True
 
     def cancel(self) -> None:
         """Stop safely and leave the pen up."""
@@ -83,6 +97,16 @@ class StreamControl:
             return self._state
 
     @property
+    def pen_change_pending(self) -> bool:
+        with self._lock:
+            return self._pen_pending
+
+    @property
+    def pen(self) -> str | None:
+        with self._lock:
+            return self._pen
+
+    @property
     def cancel_requested(self) -> bool:
         with self._lock:
             return self._cancel
@@ -90,6 +114,17 @@ class StreamControl:
     def _set(self, state: str) -> None:
         with self._lock:
             self._state = state
+
+    def _pen_change(self, pending: bool, pen: str | None = None) -> None:
+        with self._lock:
+            self._pen_pending, self._pen = pending, (pen if pending else None)
+            if not pending:
+                self._continue = False
+
+    def _take_continue(self) -> bool:
+        with self._lock:
+            c, self._continue = self._continue, False
+            return c
 
     def _take(self) -> tuple[bool, bool, bool]:
         """(pause, resume, cancel) requested since the last call."""
@@ -113,6 +148,9 @@ class StreamResult:
     resumes: int = 0  # automatic resumes after a reset or a reconnect
     pen_up: bool | None = None  # the pen was lifted at the end (None: not known)
     connected: bool = False  # the plotter answered (False: it could not be reached; nothing ran)
+    position_lost: bool = False  # the board reset and could not re-establish its position
+    reason: str | None = None  # why it stopped: position_lost, link_lost, firmware, ...
+    resumable: bool = False  # stream(start_stroke=resume_stroke) can go on later
     renders: list[Path] = field(default_factory=list)  # PNG and SVG (simulator only)
     simulator: Any = field(default=None, repr=False)  # the sim:// plotter, else None
 
@@ -160,46 +198,61 @@ def stream(program: Program, port: str | SerialBase, *, firmware: str | None = N
            baudrate: int = 115200, start_stroke: int | None = None,
            progress: ProgressCallback | None = None, control: StreamControl | None = None,
            render_to: str | Path | None = None, timeouts: Timeouts | None = None,
-           flow: str | None = None) -> StreamResult:
+           flow: str | None = None, options=None) -> StreamResult:
     """Send ``program`` to the plotter on ``port`` (a device path or a pyserial URL such as
     ``sim://grbl?speed=instant``, or an unopened pyserial port object) and return how it
-    ended. Raises InputError/ConfigError for
-    a program or option that cannot be streamed; every machine-side problem is reported in
-    the result (status failed/interrupted with ``error``).
+    ended: a one-job Plotter (plotterd.machine.plotter), opened and closed here. Raises
+    InputError/ConfigError for a program or option that cannot be streamed; every
+    machine-side problem is reported in the result (status failed/interrupted with
+    ``error``).
 
     ``flow`` (GRBL): "count" (character counting, the default) or "wait" (one line per ok).
+    ``options``: MachineOptions (homing, unlocking, settings writes).
     """
-    return _Streamer(program, port, firmware, baudrate, start_stroke, progress, control,
-                     render_to, timeouts, flow).run()
+    from plotterd.machine.plotter import Plotter
+
+    fw = (firmware or program.header.get("firmware") or "grbl").lower()
+    if fw not in ("grbl", "marlin", "klipper"):
+        raise ConfigError("firmware", f"{fw!r} is not supported (grbl, marlin or klipper)")
+    if flow not in (None, "count", "wait"):
+        raise ConfigError("flow", f"{flow!r}: expected count or wait")
+    plotter = Plotter(port, fw, baudrate=baudrate, timeouts=timeouts, options=options,
+                      flow=flow, header=program.header)
+    try:
+        return plotter.stream(program, start_stroke, progress, control, render_to=render_to)
+    finally:
+        plotter.close()
+
+
+class _PositionLost(PlotterdError):
+    pass
 
 
 class _Streamer:
-    def __init__(self, program, port, firmware, baudrate, start_stroke, progress, control,
-                 render_to, timeouts, flow=None):
-        fw = (firmware or program.header.get("firmware") or "grbl").lower()
-        if fw == "klipper":
-            fw = "marlin"  # Klipper's host interface speaks Marlin's numbered lines
-        if fw not in FIRMWARES:
-            raise ConfigError("firmware", f"{fw!r} is not supported (grbl or marlin)")
-        if not isinstance(baudrate, int) or baudrate <= 0:
-            raise ConfigError("baudrate", f"{baudrate!r} is not a positive integer")
-        self.fw = fw
+    def __init__(self, program, plotter, start_stroke, progress, control, render_to):
+        fw = (program.header.get("firmware") or plotter.firmware).lower()
+        proto = "marlin" if fw == "klipper" else fw
+        if proto != plotter.protocol:
+            raise ConfigError("firmware", f"the program is for {fw}, the plotter on "
+                                          f"{plotter.port} speaks {plotter.firmware}")
+        self.fw = plotter.protocol
+        self.host_pause = plotter.firmware == "klipper" or fw == "klipper"
+        self.plotter = plotter
         self.program = program
         self.lines = program.lines
-        self.port = port
         self.progress = progress
-        self.control = control or StreamControl()
+        self.control = control
         self.render_to = render_to
-        self.T = timeouts or Timeouts()
+        self.T = plotter.timeouts
         self.pen_up_cmds = [str(c) for c in program.header.get("pen_up", [])]
         self.pen_down_cmds = [str(c) for c in program.header.get("pen_down", [])]
-        if isinstance(port, str) and port.lower().startswith("sim://"):
-            port = sim_url_for(port, program.header)
-        self.transport = Transport(port, baudrate, self.T)
-        if flow not in (None, "count", "wait"):
-            raise ConfigError("flow", f"{flow!r}: expected count or wait")
-        self.driver = make_driver(fw, self.transport, self.T, flow)
+        if not self.pen_up_cmds and plotter.profile is not None:
+            self.pen_up_cmds = list(plotter.profile.pen_up_lines())
+            self.pen_down_cmds = list(plotter.profile.pen_down_lines())
+        self.transport = plotter.transport
+        self.driver = plotter.driver
         self._check_lines()
+        self._pen_changes = self._find_pen_changes()
         # strokes in program order: first line, and the line after which the stroke is drawn
         self.stroke_first: dict[int, int] = {}
         done_at: dict[int, int] = {}
@@ -229,6 +282,23 @@ class _Streamer:
         self._sent_seqs: list[int] = []
         self._sent_tags: list[int] = []
 
+    def _find_pen_changes(self) -> dict[int, str]:
+        """Program line index -> the pen it asks for, for the profile's pen-change lines."""
+        change = [str(c) for c in self.program.header.get("pen_change", [])]
+        if not change:
+            return {}
+        stems = {c.split("{", 1)[0].strip().upper() for c in change}
+        pens = {int(p["first_stroke"]): str(p.get("name") or p.get("layer"))
+                for p in self.program.header.get("pens", []) or []
+                if isinstance(p, dict) and "first_stroke" in p}
+        out = {}
+        for i, ln in enumerate(self.lines):
+            t = ln.text.strip().upper()
+            if any(t == st or (st and t.startswith(st + " ")) for st in stems):
+                out[i] = pens.get(ln.stroke, "next pen") if ln.stroke is not None \
+                    else "next pen"
+        return out
+
     def _stroke_range(self) -> str:
         if not self.stroke_first:
             return "none"
@@ -241,10 +311,23 @@ class _Streamer:
             if len(text) > limit:
                 raise InputError(f"G-code line {i + 1} ({text[:30]!r}...) is {len(text)} "
                                  f"characters; {self.fw} accepts at most {limit}")
+        bounds = self.plotter.bounds
+        hb = self.program.header.get("bounds")
+        if bounds is None and isinstance(hb, list | tuple) and len(hb) == 4:
+            bounds = tuple(float(v) for v in hb)
+        if bounds is not None:
+            # the last guard: no move outside the machine, whoever wrote the G-code
+            check_program_lines([ln.text for ln in self.lines], bounds)
 
     # ---- bookkeeping ----
     def _item(self, i: int) -> Item:
         ln = self.lines[i]
+        if self.host_pause and i in self._pen_changes:
+            # Klipper's PAUSE means nothing to a host stream: the host pauses instead. A
+            # synchronising command takes the line's place; sending stops once it is answered
+            item = self.driver.sync_item()
+            item.tag, item.kind = i, "host_pause"
+            return item
         return self.driver.make_item(ln.text, i, ln.kind)
 
     def _injected(self, cmds: list[str], kind: str) -> list[Item]:
@@ -335,12 +418,20 @@ class _Streamer:
     def run(self) -> StreamResult:
         status, error, pen_up = "failed", None, None
         connected = False
+        reason: str | None = None
+        plotter = self.plotter
         try:
             self.control._set("connecting")
-            self.transport.open()
-            self.driver.connect()
+            plotter.connect()
             connected = True
             start: int | None | str = self.start_stroke
+            if start is not None and not plotter.position_known:
+                raise _PositionLost(
+                    f"resume from stroke {start} refused: the position is not known since "
+                    "the board started (home it, or confirm the pen is at the origin)")
+            # a job from its first stroke draws in the board's present frame: a resume
+            # within this power cycle lands where the drawing is
+            plotter.position_known = True
             while True:
                 try:
                     self._run_plan(self._plan(start))
@@ -348,13 +439,14 @@ class _Streamer:
                     break
                 except BoardReset as e:
                     start = self._before_resume(e)
-                    self.driver.recover_after_reset()
+                    plotter._after_reset()
+                    self._check_position(e)
                 except LinkLost as e:
                     start = self._before_resume(e)
-                    self.transport.reconnect()
-                    self.driver.connect()
+                    plotter._reconnect()
+                    self._check_position(e)
         except (_CancelRequest, Cancelled):
-            status = "cancelled"
+            status, reason = "cancelled", "cancelled"
             self.control._set("cancelling")
             try:
                 self.driver.safe_cancel(self.pen_up_cmds)
@@ -362,19 +454,24 @@ class _Streamer:
             except PlotterdError as e:
                 error = f"cancelled, but could not stop cleanly: {e}; pen state unknown"
         except FirmwareError as e:
-            status, error = "failed", str(e)
+            status, error, reason = "failed", str(e), "firmware"
             try:
                 self.driver.stop_after_error(e, self.pen_up_cmds)
                 pen_up = bool(self.pen_up_cmds) or None
             except PlotterdError as e2:
                 error += f"; could not lift the pen afterwards ({e2}): pen state unknown"
+            if e.alarm not in (None, 2):
+                plotter.position_known = False  # a hard limit or a reset loses steps
         except (LinkLost, BoardReset) as e:
             status = "interrupted" if connected else "failed"
-            error = str(e)
+            error, reason = str(e), "link_lost"
+            plotter._lost(e)
+        except _PositionLost as e:
+            status, error, reason = "interrupted", str(e), "position_lost"
         except _NoResume as e:
-            status, error = "interrupted", str(e)
-        finally:
-            self.transport.close()
+            status, error, reason = "interrupted", str(e), "not_resumable"
+        self.control._pen_change(False)
+        plotter.pen_change = None
         if status == "done":
             self.acked_pos = self.executed_pos = len(self.lines)
         self.control._set(status)
@@ -385,18 +482,29 @@ class _Streamer:
             last_acked_stroke=self._acked_stroke(),
             last_completed_stroke=self._completed_stroke(),
             elapsed_s=time.monotonic() - self._t0, resumes=self.resumes, pen_up=pen_up,
-            connected=connected, simulator=self.transport.simulator)
+            connected=connected, simulator=self.transport.simulator,
+            position_lost=reason == "position_lost", reason=reason)
         if status != "done" and self.strokes:
             nxt = self._resume_point()
             result.resume_stroke = None if nxt == "end" else nxt  # type: ignore[assignment]
+        result.resumable = status == "interrupted" and reason != "not_resumable"
         sim = self.transport.simulator
-        if sim is not None:
-            sim.close()
-            if self.render_to is not None:
-                result.renders = sim.render(self.render_to)
+        if sim is not None and self.render_to is not None:
+            # the render draws with the nib the G-code was written for (its first pen)
+            pens = self.program.header.get("pens") or [{}]
+            nib = pens[0].get("width_mm") if isinstance(pens[0], dict) else None
+            result.renders = sim.render(self.render_to, **({"pen_width_mm": nib} if nib else {}))
         if error:
             log.warning("plot %s: %s", status, error)
         return result
+
+    def _check_position(self, e: PlotterdError) -> None:
+        if not self.plotter.position_known:
+            self.driver.lift_pen_quietly(self.pen_up_cmds)
+            raise _PositionLost(
+                f"{e}; the job is interrupted because the position was lost: the board "
+                "does not home, so redrawn strokes would land offset (home it, or confirm "
+                "the pen is at the origin, then resume)")
 
     def _before_resume(self, e: PlotterdError) -> int | str:
         self.resumes += 1
@@ -419,7 +527,9 @@ class _Streamer:
         pos = 0
         pen_down = False  # as of the last line sent
         pause_at: int | None = None  # feed stops here while pausing/paused
+        hold_at: int | None = None  # feed stops here for a host-side pen change
         pen_was_down = False
+        self._changing: str | None = None  # the pen a waiting pen change asks for
         if self.control.state in ("pausing", "paused"):
             # paused when the link was lost: re-initialise and lift the pen, then wait
             pause_at = 0
@@ -441,8 +551,14 @@ class _Streamer:
                 pen_down = False
                 state = "pausing"
                 self.control._set(state)
-            if want_resume:
-                drv.resume_hold()  # a pen change (M0) waiting for the user goes on
+            if self.control._take_continue() or (want_resume and self._changing):
+                if hold_at is not None and self._changing is not None:
+                    hold_at = None  # host-side pause: send on
+                else:
+                    drv.resume_hold()  # a pen change (M0) waiting for the user goes on
+                self._end_pen_change(state)
+            elif want_resume:
+                drv.resume_hold()
             if want_resume and state in ("pausing", "paused"):
                 if pen_was_down:
                     down = self._injected(self.pen_down_cmds, "pen_down")
@@ -454,6 +570,8 @@ class _Streamer:
                 state = "running"
                 self.control._set(state)
             limit = len(plan) if pause_at is None else pause_at
+            if hold_at is not None:
+                limit = min(limit, hold_at)
             pump = getattr(drv, "pump", None)
             if pump is not None:
                 pump()
@@ -468,9 +586,13 @@ class _Streamer:
                 elif item.kind == "pen_up":
                     pen_down = False
                 pos += 1
+                if item.kind == "host_pause":
+                    hold_at = pos
+                    break
             self._on_acks(drv.poll(0.02))
             drv.tick()
             self._update_executed()
+            self._watch_pen_change(hold_at is not None and pos >= hold_at, state)
             self._report()
             if state == "pausing" and pos >= limit and drv.in_flight == 0:
                 state = "paused"
@@ -479,6 +601,36 @@ class _Streamer:
                 break
         self._on_acks(drv.wait_idle())
         self.executed_pos = max(self.executed_pos, self.acked_pos)
+
+    def _watch_pen_change(self, host_waiting: bool, state: str) -> None:
+        """A pen change is pending while the firmware holds on its line (GRBL Hold on M0,
+        Marlin 'paused for user') or the host stopped at it (Klipper)."""
+        drv = self.driver
+        head = drv.head_item()
+        if host_waiting and drv.in_flight == 0:
+            idx = self._sent_tags[-1] if self._sent_tags else None
+            waiting = idx in self._pen_changes
+        else:
+            idx = head.tag if head is not None else None
+            waiting = idx in self._pen_changes and drv.holding()
+        if waiting and self._changing is None:
+            self._changing = self._pen_changes[idx]
+            self.control._pen_change(True, self._changing)
+            self.plotter.pen_change = self._changing
+            self.control._set("pen change")
+            log.info("pen change: load %s, then continue", self._changing)
+            self._report(force=True)
+        elif self._changing is not None and not host_waiting and \
+                (head is None or head.tag not in self._pen_changes):
+            self._end_pen_change(state)
+
+    def _end_pen_change(self, state: str) -> None:
+        if self._changing is None:
+            return
+        self._changing = None
+        self.control._pen_change(False)
+        self.plotter.pen_change = None
+        self.control._set(state)
 
 
 class _NoResume(PlotterdError):

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from plotterd.machine import Timeouts, stream
+from plotterd.machine import MachineOptions, Timeouts, stream
 
 from .helpers import check_drawn, expected_strokes, make_program
 
 # (kind, what must happen) per firmware: "done" = completes with the exact drawing
 # (resumed: at least one automatic resume); "failed" = stops with the named error, pen up;
 # "interrupted" = the device never came back: stream reports where to resume.
+# The boards home (GRBL $22=1; Marlin G28): an automatic resume needs the position back.
+# test_reset_without_homing_interrupts covers the machines that do not home.
 OUTCOMES = {
     "grbl": {
         "drop_ok": "done", "garble": "done", "slow": "done",
@@ -25,11 +27,13 @@ OUTCOMES = {
     "marlin": {
         "drop_ok": "done", "garble": "done", "slow": "done", "corrupt": "done",
         "resend": "done", "resend_loop": ("failed", "more than 10 times"),
-        "error": ("failed", "halted"), "halt": ("failed", "halted"),
+        "error": ("failed", "Error:"), "halt": ("failed", "halted"),
         "disconnect": "resumed", "reset": "resumed", "silence": "resumed",
         "unplug": "interrupted",
     },
 }
+HOMES = MachineOptions(homing=True)
+CONNECT_LINES = {"grbl": 3, "marlin": 2}
 POINTS = (0.05, 0.5, 0.95)  # where in the job (fraction of its lines) the fault strikes
 
 CASES = [(fw, kind, frac) for fw in OUTCOMES for kind in OUTCOMES[fw]
@@ -41,9 +45,11 @@ CASES = [(fw, kind, frac) for fw in OUTCOMES for kind in OUTCOMES[fw]
 def test_fault(fw, kind, frac):
     program = make_program(fw, strokes=8, segs=5, seed=3)
     n = len(program.lines)
-    spec = "slow:0.01" if frac is None else f"{kind}@{max(1, int(n * frac))}"
-    url = f"sim://{fw}?speed=instant&seed=7&faults={spec}"
-    result = stream(program, url, timeouts=Timeouts.fast())
+    # the fault counts the board's lines: connecting takes $I, $$, $H (GRBL), M110, G28
+    spec = "slow:0.01" if frac is None else \
+        f"{kind}@{CONNECT_LINES[fw] + max(1, int(n * frac))}"
+    url = f"sim://{fw}?speed=instant&seed=7&homing=1&faults={spec}"
+    result = stream(program, url, timeouts=Timeouts.fast(), options=HOMES)
     sim = result.simulator
     fired = [k for k, _ in sim.faults.fired] if frac is not None else ["slow"]
     if fw == "grbl" and kind in ("resend", "resend_loop"):
@@ -90,9 +96,28 @@ def test_fault_in_scaled_time(fw, fault):
     """With moves that take time, a reset cuts a segment short; the stroke is then redrawn
     from its start."""
     program = make_program(fw, strokes=6, segs=5, seed=4)
-    url = f"sim://{fw}?speed=scaled:50&seed=2&faults={fault}"
-    result = stream(program, url, timeouts=Timeouts.fast())
+    url = f"sim://{fw}?speed=scaled:50&seed=2&homing=1&faults={fault}"
+    result = stream(program, url, timeouts=Timeouts.fast(), options=HOMES)
     sim = result.simulator
     assert result.status == "done", result.error
     check_drawn(sim.segments, expected_strokes(program), result.resumes)
+    assert not sim.pen_down and not sim.out_of_bounds
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("fw", ["grbl", "marlin"])
+@pytest.mark.parametrize("fault", ["reset", "disconnect", "silence"])
+def test_reset_without_homing_interrupts(fw, fault):
+    """A board that does not home has lost its position after a reset: no automatic
+    resume; the job ends interrupted, resumable, saying why; nothing out of bounds."""
+    program = make_program(fw, strokes=8, segs=5, seed=3)
+    at = len(program.lines) // 2
+    url = f"sim://{fw}?speed=instant&seed=7&faults={fault}@{at}"
+    result = stream(program, url, timeouts=Timeouts.fast())
+    sim = result.simulator
+    assert result.status == "interrupted"
+    assert result.position_lost and result.reason == "position_lost" and result.resumable
+    assert "position was lost" in result.error
+    assert result.resume_stroke is not None
+    assert result.resumes == 1  # the reset was seen; nothing was redrawn after it
     assert not sim.pen_down and not sim.out_of_bounds

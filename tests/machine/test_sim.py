@@ -215,7 +215,9 @@ def test_grbl_driver_unlock_home_and_settings():
     t = Transport(port, 115200, Timeouts.fast())
     t.open()
     drv = GrblDriver(t, Timeouts.fast())
-    drv.connect()  # boots locked (homing enabled): connect unlocks with $X
+    drv.connect()  # boots locked (homing enabled): connecting does not unlock
+    assert drv.query_status().state == "Alarm" and drv.settings[22] == "1"
+    drv.home()
     assert drv.query_status().state == "Idle"
     drv.command("G0 X40 Y30")
     drv.home()

@@ -14,7 +14,7 @@ import serial
 
 from plotterd.errors import ConfigError, InputError
 from plotterd.gcode.program import GLine, Program
-from plotterd.machine import StreamControl, Timeouts, stream
+from plotterd.machine import MachineOptions, Plotter, StreamControl, Timeouts, stream
 from plotterd.machine.grbl import GrblDriver
 from plotterd.machine.sim.pty_server import PtyServer
 from plotterd.machine.transport import Transport
@@ -174,7 +174,13 @@ def test_cancel_while_paused():
 @pytest.mark.parametrize("fw", ["grbl", "marlin"])
 def test_start_stroke_redraws_from_that_stroke(fw):
     program = make_program(fw, strokes=6, segs=4, seed=5)
-    result = stream(program, f"sim://{fw}?speed=instant", start_stroke=3, timeouts=FAST)
+    # a fresh connection to a board that does not home: where would stroke 3 land?
+    refused = stream(program, f"sim://{fw}?speed=instant", start_stroke=3, timeouts=FAST)
+    assert refused.status == "interrupted" and refused.position_lost
+    assert refused.resume_stroke == 3 and refused.resumable and refused.connected
+    assert refused.simulator.segments == []
+    result = stream(program, f"sim://{fw}?speed=instant&homing=1", start_stroke=3,
+                    timeouts=FAST, options=MachineOptions(homing=True))
     assert result.status == "done"
     assert result.simulator.segments == _flat(expected_strokes(program), 3)
     with pytest.raises(InputError, match="start stroke 9"):
@@ -193,8 +199,13 @@ def test_interrupted_job_resumes_after_restart_with_record(tmp_path):
     k = first.resume_stroke
     assert k is not None and 0 < k < 8
     assert k == first.last_completed_stroke + 1
-    second = stream(program, f"sim://grbl?speed=instant&record={rec}", start_stroke=k,
-                    timeouts=FAST, render_to=tmp_path / "all.png")
+    # the restarted daemon's plotter: the user confirms the pen is at the origin
+    plotter = Plotter(f"sim://grbl?speed=instant&record={rec}", "grbl", timeouts=FAST,
+                      header=program.header)
+    plotter.connect()
+    plotter.set_origin()
+    second = plotter.stream(program, start_stroke=k, render_to=tmp_path / "all.png")
+    plotter.close()
     assert second.status == "done"
     drawn = second.simulator.segments
     assert len(drawn) == len(rec.read_text().splitlines())
