@@ -34,7 +34,7 @@ def _port(preferred: int = 8765) -> int:
     raise OSError("no free port")
 
 
-def prepare(root: Path, port: int, pipeline: Path, sim_speed: str) -> Path:
+def prepare(root: Path, port: int, pipeline: Path | str, sim_speed: str) -> Path:
     """A fresh demo folder; only a folder this demo made is ever removed."""
     if root.exists():
         if not (root / MARK).exists():
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the daemon running after the job (Ctrl-C stops it)")
     ap.add_argument("--once", action="store_true", help="return when the job ends (default)")
     ap.add_argument("--dir", default=str(REPO / "demo"), help="demo folder (default ./demo)")
-    ap.add_argument("--pipeline", default=str(REPO / "samples" / "demo-pipeline.yaml"))
-    ap.add_argument("--sim-speed", default="scaled:40",
+    ap.add_argument("--pipeline", default="paper",
+                    help="pipeline name or file [default: paper, the daemon's default]")
+    ap.add_argument("--sim-speed", default="scaled:100",
                     help="simulated plotter speed: instant | scaled:<factor> | realtime")
     args = ap.parse_args(argv)
     keep = args.keep and not args.once
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(args.dir).absolute()
     port = _port()
-    config = prepare(root, port, Path(args.pipeline).absolute(), args.sim_speed)
+    pipeline = Path(args.pipeline)
+    config = prepare(root, port, pipeline.absolute() if pipeline.is_file() else args.pipeline,
+                     args.sim_speed)
     log_path = root / "daemon.log"
     url = f"http://127.0.0.1:{port}"
     print(f"plotterd demo: state in {root}/state, inbox {root}/inbox, daemon log {log_path}")

@@ -32,7 +32,7 @@ __all__ = [
     "resolve_pipeline",
 ]
 
-DEFAULT_PIPELINE = "lines-blurmse"
+DEFAULT_PIPELINE = "paper"
 PIPELINES_DIR = bundled_dir("pipelines")  # top-level pipelines/, or its copy in a wheel
 COMPOSITIONS = ("softor", "over", "smoothmax")
 # strokes drawn at random; the structure-following starts (streamlines ...) are registered

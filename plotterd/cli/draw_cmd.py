@@ -68,6 +68,12 @@ def draw(
         f"{len(result.strokes)} strokes, final loss {result.strokes.metadata['final_loss']:.5f}, "
         f"{result.elapsed_s:.1f} s on {result.device}"
     )
+    meta = result.strokes.metadata
+    if "ink_mm" in meta:
+        click.echo(f"{meta['page_mm']['width_mm']:.0f} x {meta['page_mm']['height_mm']:.0f} mm "
+                   f"with a {meta['pen']['nib_mm']} mm pen: ink {meta['ink_mm'] / 1000:.1f} m, "
+                   f"{meta['pen_lifts']} pen lifts, about {meta['plot_minutes_estimate']:.0f} "
+                   "min of plotting")
     click.echo(f"outputs in {outdir}:")
     for path in paths.values():
         click.echo(f"  {path}")

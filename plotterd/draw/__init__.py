@@ -69,7 +69,7 @@ __all__ = [
 def draw_image(
     image,
     outdir,
-    pipeline: str | Pipeline = "lines-blurmse",
+    pipeline: str | Pipeline = "paper",
     *,
     device: str = "auto",
     progress=None,

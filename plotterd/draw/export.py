@@ -95,9 +95,13 @@ def strokes_to_svg(strokes: Strokes) -> str:
     Catmull-Rom converted exactly), circles for points; width = stroke width in pixels,
     opacity = grey level. No background, so it is only the pen's marks."""
     c: Canvas = strokes.canvas
+    paper = strokes.metadata.get("page_mm")
+    # a drawing sized for paper is that size: 1 px = 1 nib, so its lines are the pen's width
+    size = (f'width="{_f(paper["width_mm"])}mm" height="{_f(paper["height_mm"])}mm"' if paper
+            else f'width="{c.width}" height="{c.height}"')
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{c.width}" height="{c.height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" {size} '
         f'viewBox="-0.5 -0.5 {c.width} {c.height}">',
     ]
     for gi, group in enumerate(strokes.groups):
@@ -147,7 +151,42 @@ def preview_image(target: torch.Tensor, rendering: torch.Tensor) -> np.ndarray:
     return img
 
 
-def _write_png(path: Path, img: np.ndarray) -> None:
+PAPER_PREVIEW_PX_PER_MM = 10.0  # 254 dpi: printed at that resolution, the preview is life size
+
+
+def paper_preview(strokes: Strokes, target: torch.Tensor) -> np.ndarray:
+    """The photo and the drawing as the pen lays it on paper (the pen model's renderer at
+    10 px/mm, the nib's true width, saturating ink), side by side, BGR uint8."""
+    from plotterd.pen import DrawingBox, pen_from_dict
+
+    pen = pen_from_dict(strokes.metadata["pen"])
+    box = DrawingBox(**strokes.metadata["page_mm"])
+    page = pen.render(strokes_polylines_mm(strokes), box, PAPER_PREVIEW_PX_PER_MM)
+    photo = _to_u8(target)
+    photo = cv2.resize(photo, (page.shape[1], page.shape[0]), interpolation=cv2.INTER_AREA)
+    drawn = np.repeat((page * 255.0 + 0.5).astype(np.uint8)[:, :, None], 3, axis=2)
+    gap = np.full((page.shape[0], 20, 3), 128, np.uint8)
+    return np.concatenate([photo, gap, drawn], axis=1)
+
+
+def strokes_polylines_mm(strokes: Strokes) -> list[np.ndarray]:
+    """Every stroke's control polyline in mm within the drawing's box (polylines and lines:
+    exactly their geometry), for strokes with a page."""
+    nib = strokes.metadata["pen"]["nib_mm"]
+    return [(strokes.canvas.world_to_pixel(line) + 0.5) * nib
+            for g in strokes.groups for line in g.points]
+
+
+def _write_png(path: Path, img: np.ndarray, dpi: float | None = None) -> None:
+    if dpi is not None:  # PIL writes the pHYs chunk, so printing keeps the true scale
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(img[:, :, ::-1]).save(buf, format="PNG", dpi=(dpi, dpi))
+        atomic.write_bytes(path, buf.getvalue())
+        return
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise InputError(f"{path}: PNG encoding failed")
@@ -195,7 +234,11 @@ def write_outputs(result: DrawResult, outdir: str | Path) -> dict[str, Path]:
 def _write_all(result: DrawResult, paths: dict[str, Path]) -> None:
     result.strokes.save(paths["strokes"])
     atomic.write_text(paths["svg"], strokes_to_svg(result.strokes))
-    _write_png(paths["preview"], preview_image(result.target, result.rendering))
+    if "page_mm" in result.strokes.metadata and "pen" in result.strokes.metadata:
+        _write_png(paths["preview"], paper_preview(result.strokes, result.target),
+                   dpi=PAPER_PREVIEW_PX_PER_MM * 25.4)
+    else:
+        _write_png(paths["preview"], preview_image(result.target, result.rendering))
     times = list(result.times) + [float("nan")] * (len(result.losses) - len(result.times))
     with atomic.atomic_path(paths["loss_csv"]) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)

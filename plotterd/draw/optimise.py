@@ -414,14 +414,25 @@ class _Best:
             self.params = [p.clone() for p in st["params"]]
 
 
-def _paper_metadata(pipeline: Pipeline, canvas: Canvas) -> dict[str, Any]:
-    """The pen and the drawing's box (1 px = 1 nib) for a pipeline with a page."""
+def _paper_metadata(pipeline: Pipeline, canvas: Canvas, groups: list[_Group]) -> dict[str, Any]:
+    """The pen, the drawing's box (1 px = 1 nib), and its ink, lifts and plot time for a
+    pipeline with a page."""
     if pipeline.page is None:
         return {}
+    from plotterd.draw.inits import plot_minutes, polylines_length
+
     nib = pipeline.pen_model.nib_mm
+    with torch.no_grad():
+        lines = [line for g in groups
+                 for line in (g.points * g.scale).double().cpu().numpy()]
     return {"pen": pipeline.pen_model.to_dict(),
             "page_mm": {"width_mm": round(canvas.width * nib, 3),
-                        "height_mm": round(canvas.height * nib, 3)}}
+                        "height_mm": round(canvas.height * nib, 3)},
+            "ink_mm": round(polylines_length(lines) * nib, 1),
+            "pen_lifts": len(lines),
+            # constant speeds, drawing order as optimised; the G-code stage's trapezoidal
+            # estimate after ordering is in its stats
+            "plot_minutes_estimate": round(plot_minutes(lines, nib, pipeline.ink), 2)}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -681,7 +692,7 @@ def optimise(
             "reinitialised_strokes": reinits,
             "best_iteration": best.iteration if best.used else None,
             **start_info,
-            **_paper_metadata(pipeline, canvas),
+            **_paper_metadata(pipeline, canvas, groups),
             "source_image": source,
             "plotterd_version": plotterd.__version__,
             "torch_version": torch.__version__,

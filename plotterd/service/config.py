@@ -10,7 +10,7 @@ Example (all keys, with their defaults)::
     inbox: null                          # default <state_dir>/inbox
     log_level: info                      # debug | info | warning | error
     weights_dir: null                    # perceptual weights (VGG16/LPIPS); null = stage default
-    pipeline: lines-blurmse              # default pipeline
+    pipeline: paper                      # default pipeline
     pipelines: {}                        # inbox subfolder -> pipeline name or path
     pipeline_dirs: []                    # extra folders searched for <name>.yaml pipelines
     plotter:
@@ -144,7 +144,7 @@ class Config:
     inbox: Path
     log_level: str = "info"
     weights_dir: Path | None = None
-    pipeline: str = "lines-blurmse"
+    pipeline: str = "paper"
     pipelines: dict[str, str] = field(default_factory=dict)
     pipeline_dirs: list[Path] = field(default_factory=list)
     plotter: PlotterConfig = field(default_factory=PlotterConfig)

@@ -33,6 +33,10 @@ class PageSpec:
     # without fit: page px per source unit multiplier. Strokes: 1 canvas pixel = 1 CSS px
     # (1/96 in) times this; SVG: its own size times this.
     scale: float = 1.0
+    # strokes optimised for a size on paper (their metadata's page_mm: 1 px = 1 nib) are
+    # drawn at exactly that size, centred, whatever fit and scale say: the tone was fitted
+    # for that pen at that size
+    true_size: bool = True
 
 
 @dataclass
@@ -144,9 +148,14 @@ def _from_strokes(
     xe = strokes.canvas.x_extent
     extent = (-xe, -1.0, xe, 1.0)
     page_px = paper_size_px(page.paper, page.orientation, xe)
-    placement = place(
-        extent, page_px, page.margin_mm, page.fit, page.center, strokes.canvas.scale * page.scale
-    )
+    fit, natural = page.fit, strokes.canvas.scale * page.scale
+    paper_mm = strokes.metadata.get("page_mm") if page.true_size else None
+    if paper_mm:
+        # canvas pixel edges span width px: the box's width in mm
+        fit = False
+        natural = strokes.canvas.scale * paper_mm["width_mm"] * PX_PER_MM / strokes.canvas.width
+        stats["true_size_mm"] = [paper_mm["width_mm"], paper_mm["height_mm"]]
+    placement = place(extent, page_px, page.margin_mm, fit, page.center, natural)
     tol_world = 0.5 * opts.tolerance_mm * PX_PER_MM / placement.scale
     lines: list[np.ndarray] = []
     rgbs: list[np.ndarray] = []
@@ -175,10 +184,14 @@ def _from_strokes(
     stats["clipped_mm"] = removed / PX_PER_MM
     pen_of = assign_pens(np.array(rgbs).reshape(-1, 3), opts.pens)
     out = [_Piece(_to_complex(p), int(pen_of[s])) for p, s in zip(pieces, src, strict=True)]
+    nib = (strokes.metadata.get("pen") or {}).get("nib_mm")
     layers = {
-        i: {"color": p.color, "width_mm": p.width_mm, "name": p.name or f"pen {i + 1} {p.color}"}
+        i: {"color": p.color, "width_mm": nib or p.width_mm,
+            "name": p.name or f"pen {i + 1} {p.color}"}
         for i, p in enumerate(opts.pens)
     }
+    if nib and any(abs(p.width_mm - nib) > 1e-9 for p in opts.pens):
+        stats["pen_width_note"] = f"drawn with the {nib} mm nib the strokes were optimised for"
     return page_px, placement, out, layers
 
 

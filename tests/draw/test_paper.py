@@ -1,0 +1,213 @@
+"""Drawings sized for the paper and the pen: the physics the default pipeline relies on.
+
+Small canvases (a 30-45 mm box at a 0.3-1 mm nib), few iterations, fixed seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from plotterd.draw import load_pipeline, optimise, write_outputs
+from plotterd.draw.export import strokes_polylines_mm
+from plotterd.draw.inits import make_start
+from plotterd.draw.streamlines import StreamlineSettings, link_ends, trace_streamlines
+from plotterd.errors import ConfigError
+from plotterd.pen import DrawingBox, RoundNib
+from plotterd.pipeline import Ink, pipeline_from_dict
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CAMERA = DATA / "camera_small.png"
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def paper_pipeline(**over):
+    base = load_pipeline("paper").to_dict()
+    base.update({"page": {"long_side_mm": 30}, "iterations": 3})
+    base.update(over)
+    return pipeline_from_dict(base)
+
+
+def grey_ramp(h: int = 90, w: int = 120) -> torch.Tensor:
+    ramp = np.linspace(0.15, 0.95, w, dtype=np.float32)[None, :].repeat(h, 0)
+    return torch.from_numpy(ramp)[None, None]
+
+
+def test_the_default_pipeline_is_sized_for_paper():
+    p = load_pipeline()
+    assert p.name == "paper"
+    assert p.page is not None and p.pen_model.nib_mm == 0.3
+    assert p.init == "streamlines" and p.loss_type == "paper"
+
+
+def test_the_canvas_is_the_box_at_one_pixel_per_nib():
+    p = paper_pipeline(page={"width_mm": 45})
+    r = optimise(CAMERA, p, iterations=0)
+    meta = r.strokes.metadata
+    h, w = r.target.shape[-2:]
+    assert w == 150  # 45 mm / 0.3 mm
+    assert meta["page_mm"]["width_mm"] == pytest.approx(45.0)
+    assert meta["page_mm"]["height_mm"] == pytest.approx(h * 0.3)
+    assert meta["pen"] == {"model": "round", "nib_mm": 0.3, "darkness": 1.0}
+
+
+def test_a_pen_twice_as_wide_halves_the_ink_for_the_same_tone(tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "ramp.png"
+    Image.fromarray((grey_ramp(300, 400)[0, 0].numpy() * 255).astype(np.uint8)).save(img)
+    ink = {}
+    for nib in (0.4, 0.8):
+        p = paper_pipeline(page={"width_mm": 48}, pen={"nib_mm": nib})
+        ink[nib] = optimise(img, p, iterations=0).strokes.metadata["ink_mm"]
+    assert ink[0.8] / ink[0.4] == pytest.approx(0.5, rel=0.12)
+
+
+def test_streamlines_lay_the_ink_the_tone_needs():
+    darkness = 1.0 - grey_ramp()[0, 0].numpy()
+    lines = trace_streamlines(darkness, StreamlineSettings(max_spacing_px=14, link_gap_px=0))
+    length = sum(np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p in lines)
+    needed = float(darkness[darkness > 1 / 14].sum())
+    assert length == pytest.approx(needed, rel=0.25)
+    again = trace_streamlines(darkness, StreamlineSettings(max_spacing_px=14, link_gap_px=0))
+    assert all(np.array_equal(a, b) for a, b in zip(lines, again, strict=True))
+
+
+def test_streamlines_follow_the_structure():
+    # vertical stripes: lines must run vertically (along the edges), not across them
+    x = np.arange(120)
+    stripes = np.where((x // 20) % 2 == 0, 0.8, 0.3).astype(np.float64)[None, :].repeat(90, 0)
+    lines = trace_streamlines(stripes, StreamlineSettings(link_gap_px=0))
+    steps = np.concatenate([np.diff(p, axis=0) for p in lines if len(p) > 5])
+    assert np.median(np.abs(steps[:, 1]) / np.hypot(*steps.T)) > 0.9
+
+
+def test_linking_ends_saves_pen_lifts_and_keeps_every_point():
+    lines = [np.array([[0.0, 0.0], [10.0, 0.0]]), np.array([[11.0, 0.0], [20.0, 0.0]]),
+             np.array([[20.0, 1.0], [10.0, 1.0]]), np.array([[50.0, 50.0], [60.0, 60.0]])]
+    out = link_ends(lines, 1.5)
+    assert len(out) == 2
+    assert sum(len(p) for p in out) == sum(len(p) for p in lines)
+    assert out[0].tolist() == [[0, 0], [10, 0], [11, 0], [20, 0], [20, 1], [10, 1]]
+
+
+def test_an_ink_cap_thins_the_drawing():
+    darkness = 1.0 - grey_ramp()[0, 0].numpy()
+    free = make_start("streamlines", darkness, {"max_spacing_px": 6.0}, Ink(), 0.3, 0)
+    capped_m = 0.5 * sum(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()
+                         for p in free.lines) * 0.3 / 1000
+    capped = make_start("streamlines", darkness, {"max_spacing_px": 6.0},
+                        Ink(max_length_m=capped_m), 0.3, 0)
+    length_m = sum(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()
+                   for p in capped.lines) * 0.3 / 1000
+    assert length_m <= capped_m * 1.001
+    assert capped.tone_scale < 1.0
+    few = make_start("streamlines", darkness, {}, Ink(max_strokes=5), 0.3, 0)
+    assert len(few.lines) == 5
+
+
+def test_the_refinement_never_ends_above_its_initial_loss():
+    # a learning rate far too large makes later iterates worse than the start
+    p = paper_pipeline(lr=0.2, iterations=4)
+    r = optimise(CAMERA, p)
+    assert r.strokes.metadata["final_loss"] <= r.losses[0] + 1e-9
+    assert r.strokes.metadata["best_iteration"] is not None
+    off = paper_pipeline(lr=0.2, iterations=4, keep_best=False)
+    r_off = optimise(CAMERA, off)
+    assert r_off.strokes.metadata["final_loss"] > r_off.losses[0]
+
+
+def test_a_few_refinement_steps_lower_the_loss():
+    r = optimise(CAMERA, paper_pipeline(iterations=6))
+    assert r.strokes.metadata["final_loss"] < r.losses[0]
+
+
+def test_preview_is_the_paper_at_true_scale(tmp_path):
+    from PIL import Image
+
+    r = optimise(CAMERA, paper_pipeline(), iterations=0)
+    paths = write_outputs(r, tmp_path)
+    with Image.open(paths["preview"]) as im:
+        dpi = im.info["dpi"]
+        w, h = im.size
+    assert dpi[0] == pytest.approx(254, abs=0.5)  # 10 px/mm
+    box = r.strokes.metadata["page_mm"]
+    assert h == round(box["height_mm"] * 10)
+    assert w == 2 * round(box["width_mm"] * 10) + 20  # photo, gap, drawing
+    svg = paths["svg"].read_text()
+    assert f'width="{box["width_mm"]:g}mm"' in svg
+
+
+def test_the_preview_and_the_simulated_plot_agree(tmp_path):
+    """What the optimiser's preview shows is what the simulated plotter draws: same pen,
+    same size, same place on the paper."""
+    import cv2
+    import piq
+
+    from plotterd.gcode import make_gcode
+    from plotterd.machine import stream
+    from plotterd.vector import PageSpec
+
+    r = optimise(CAMERA, paper_pipeline(), iterations=2)
+    strokes = r.strokes
+    pen = RoundNib(**{k: v for k, v in strokes.metadata["pen"].items() if k != "model"})
+    box = DrawingBox(**strokes.metadata["page_mm"])
+    preview = pen.render(strokes_polylines_mm(strokes), box, 10)
+
+    program = make_gcode(strokes, profile="grbl-servo", page=PageSpec(paper="a6")).program
+    plotted = stream(program, "sim://grbl?speed=instant", render_to=tmp_path / "plot.png")
+    assert plotted.status == "done"
+    render = cv2.imread(str(tmp_path / "plot.png"), cv2.IMREAD_GRAYSCALE)
+    assert render is not None
+    # the render is the bed at 4 px/mm, machine +y up; find the drawing's box on it
+    drawn = render < 128
+    ys, xs = np.nonzero(drawn)
+    crop = render[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1].astype(np.float32) / 255
+    pys, pxs = np.nonzero(preview < 0.5)
+    ref = preview[pys.min(): pys.max() + 1, pxs.min(): pxs.max() + 1]
+    ref = cv2.resize(ref, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_AREA)
+    assert abs(crop.shape[1] / 4 - ref.shape[1] / 4) < 1.0  # same size in mm
+
+    def t(a):
+        blurred = cv2.GaussianBlur(a, (0, 0), 1.0)  # 0.25 mm: past the render's pixels
+        return torch.from_numpy(np.ascontiguousarray(blurred))[None, None].clamp(0, 1)
+
+    assert float(piq.ssim(t(crop), t(ref), data_range=1.0)) >= 0.95
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"page": {"long_side_mm": 30}, "resolution": {"height": 100}}, "resolution"),
+    ({"page": {"depth_mm": 3}}, "page.depth_mm"),
+    ({"pen": {"nib_mm": 0}}, "pen.nib_mm"),
+    ({"pen": {"colour": "red"}}, "pen.colour"),
+    ({"init_options": {"max_spacing": 3}}, "init_options.max_spacing"),
+    ({"init": "uniform"}, "strokes[0].count"),
+    ({"ink": {"max_length_m": -1}}, "ink.max_length_m"),
+    ({"ink": {"speed": 3}}, "ink.speed"),
+    ({"smoothness": "lots"}, "smoothness"),
+    ({"loss": {"type": "paper", "structure": "vibes"}}, "loss.structure"),
+])
+def test_bad_paper_keys_are_refused_by_name(bad, key):
+    base = load_pipeline("paper").to_dict()
+    if "resolution" in bad:
+        base.pop("page")
+    base.update(bad)
+    if "init_options" in bad:
+        base["init_options"] = bad["init_options"]
+    with pytest.raises(ConfigError) as e:
+        pipeline_from_dict(base)
+    assert e.value.key == key
+
+
+def test_the_paper_pipeline_round_trips():
+    p = load_pipeline("paper")
+    assert pipeline_from_dict(p.to_dict()) == p
