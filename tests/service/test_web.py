@@ -1,0 +1,206 @@
+"""The web page's server side without a browser: the cross-site guard, the page's files,
+its endpoints (pipelines, live status, plan, thumbnails) and the token rule on them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from starlette.datastructures import Headers
+
+from plotterd.service.api import make_app
+from plotterd.service.daemon import Daemon
+from plotterd.service.web.csrf import HEADER, is_loopback_host, refusal
+from plotterd.service.web.plan import job_plan
+
+from .helpers import DATA
+
+OWN = "http://127.0.0.1:8765"
+PAGE = {"Origin": OWN, "Sec-Fetch-Site": "same-origin", HEADER: "1"}
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="100mm" height="80mm" '
+       'viewBox="0 0 100 80"><path d="M10 10 L90 10 L90 70" fill="none" stroke="black"/>'
+       '<path d="M20 60 L50 20" fill="none" stroke="black"/>'
+       '<circle cx="60" cy="50" r="10" fill="none" stroke="black"/></svg>')
+
+
+@pytest.fixture
+def daemon(cfg):
+    d = Daemon(cfg)  # not started: the API works on the store alone
+    yield d
+    d.store.close()
+
+
+@pytest.fixture
+def client(daemon):
+    return TestClient(make_app(daemon), base_url=OWN)
+
+
+# -- the cross-site guard --------------------------------------------------------------------
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site", HEADER: "1"},
+    {"Sec-Fetch-Site": "same-site", HEADER: "1"},  # another port of the same host
+    {"Origin": "http://127.0.0.1:9999", HEADER: "1"},  # an older browser: Origin only
+    {"Origin": "null", HEADER: "1"},  # a sandboxed frame or a file:// page
+    {"Referer": "http://evil.example/page", HEADER: "1"},
+    {"Origin": OWN, "Sec-Fetch-Site": "same-origin"},  # a browser, but not the page's call
+])
+def test_cross_site_posts_are_refused(client, daemon, headers):
+    r = client.post("/plot/pause", headers=headers)
+    assert r.status_code == 403, r.text
+    assert "refused" in r.json()["detail"]
+    assert not daemon.plotter.paused
+
+
+def test_form_encoded_cross_origin_post_is_refused(client, daemon):
+    with open(DATA / "camera_small.png", "rb") as f:
+        r = client.post("/jobs", files={"file": ("x.png", f)},
+                        headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    r = client.post("/plot/pause", data={"a": "1"},
+                    headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
+    assert daemon.store.list() == [] and not daemon.plotter.paused
+
+
+def test_same_origin_page_and_non_browser_clients_are_accepted(client, daemon):
+    assert client.post("/plot/pause", headers=PAGE).json()["state"] == "paused"
+    assert client.post("/plot/resume").json()["state"] == "idle"  # the CLI sends no markers
+    typed = {"Sec-Fetch-Site": "none", HEADER: "1"}  # the user typed it: not a site's doing
+    assert client.post("/plot/pause", headers=typed).status_code == 200
+    # reading is not guarded: another site cannot read the answer anyway (no CORS)
+    assert client.get("/jobs", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+
+
+def test_dns_rebinding_host_is_refused_on_loopback(daemon):
+    evil = TestClient(make_app(daemon), base_url="http://evil.example:8765")
+    same = {"Origin": "http://evil.example:8765", "Sec-Fetch-Site": "same-origin", HEADER: "1"}
+    r = evil.post("/plot/pause", headers=same)
+    assert r.status_code == 403 and "loopback" in r.json()["detail"]
+    # bound beyond loopback (with a token, as required) any host name may reach it
+    daemon.cfg.api.bind, daemon.cfg.api.token = "0.0.0.0", "a-long-enough-token"
+    lan = TestClient(make_app(daemon), base_url="http://plotter.lan:8765")
+    r = lan.post("/plot/pause", headers={**same, "Origin": "http://plotter.lan:8765",
+                                         "Authorization": "Bearer a-long-enough-token"})
+    assert r.status_code == 200, r.text
+
+
+def test_refusal_rules():
+    def why(method="POST", **h):
+        return refusal(method, "http", Headers({"host": "127.0.0.1:8765", **h}), True)
+
+    assert why() is None and why("GET", origin="http://evil.example") is None
+    assert why(origin="http://127.0.0.1:8765", **{HEADER: "1"}) is None
+    assert why(origin="http://127.0.0.1:8765") is not None
+    assert why(referer="http://127.0.0.1:8765/", **{HEADER: "1"}) is None
+    assert why("DELETE", **{"sec-fetch-site": "cross-site"}) is not None
+    assert all(map(is_loopback_host, ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"]))
+    assert not any(map(is_loopback_host, ["evil.example", "10.0.0.1", "0.0.0.0", ""]))
+
+
+# -- the page's files and endpoints ------------------------------------------------------------
+def test_page_and_static_files(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    html = r.text
+    assert "/static/app.js" in html and "/static/style.css" in html
+    assert "http://" not in html and "https://" not in html  # nothing from the internet
+    for name, kind in (("app.js", "javascript"), ("style.css", "css"), ("icon.svg", "svg")):
+        got = client.get(f"/static/{name}")
+        assert got.status_code == 200 and kind in got.headers["content-type"]
+        assert "https://" not in got.text
+    assert client.get("/static/routes.py").status_code == 404
+    assert client.get("/static/..%2F__init__.py").status_code == 404
+    assert client.get("/static/../web/__init__.py").status_code == 404
+
+
+def test_pipelines_endpoint(client, daemon):
+    got = {p["name"]: p for p in client.get("/api/pipelines").json()}
+    assert got["tiny"]["default"] and not got["lines-blurmse"]["default"]
+    assert "60 lines" in got["tiny"]["description"]
+
+
+def test_token_rule_covers_the_page_endpoints(daemon):
+    daemon.cfg.api.token = "a-long-enough-token"
+    c = TestClient(make_app(daemon), base_url=OWN)
+    assert c.get("/").status_code == 200  # the page holds no data
+    assert c.get("/static/app.js").status_code == 200
+    for path in ("/api/live", "/api/pipelines", "/api/jobs/1/plan",
+                 "/api/jobs/1/thumbnail/preview"):
+        assert c.get(path).status_code == 401, path
+    ok = c.get("/api/live", headers={"Authorization": "Bearer a-long-enough-token"})
+    assert ok.status_code == 200
+
+
+def _svg_job(daemon, tmp_path, profile: str = "grbl-servo"):
+    from plotterd.gcode import make_gcode
+    from plotterd.vector import PageSpec
+
+    src = tmp_path / "in.svg"
+    src.write_text(SVG)
+    job = daemon.store.create(source="upload", name="in.svg", kind="svg", state="done",
+                              jobs_dir=tmp_path / "jobs")
+    res = make_gcode(src, profile=profile, page=PageSpec(paper="a5"))
+    res.save(tmp_path / "jobs" / str(job["id"]) / "plot.gcode")
+    daemon.store.update(job["id"], artefacts={"gcode": "plot.gcode"},
+                        plot_attempts=1, stage="plot", progress=1.0,
+                        info={"executed": len(res.program.lines)})
+    return daemon.store.get(job["id"]), res
+
+
+@pytest.mark.parametrize("profile", ["grbl-servo", "grbl-z", "klipper", "marlin-servo"])
+def test_plan_is_the_drawing_on_the_paper(daemon, tmp_path, profile):
+    """The plan's strokes are the laid-out page's lines in paper millimetres, whatever the
+    machine's origin corner and axis directions."""
+    from plotterd.vector import PX_PER_MM
+
+    job, res = _svg_job(daemon, tmp_path, profile)
+    plan = job_plan(tmp_path / "jobs" / str(job["id"]) / "plot.gcode", [profile])
+    assert plan["frame"] == "paper" and plan["view"][2:] in ([210, 148], [148, 210])
+    lines = [ln for layer in res.document.layers.values() for ln in layer]
+    assert len(plan["strokes"]) == len(lines) == res.program.header["strokes"]
+    for stroke, line in zip(plan["strokes"], lines, strict=True):
+        pts = np.array([p[1:] for p in plan["track"][stroke["start"]:stroke["end"]]])
+        want = np.stack([line.real, line.imag], -1) / PX_PER_MM
+        assert pts.shape == want.shape and np.abs(pts - want).max() < 0.02
+    seen = [p[0] for p in plan["track"]]
+    assert seen == sorted(seen) and seen[-1] < plan["lines"]
+
+
+def test_plan_and_live_endpoints(client, daemon, tmp_path):
+    job, _ = _svg_job(daemon, tmp_path)
+    plan = client.get(f"/api/jobs/{job['id']}/plan").json()
+    assert len(plan["strokes"]) == 3
+    live = client.get("/api/live").json()
+    assert live["plotter"]["state"] == "idle"
+    assert live["job"]["id"] == job["id"] and not live["job"]["current"]
+    assert live["job"]["plan"] == f"/api/jobs/{job['id']}/plan"
+    assert live["job"]["executed"] == plan["lines"]
+    assert client.get("/api/jobs/999/plan").status_code == 404
+    daemon.store.update(job["id"], artefacts={"gcode": "../../../jobs.db"})
+    assert client.get(f"/api/jobs/{job['id']}/plan").status_code == 404
+
+
+def test_thumbnails(client, daemon, tmp_path):
+    job, _ = _svg_job(daemon, tmp_path)
+    job_dir = tmp_path / "jobs" / str(job["id"])
+    big = Image.new("L", (1200, 1200), 255)
+    big.paste(0, (600, 0, 601, 1200))  # a one-pixel pen line
+    big.save(job_dir / "render.png")
+    (job_dir / "preview.png").write_bytes((DATA / "camera_small.png").read_bytes())
+    daemon.store.update(job["id"], artefacts={"gcode": "plot.gcode", "render": "render.png",
+                                              "preview": "preview.png", "input": "../../x",
+                                              "loss_png": "plot.gcode"})
+    r = client.get(f"/api/jobs/{job['id']}/thumbnail/render")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    small = Image.open(io.BytesIO(r.content))
+    assert max(small.size) == 320
+    assert np.asarray(small.convert("L")).min() < 128, "the pen line vanished in the thumbnail"
+    assert client.get(f"/api/jobs/{job['id']}/thumbnail/preview").status_code == 200
+    assert client.get(f"/api/jobs/{job['id']}/thumbnail/input").status_code == 404  # outside
+    assert client.get(f"/api/jobs/{job['id']}/thumbnail/loss_png").status_code == 404  # not PNG
+    assert client.get(f"/api/jobs/{job['id']}/thumbnail/gcode").status_code == 404
