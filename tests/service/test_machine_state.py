@@ -1,0 +1,144 @@
+"""The plotter's states through the daemon: an M0 pen change waits for the user and goes on
+with POST /api/pen/continue; a board reset loses the position, the job stays interrupted
+until the origin is confirmed (POST /api/machine/origin), then resumes from its stroke;
+machine controls are refused while a job plots and bounds-checked between jobs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from plotterd.gcode.program import GLine, Program
+from plotterd.service.api import make_app
+from plotterd.service.daemon import Daemon
+from plotterd.service.plotter_worker import POSITION_LOST
+
+from .helpers import wait_for
+from .test_plotter import square_program
+
+pytest.importorskip("plotterd.machine.plotter", reason="needs the machine stage's Plotter")
+
+
+def _job_with(d: Daemon, program: Program) -> dict:
+    job = d.store.create(source="upload", name="squares.gcode", kind="svg",
+                         jobs_dir=d.cfg.jobs_dir, state="queued")
+    Path(job["dir"]).mkdir(parents=True)
+    program.save(Path(job["dir"]) / "plot.gcode")
+    d.store.transition(job["id"], "vectorised", artefacts={"gcode": "plot.gcode"})
+    return job
+
+
+def two_pen_program() -> Program:
+    """Strokes 0-1 with pen 1, an M0 pen change, strokes 2-3 with pen 2."""
+    prog = square_program(4)
+    prog.header["pen_change"] = ["M0"]
+    prog.header["pens"] = [{"first_stroke": 0, "name": "pen 1 (black)"},
+                           {"first_stroke": 2, "name": "pen 2 (red)"}]
+    at = next(i for i, ln in enumerate(prog.lines) if ln.stroke == 2)  # its travel
+    prog.lines.insert(at + 1, GLine("M0", "pen_down", 2))  # where the writer puts it
+    return prog
+
+
+def _state(d: Daemon, jid: int) -> str:
+    return d.store.get(jid)["state"]
+
+
+def test_pen_change_waits_and_continues_through_the_api(cfg):
+    cfg.plotter.sim_speed = "instant"
+    d = Daemon(cfg)
+    api = TestClient(make_app(d))
+    job = _job_with(d, two_pen_program())
+    assert api.post("/api/pen/continue").status_code == 409  # nothing waits
+    d.plotter.start()
+    try:
+        st = wait_for(lambda: (s := api.get("/api/status").json())["plotter"]["state"]
+                      == "pen_change" and s, 30, what="the pen change")
+        assert st["plotter"]["message"].startswith("waiting for pen change: pen 2 (red)"), st
+        time.sleep(1.0)
+        assert _state(d, job["id"]) == "plotting"  # it waits for the user, not a timeout
+        assert d.store.get(job["id"])["last_completed_stroke"] == 1
+        r = api.post("/api/pen/continue")
+        assert r.status_code == 200, r.text
+        done = wait_for(lambda: (j := d.store.get(job["id"]))["state"] == "done" and j, 30)
+    finally:
+        d.stopping.set()
+        d.plotter.join(10)
+    assert done["last_completed_stroke"] == 3 and done["error"] is None
+    assert Path(done["dir"], "plot.record").read_text().count("\n") == 4 * 4
+
+
+def _pty_daemon(cfg, tmp_path, url: str, **plotter):
+    from plotterd.machine.sim.pty_server import PtyServer
+
+    server = PtyServer(url)
+    link = tmp_path / "usb-plotter"
+    link.symlink_to(server.start())
+    cfg.plotter.port = str(link)
+    cfg.plotter.reconnect_s = 0.2
+    for k, v in plotter.items():
+        setattr(cfg.plotter, k, v)
+    return server, Daemon(cfg)
+
+
+def test_a_board_reset_interrupts_until_the_origin_is_confirmed(cfg, tmp_path):
+    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=instant&faults=reset@60",
+                            paper="auto")
+    api = TestClient(make_app(d))
+    job = _job_with(d, square_program(10))
+    d.plotter.start()
+    try:
+        j = wait_for(lambda: (x := d.store.get(job["id"]))["state"] == "interrupted" and x,
+                     30, what="the reset to interrupt the job")
+        assert POSITION_LOST in j["error"], j
+        start = j["resume_stroke"]
+        assert 0 < start < 10
+        time.sleep(1.5)  # it does not resume by itself
+        assert _state(d, job["id"]) == "interrupted"
+        st = api.get("/api/status").json()["plotter"]
+        assert st["state"] == "interrupted" and POSITION_LOST in st["message"], st
+        assert not st["position_known"]
+        r = api.post("/api/machine/origin")  # the user put the pen at the origin
+        assert r.status_code == 200, r.text
+        assert r.json()["result"] == {"resumed": [job["id"]]}
+        done = wait_for(lambda: (x := d.store.get(job["id"]))["state"] == "done" and x, 30)
+    finally:
+        d.stopping.set()
+        d.plotter.join(10)
+        server.stop()
+    events = [e["state"] for e in d.store.events(job["id"])]
+    assert events[-4:] == ["interrupted", "vectorised", "plotting", "done"], events
+    assert done["error"] is None and done["last_completed_stroke"] == 9
+
+
+def test_machine_controls_between_jobs_refused_while_plotting(cfg, tmp_path):
+    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=scaled:4", paper="manual")
+    api = TestClient(make_app(d))
+    d.plotter.start()
+    try:
+        wait_for(lambda: api.get("/api/status").json()["plotter"]["connected"], 20)
+        r = api.post("/api/machine/jog", json={"dx": 5, "dy": 5})
+        assert r.status_code == 400 and "unknown" in r.json()["detail"]  # not yet known
+        assert api.post("/api/machine/origin").status_code == 200
+        r = api.post("/api/machine/jog", json={"dx": 5, "dy": 5})
+        assert r.status_code == 200, r.text
+        r = api.post("/api/machine/jog", json={"dx": 1000, "dy": 0})  # beyond 300 mm
+        assert r.status_code == 400, r.text
+        assert api.post("/api/machine/send", json={"line": "G92 X0 Y0"}).status_code == 400
+        assert api.post("/api/machine/pen-down").status_code == 200
+        assert api.post("/api/machine/pen-up").status_code == 200
+        assert isinstance(api.get("/api/machine/ports").json(), list)
+        job = _job_with(d, square_program(8))
+        wait_for(lambda: d.plotter.current == job["id"], 20)
+        for path in ("pen-up", "home", "origin", "motors-off"):
+            r = api.post(f"/api/machine/{path}")
+            assert r.status_code == 409 and "plotting" in r.json()["detail"], (path, r.text)
+        d.cancel_job(job["id"])
+        wait_for(lambda: _state(d, job["id"]) == "cancelled", 30)
+    finally:
+        d.stopping.set()
+        d.plotter.join(10)
+        server.stop()
+    assert not server.sim.out_of_bounds
