@@ -61,7 +61,8 @@ class GcodeResult:
 
     def save(self, out_gcode: str | Path, travel_layer: bool = False) -> dict[str, Path]:
         """Write OUT.gcode, OUT.svg (plotting order, a layer per pen; pen-up travel in its own
-        layer if ``travel_layer``) and OUT.stats.json. Returns {"gcode", "svg", "stats"}."""
+        layer if ``travel_layer``), OUT.stats.json and OUT.gcode.json (the program's
+        metadata, see Program.save). Returns {"gcode", "gcode_meta", "svg", "stats"}."""
         out = Path(out_gcode)
         try:
             return self._save(out, travel_layer)
@@ -72,7 +73,7 @@ class GcodeResult:
         svg = out.with_suffix(".svg")
         stats = out.with_suffix(".stats.json")
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.program.save(out)
+        meta = self.program.save(out)
         doc = self.document
         if travel_layer:
             doc = doc.clone()
@@ -88,7 +89,7 @@ class GcodeResult:
         with atomic.atomic_path(svg) as tmp, tmp.open("w") as f:
             vp.write_svg(f, doc, source_string="plotterd", set_date=False)
         atomic.write_text(stats, json.dumps(_jsonable(self.stats), indent=2, sort_keys=True) + "\n")
-        return {"gcode": out, "svg": svg, "stats": stats}
+        return {"gcode": out, "gcode_meta": meta, "svg": svg, "stats": stats}
 
 
 def _travel_lines(doc: vp.Document) -> list[np.ndarray]:

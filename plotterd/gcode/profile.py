@@ -40,7 +40,10 @@ ENV_VAR = "PLOTTERD_PROFILES"
 # a letter and its number; not inside a name (a Klipper macro PEN_G20 holds no G20 word)
 _WORD = re.compile(r"(?<![A-Z_])([A-Z])\s*([-+]?\d*\.?\d+)", re.IGNORECASE)
 # modes that would make the writer's absolute millimetre coordinates mean something else
-_MODE_CHANGES = {91.0: "G91 (relative moves)", 20.0: "G20 (inches)"}
+_MODE_CHANGES = {91.0: "G91 (relative moves)", 20.0: "G20 (inches)",
+                 92.0: "G92 (sets the position)", 10.0: "G10 (sets offsets)",
+                 53.0: "G53 (machine coordinates)", 55.0: "G55", 56.0: "G56", 57.0: "G57",
+                 58.0: "G58", 59.0: "G59"}
 
 
 def gcode_words(line: str) -> list[tuple[str, float]]:

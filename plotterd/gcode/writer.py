@@ -15,7 +15,6 @@ mirrors offsets wrongly (vpype-gcode #25, #37). Safety rules, all checked here:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,10 @@ import numpy as np
 import vpype as vp
 
 from plotterd.errors import ConfigError, OutOfBoundsError
+from plotterd.gcode.interpret import overflow
 from plotterd.gcode.motion import polyline_times, rest_to_rest
 from plotterd.gcode.profile import Profile, _num, xy_target
-from plotterd.gcode.program import END_MARK, HEADER_PREFIX, STROKE_PREFIX, GLine, Program
+from plotterd.gcode.program import END_MARK, STROKE_PREFIX, VERSION, GLine, Program
 from plotterd.vector.layout import PX_PER_MM
 
 
@@ -36,6 +36,12 @@ class Layer:
     name: str
     color: str
     paths: list[np.ndarray]  # (m, 2) machine mm
+    width_mm: float | None = None  # the pen's nib (vpype's pen width), for previews/renders
+
+
+def _pen_width_mm(layer: vp.LineCollection) -> float | None:
+    w = layer.property(vp.METADATA_FIELD_PEN_WIDTH)
+    return round(float(w) / PX_PER_MM, 4) if w else None
 
 
 def to_machine(xy_mm: np.ndarray, paper_mm: tuple[float, float], profile: Profile) -> np.ndarray:
@@ -67,16 +73,7 @@ def check_bounds(points: np.ndarray, profile: Profile, what: str = "the drawing"
         raise OutOfBoundsError(f"{what} has coordinates that are not finite numbers")
     lo = points.min(axis=0)
     hi = points.max(axis=0)
-    over = []
-    eps = 1e-9
-    if lo[0] < profile.x_min - eps:
-        over.append(f"{profile.x_min - lo[0]:.2f} mm below x_min")
-    if hi[0] > profile.x_max + eps:
-        over.append(f"{hi[0] - profile.x_max:.2f} mm beyond x_max")
-    if lo[1] < profile.y_min - eps:
-        over.append(f"{profile.y_min - lo[1]:.2f} mm below y_min")
-    if hi[1] > profile.y_max + eps:
-        over.append(f"{hi[1] - profile.y_max:.2f} mm beyond y_max")
+    over = overflow(lo, hi, profile.bounds)
     if over:
         raise OutOfBoundsError(
             f"{what} does not fit profile {profile.name!r}: it overflows "
@@ -107,6 +104,7 @@ def _layers(document: vp.Document, profile: Profile) -> tuple[list[Layer], tuple
                 str(name) if name else f"pen {lid}",
                 color.as_rgb_hex() if color is not None else "#000000",
                 [np.zeros((len(ln), 2)) for ln in lines],  # filled in below
+                _pen_width_mm(lc),
             )
         )
     if raw:  # map all vertices at once, then hand each path its slice
@@ -211,6 +209,7 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
         if not layer.paths:
             continue
         pens_info.append({"layer": layer.id, "name": layer.name, "color": layer.color,
+                          "width_mm": layer.width_mm,
                           "first_stroke": stroke, "strokes": len(layer.paths)})
         for k, path in enumerate(layer.paths):
             x0, y0 = path[0]
@@ -270,7 +269,7 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
         draw_mm = 0.0
     travel_mm = float(travel_len.sum()) + end_travel
     header: dict[str, Any] = {
-        "version": 1,
+        "version": VERSION,
         "profile": p.name,
         "firmware": p.firmware,
         "units": "mm",
@@ -326,8 +325,9 @@ def program_stats(program: Program) -> dict[str, Any]:
 
 
 def _text_bytes(program: Program) -> int:
-    """len(program.text()) without building the text: lines, stroke markers, header, end."""
-    n = len(json.dumps(program.header, sort_keys=True)) + len(HEADER_PREFIX) + 1
+    """len(program.text()) without building the text: header comments, lines, stroke
+    markers, end."""
+    n = sum(len(c) + 1 for c in program.header_lines())
     current = None
     ended = False
     for ln in program.lines:

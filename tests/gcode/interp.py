@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from plotterd.gcode.profile import gcode_words
 from plotterd.gcode.program import Program
-
-WORD = re.compile(r"([A-Z])([-+]?\d*\.?\d+)")
 
 
 class PenStateError(AssertionError):
@@ -51,7 +49,7 @@ def run(text: str) -> Run:
         if t in ups or t in downs:
             continue
         head = t.split()[0]
-        words = {k: float(v) for k, v in WORD.findall(t[len(head):])}
+        words = dict(gcode_words(t[len(head):]))
         if head not in ("G0", "G1"):
             continue
         if "F" in words and words["F"] <= 0:

@@ -58,13 +58,20 @@ def test_program_round_trips_and_is_safe(name: str) -> None:
                      options=VectorOptions(pens=[Pen("black"), Pen("#777777")]))
     prog = res.program
     h = prog.header
-    assert h["version"] == 1 and h["profile"] == name and h["firmware"] == profile.firmware
+    assert h["version"] == 2 and h["profile"] == name and h["firmware"] == profile.firmware
     assert h["pen_up"] == profile.pen_up_lines() and h["pen_down"] == profile.pen_down_lines()
     assert h["bounds"] == [profile.x_min, profile.y_min, profile.x_max, profile.y_max]
     assert h["strokes"] == res.stats["lines"] == prog.stroke_count
     assert len(h["pens"]) == 2 and h["pens"][1]["first_stroke"] > 0
     # Program.parse(text) gives back exactly the same kinds and strokes
-    back = Program.parse(prog.text())
+    bare = Program.parse(prog.text())  # without the sidecar: from the lines themselves
+    assert [(ln.text, ln.kind, ln.stroke) for ln in bare.lines] == [
+        (ln.text, ln.kind, ln.stroke) for ln in prog.lines
+    ]
+    assert bare.header["pen_up"] == h["pen_up"] and bare.header["pen_down"] == h["pen_down"]
+    assert bare.header["bounds"] == h["bounds"] and bare.header["strokes"] == h["strokes"]
+    assert bare.firmware == profile.firmware
+    back = Program.parse(prog.text(), meta=json.loads(json.dumps(h)))
     assert [(ln.text, ln.kind, ln.stroke) for ln in back.lines] == [
         (ln.text, ln.kind, ln.stroke) for ln in prog.lines
     ]
