@@ -220,3 +220,19 @@ def test_homing_returns_to_the_origin():
     with pytest.raises(OutOfBoundsError, match=r"line 5 .*1\.00 mm below x_min"):
         parse(text, "marlin-servo")
     assert math.isfinite(parse("G90\n$H\nG0 X5 Y5\n").header["estimated_s"])
+
+
+@pytest.mark.timeout(60)
+def test_a_vpype_gcode_file_streams_stroke_by_stroke_on_the_simulator():
+    from plotterd.machine import stream
+
+    prog = load("vpype_gcode_servo_abs.gcode")
+    seen = []
+    result = stream(prog, "sim://grbl?speed=instant",
+                    progress=lambda p: seen.append(p.info.get("completed_stroke")))
+    assert result.status == "done", result.error
+    assert result.last_completed_stroke == 2
+    assert {s for s in seen if s is not None} == {0, 1, 2}  # progress by stroke
+    expected = drawn([ln.text for ln in prog.lines])
+    got = [tuple(round(v, 2) for v in seg) for seg in result.simulator.segments]
+    assert got == expected and len(got) == 329
