@@ -24,6 +24,12 @@ Example (all keys, with their defaults)::
       paper_trigger_file: null           # touching it confirms "paper changed"
                                          # (null: <state_dir>/paper-changed)
       reconnect_s: 2.0                   # retry an absent plotter this often (jobs wait)
+      timeouts: {}                       # plotterd.machine.Timeouts fields, seconds (banner,
+                                         # ok, status, command, homing, idle, poll,
+                                         # reconnect_attempts, reconnect_backoff, max_resumes)
+      machine: {}                        # plotterd.machine MachineOptions: homing (null: from
+                                         # GRBL $22), unlock_alarm (null: only without homing),
+                                         # write_settings (false: may set $10), jog_feed
     page: {paper: a4, orientation: auto, margin_mm: 10}
     optimiser: {device: auto, threads: 1, checkpoint_every: 25, iterations: null, seed: null,
                 timeout_s: null, stall_s: 600}
@@ -69,6 +75,8 @@ class PlotterConfig:
     paper: str | None = None
     paper_trigger_file: str | None = None
     reconnect_s: float = 2.0
+    timeouts: dict[str, float] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,6 +283,7 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
         cfg.plotter.paper_trigger_file = str(v.path(cfg.plotter.paper_trigger_file,
                                                     "plotter.paper_trigger_file"))
     v.positive(cfg.plotter.reconnect_s, "plotter.reconnect_s")
+    _check_machine(v, cfg.plotter)
 
     cfg.page = v.section(top.get("page"), "page", PageConfig)
     v.string(cfg.page.paper, "page.paper")
@@ -354,6 +363,30 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
         )
     v.positive(cfg.api.max_upload_mb, "api.max_upload_mb")
     return cfg
+
+
+def _check_machine(v: _Validator, plotter: PlotterConfig) -> None:
+    """plotter.timeouts and plotter.machine: the machine stage's own fields, checked here so
+    that a typo fails at start, not at the first job."""
+    from plotterd.machine.base import Timeouts
+
+    t = v.mapping(plotter.timeouts or {}, "plotter.timeouts")
+    v.no_unknown(t, {f.name for f in fields(Timeouts)}, "plotter.timeouts.")
+    for k, val in t.items():
+        integer = k in ("reconnect_attempts", "max_resumes")
+        v.positive(val, f"plotter.timeouts.{k}", integer=integer)
+    plotter.timeouts = dict(t)
+    m = v.mapping(plotter.machine or {}, "plotter.machine")
+    v.no_unknown(m, {"homing", "unlock_alarm", "write_settings", "jog_feed"},
+                 "plotter.machine.")
+    for k in ("homing", "unlock_alarm"):
+        if m.get(k) is not None and not isinstance(m[k], bool):
+            raise v.err(f"plotter.machine.{k}", "must be true, false or null")
+    if "write_settings" in m and not isinstance(m["write_settings"], bool):
+        raise v.err("plotter.machine.write_settings", "must be true or false")
+    if "jog_feed" in m:
+        v.positive(m["jog_feed"], "plotter.machine.jog_feed")
+    plotter.machine = dict(m)
 
 
 def _is_num(x: Any) -> bool:

@@ -291,7 +291,8 @@ class PlotterWorker(threading.Thread):
             return True
         try:
             self.link = stages.connect_plotter(cfg.plotter.port, cfg.plotter.profile,
-                                               cfg.plotter.baudrate)
+                                               cfg.plotter.baudrate, cfg.plotter.timeouts,
+                                               cfg.plotter.machine)
         except (PlotterdError, OSError) as e:
             self.link = None
             self._set_link_error(str(e))

@@ -101,13 +101,19 @@ def has_plotter() -> bool:
     return hasattr(machine, "Plotter")
 
 
-def connect_plotter(port: str, profile: str, baudrate: int):
+def connect_plotter(port: str, profile: str, baudrate: int,
+                    timeouts: dict[str, float] | None = None,
+                    machine: dict[str, Any] | None = None):
     """Open ``port`` and connect to the firmware of ``profile``; the Plotter stays open
-    (reopening a port resets Arduino-based boards)."""
+    (reopening a port resets Arduino-based boards). ``timeouts`` and ``machine``: fields of
+    the machine stage's Timeouts and MachineOptions (config plotter.timeouts / .machine)."""
     from plotterd.gcode import load_profile
-    from plotterd.machine import Plotter
+    from plotterd.machine import Plotter, Timeouts
+    from plotterd.machine.plotter import MachineOptions
 
-    plotter = Plotter(port, load_profile(profile), baudrate=baudrate)
+    plotter = Plotter(port, load_profile(profile), baudrate=baudrate,
+                      timeouts=Timeouts(**(timeouts or {})),
+                      options=MachineOptions(**(machine or {})))
     plotter.connect()
     return plotter
 

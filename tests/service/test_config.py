@@ -16,7 +16,7 @@ def test_defaults_without_a_file(monkeypatch, tmp_path):
     assert cfg.inbox == cfg.state_dir / "inbox"
     assert "plotterd" in str(cfg.state_dir)
     assert cfg.api.bind == "127.0.0.1" and cfg.api.token is None
-    assert cfg.pipeline == "lines-blurmse"
+    assert cfg.pipeline == "paper"  # the default pipeline since dca66d3
 
 
 def test_full_file_relative_paths(tmp_path):
@@ -57,6 +57,13 @@ def test_full_file_relative_paths(tmp_path):
     ({"plotter": {"reconnect_s": 0}}, "plotter.reconnect_s"),
     ({"plotter": {"paper_trigger_file": ""}}, "plotter.paper_trigger_file"),
     ({"plotter": {"papr": "auto"}}, "plotter.papr"),
+    ({"plotter": {"timeouts": {"homing": 0}}}, "plotter.timeouts.homing"),
+    ({"plotter": {"timeouts": {"reconnect_attempts": 1.5}}},
+     "plotter.timeouts.reconnect_attempts"),
+    ({"plotter": {"timeouts": {"hominng": 5}}}, "plotter.timeouts.hominng"),
+    ({"plotter": {"timeouts": [1]}}, "plotter.timeouts"),
+    ({"plotter": {"machine": {"unlock_alarm": "yes"}}}, "plotter.machine.unlock_alarm"),
+    ({"plotter": {"machine": {"unlock": True}}}, "plotter.machine.unlock"),
     ({"pipelines": {"done": "tiny"}}, "pipelines.done"),
     ({"optimiser": {"threads": 0}}, "optimiser.threads"),
     ({"page": {"orientation": "diagonal"}}, "page.orientation"),
