@@ -61,7 +61,12 @@ def test_grbl_banner_info_status_and_drawing():
     assert _lines(port, 4) == ["ok"] * 4
     port.write(b"?")
     status = _lines(port, 1)[0]
-    assert status.startswith("<Idle|MPos:20.000,10.000,0.000|Bf:15,128|")
+    # stock $10=1: MPos and no Bf:
+    assert status.startswith("<Idle|MPos:20.000,10.000,0.000|FS:")
+    port.write(b"$10=3\n?")
+    assert _lines(port, 2)[1].startswith("<Idle|MPos:20.000,10.000,0.000|Bf:15,128|")
+    port.write(b"$10=0\n?")
+    assert _lines(port, 2)[1].startswith("<Idle|WPos:20.000,10.000,0.000|FS:")
     sim = port.simulator
     assert sim.segments == [(10.0, 10.0, 20.0, 10.0)] and not sim.pen_down
 

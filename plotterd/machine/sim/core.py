@@ -187,7 +187,13 @@ class Simulator:
         self.first_line_at: float | None = None  # machine time the first line was taken
         self.lines_received = 0
         self.dropped_bytes = 0
-        self.pos = [0.0, 0.0, 0.0]  # physical head position
+        self.pos = [0.0, 0.0, 0.0]  # physical head position (where the pen really is)
+        # where the board's machine zero is, physically. A board without encoders knows its
+        # position only by counting steps: after a reset it counts from 0 wherever the head
+        # stands, so this becomes the head's position; homing makes it (0, 0) again.
+        self.zero = [0.0, 0.0]
+        self.home_at = (cfg.bounds[0], cfg.bounds[1])  # where homing switches put the head
+        self.motors_off = False  # steppers released: the head can be pushed by hand
         self.servo: float | None = None  # S value / angle of the pen servo, None = off
         self.disconnected = False
         self.unplugged = False
@@ -245,6 +251,7 @@ class Simulator:
             t = self.now()
             self._baud = baudrate
             self._truncate_motion(t)
+            self.lose_position(t)
             self.disconnected = False
             self.silent = False
             self._incoming.clear()
@@ -254,6 +261,47 @@ class Simulator:
             self.events.append((t, "power_on"))
             self._boot(t + self.boot_delay())
             self.lock.notify_all()
+
+    # ---- coordinates ----
+    def lose_position(self, t: float) -> None:
+        """A reset: step counting restarts at 0 where the head physically is."""
+        self.zero = [self.pos[0], self.pos[1]]
+        self.motors_off = False
+        self.events.append((t, "position lost"))
+
+    def homed(self, t: float) -> None:
+        """Homing put the head on the switches: machine coordinates are physical again."""
+        self.pos = [self.home_at[0], self.home_at[1], self.pos[2]]
+        self.zero = [0.0, 0.0]
+        self.events.append((t, "homed"))
+
+    def to_machine(self, p) -> tuple[float, float, float]:
+        return (p[0] - self.zero[0], p[1] - self.zero[1], p[2])
+
+    def to_physical(self, m) -> tuple[float, float, float]:
+        return (m[0] + self.zero[0], m[1] + self.zero[1], m[2])
+
+    def machine_position(self, t: float) -> tuple[float, float, float]:
+        return self.to_machine(self.position(t))
+
+    def move_head_by_hand(self, x: float, y: float) -> None:
+        """Push the head (physical mm) as a user does with the motors off."""
+        with self.lock:
+            if not self.motors_off:
+                raise RuntimeError("the motors hold the head: turn them off first")
+            self.pos[0], self.pos[1] = x, y
+
+    def physical_target(self, t: float, machine_target) -> tuple[float, float, float]:
+        """Where a move to ``machine_target`` really goes; beyond the frame the carriage
+        stalls at the end of its travel (recorded in ``out_of_bounds``)."""
+        p = self.to_physical(machine_target)
+        if not self.in_bounds(p):
+            self.out_of_bounds.append(p)
+            x0, y0, x1, y1 = self.cfg.bounds
+            z0, z1 = self.cfg.z_range
+            p = (min(max(p[0], x0), x1), min(max(p[1], y0), y1), min(max(p[2], z0), z1))
+        self.motors_off = False
+        return p
 
     def boot_delay(self) -> float:
         """Reset to banner. Never zero: a host flushes its input right after opening (to drop

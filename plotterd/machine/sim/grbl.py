@@ -11,8 +11,9 @@ from plotterd.machine.sim.core import INF, SimConfig, Simulator
 
 BANNER = "Grbl 1.1h ['$' for help]"
 LINE_MAX = 79  # GRBL's 80-byte line buffer keeps one byte for the terminator
+_COMMENT_PAREN, _COMMENT_SEMI, _OVERFLOW = 1, 2, 4  # protocol.c's line_flags
 _WORD = re.compile(r"([A-Z])([-+]?(?:\d+\.?\d*|\.\d+))?")
-_SUPPORTED_G = {0, 1, 4, 17, 21, 90, 91, 94}
+_SUPPORTED_G = {0, 1, 4, 10, 17, 21, 90, 91, 92, 92.1, 94}
 _SUPPORTED_M = {0, 1, 2, 3, 4, 5, 30}
 
 
@@ -21,6 +22,8 @@ class GrblSim(Simulator):
     eol = b"\r\n"
 
     def __init__(self, cfg: SimConfig):
+        # $10=1 as stock GRBL 1.1h: MPos and no Bf: buffer field in status reports
+        self.g54 = [0.0, 0.0, 0.0]  # G54 work offset (EEPROM: survives resets)
         self.settings = {0: 10.0, 1: 25.0, 10: 1.0, 11: cfg.junction_deviation, 20: 1.0,
                          22: 1.0 if cfg.homing else 0.0, 32: 0.0,
                          110: cfg.rapid, 111: cfg.rapid, 120: cfg.accel, 121: cfg.accel,
@@ -29,7 +32,12 @@ class GrblSim(Simulator):
 
     # ---- state ----
     def _reset_firmware(self) -> None:
-        self.rx = bytearray()
+        self.rx = bytearray()  # the 128-byte serial ring buffer
+        self.line = bytearray()  # protocol_main_loop's line buffer (comments stripped)
+        self.line_flags = 0  # _COMMENT_PAREN | _COMMENT_SEMI | _OVERFLOW
+        self.m0_line: int | None = None  # an M0 whose ok waits for cycle start
+        self.sleeping = False
+        self.g92 = [0.0, 0.0, 0.0]  # G92 offset (not kept across a reset in GRBL 1.1)
         self.alarm: int | None = None
         self.check_mode = False
         self.pending = None  # (kind, data, line_no) of a line waiting for the planner
@@ -51,6 +59,17 @@ class GrblSim(Simulator):
         if self.cfg.homing:
             self.alarm = 0  # locked until homed or unlocked
 
+    def hard_reset(self, t: float) -> None:
+        """The board itself resets (power dip, watchdog, reset button): it restarts from
+        its bootloader, counting its position from wherever the head is."""
+        self._truncate_motion(t)
+        self.hold = False
+        self.lose_position(t)
+        self._reset_firmware()
+        self.resets += 1
+        self.events.append((t, "reset"))
+        self._boot(t + self.boot_delay())
+
     def _next_timer(self) -> float:
         return min(self.boot_at, self.busy_until)
 
@@ -69,6 +88,8 @@ class GrblSim(Simulator):
                 self._ok(t, line)
 
     def state_name(self) -> str:
+        if self.sleeping:
+            return "Sleep"
         if self.alarm is not None:
             return "Alarm"
         if self.hold:
@@ -89,28 +110,85 @@ class GrblSim(Simulator):
             if self.alarm is None:
                 self.hold = True
         elif b == 0x7E:  # '~' cycle start
-            if self.hold:
+            if self.hold and not self.sleeping:
                 self.hold = False
+                if self.m0_line is not None:
+                    # the M0 block's parse returns: its ok goes out, reading goes on
+                    line, self.m0_line = self.m0_line, None
+                    self._ok(t, line)
                 if self.current is None:
                     self._start_next(t)
         elif b == 0x18:  # Ctrl-X soft reset
             self._soft_reset(t, alarm_if_moving=True)
         elif b >= 0x80:
             pass  # overrides and jog cancel: not simulated
-        elif len(self.rx) < self.cfg.rx_size:
-            self.rx.append(b)
+        elif not self.rx and not self._blocked():
+            self._take_char(t, b)  # the main loop reads it at once
+        elif len(self.rx) < self.cfg.rx_size - 1:
+            self.rx.append(b)  # the ring buffer of N bytes holds N-1
         else:
             self.dropped_bytes += 1  # a full serial buffer drops bytes silently
 
+    def _blocked(self) -> bool:
+        """protocol_main_loop is not reading serial: booting, dwelling, homing, waiting for
+        the planner (a full planner, or a command that needs it empty), in an M0 hold."""
+        return (self.boot_at < INF or self.busy_until < INF or self.pending is not None
+                or self.m0_line is not None or self.sleeping)
+
+    def _take_char(self, t: float, c: int) -> None:
+        """One character through GRBL's line filter (protocol.c): whitespace and comment
+        characters are thrown away as they arrive, so a long comment never fills the
+        buffer; a line past 79 characters is flagged and answered error:11."""
+        if c in (0x0A, 0x0D):
+            text, flags = self.line.decode("latin-1"), self.line_flags
+            self.line, self.line_flags = bytearray(), 0
+            self.lines_received += 1
+            n = self.lines_received
+            if n == 1:
+                self.first_line_at = t
+            self._line(t, text, n, bool(flags & _OVERFLOW))
+            return
+        if self.line_flags:
+            if c == 0x29 and self.line_flags & _COMMENT_PAREN:  # ')'
+                self.line_flags &= ~_COMMENT_PAREN
+        elif c <= 0x20 or c == 0x2F:  # whitespace, control characters, block delete '/'
+            pass
+        elif c == 0x28:  # '('
+            self.line_flags |= _COMMENT_PAREN
+        elif c == 0x3B:  # ';'
+            self.line_flags |= _COMMENT_SEMI
+        elif len(self.line) >= LINE_MAX:
+            self.line_flags |= _OVERFLOW
+        elif 0x61 <= c <= 0x7A:
+            self.line.append(c - 0x20)
+        else:
+            self.line.append(c)
+
+    def wco(self) -> tuple[float, float, float]:
+        return tuple(a + b for a, b in zip(self.g54, self.g92, strict=True))  # type: ignore
+
+    def work_position(self, t: float) -> tuple[float, float, float]:
+        m = self.machine_position(t)
+        return tuple(p - o for p, o in zip(m, self.wco(), strict=True))  # type: ignore
+
     def _status(self, t: float) -> None:
-        x, y, z = self.position(t)
+        """The fields $10 asks for, as report_realtime_status: bit 0 MPos (else WPos),
+        bit 1 the Bf: buffer field."""
+        mask = int(self.settings.get(10, 1))
         self.status_count += 1
-        free = self.cfg.blocks - self.planner_used()
         feed = (self.current.feed * 60.0) if self.current is not None else 0.0
-        s = (f"<{self.state_name()}|MPos:{x:.3f},{y:.3f},{z:.3f}|Bf:{free},"
-             f"{self.cfg.rx_size - len(self.rx)}|FS:{feed:.0f},{self.spindle_s:.0f}")
+        if mask & 1:
+            x, y, z = self.machine_position(t)
+            s = f"<{self.state_name()}|MPos:{x:.3f},{y:.3f},{z:.3f}"
+        else:
+            x, y, z = self.work_position(t)
+            s = f"<{self.state_name()}|WPos:{x:.3f},{y:.3f},{z:.3f}"
+        if mask & 2:
+            free = self.cfg.blocks - self.planner_used()
+            s += f"|Bf:{free},{self.cfg.rx_size - len(self.rx)}"  # empty: the full size
+        s += f"|FS:{feed:.0f},{self.spindle_s:.0f}"
         if self.status_count % 10 == 1:
-            s += "|WCO:0.000,0.000,0.000"
+            s += "|WCO:" + ",".join(f"{v:.3f}" for v in self.wco())
         self.emit(t, s + ">")
 
     def _soft_reset(self, t: float, alarm_if_moving: bool) -> None:
@@ -134,29 +212,24 @@ class GrblSim(Simulator):
     # ---- main loop ----
     def _process(self, t: float) -> None:
         while not self.silent and not self.disconnected:
-            if self.boot_at < INF or self.busy_until < INF:
+            if self.boot_at < INF or self.busy_until < INF or self.sleeping:
                 return
+            if self.m0_line is not None:
+                return  # suspended inside the M0 block until cycle start
             if self.pending is not None and not self._try_pending(t):
                 return
-            i = -1
-            for k, ch in enumerate(self.rx):
-                if ch in (0x0A, 0x0D):
-                    i = k
-                    break
-            if i < 0:
+            if not self.rx:
                 return
-            raw = bytes(self.rx[:i])
-            del self.rx[: i + 1]
-            self.lines_received += 1
-            n = self.lines_received
-            if n == 1:
-                self.first_line_at = t
-            self._line(t, raw, n)
+            # the main loop drains the ring buffer until a line blocks it
+            while self.rx and not self._blocked():
+                c = self.rx[0]
+                del self.rx[0]
+                self._take_char(t, c)
 
-    def _line(self, t: float, raw: bytes, n: int) -> None:
+    def _line(self, t: float, text: str, n: int, overflow: bool = False) -> None:
         f = self.faults
         if f.take("corrupt", n):
-            raw = f.corrupt(raw, b"#@&")
+            text = f.corrupt(text.encode("latin-1"), b"#@&").decode("latin-1")
         if f.take("disconnect", n):
             self.go_away(t, forever=False)
             return
@@ -167,7 +240,7 @@ class GrblSim(Simulator):
             self.go_silent(t)
             return
         if f.take("reset", n):
-            self._soft_reset(t, alarm_if_moving=True)
+            self.hard_reset(t)
             return
         if f.take("halt", n):
             # GRBL's nearest thing to a halt: a hard limit switch trips (ALARM:1)
@@ -185,11 +258,8 @@ class GrblSim(Simulator):
         if err:
             self._error(t, int(err.arg) if err.arg is not None else 20, n)
             return
-        text = raw.decode("latin-1")
-        text = re.sub(r"\([^)]*\)", "", text).split(";", 1)[0]
-        text = "".join(text.split()).upper()
-        if len(text) > LINE_MAX:
-            self._error(t, 11, n)
+        if overflow:
+            self._error(t, 11, n)  # STATUS_OVERFLOW: the line is not executed
         elif not text:
             self._ok(t, n)
         elif text.startswith("$"):
@@ -230,12 +300,21 @@ class GrblSim(Simulator):
             if not self.settings[22]:
                 return self._error(t, 5, n)
             self.alarm = None
-            d = max(abs(self.pos[0] - self.cfg.bounds[0]), abs(self.pos[1] - self.cfg.bounds[1]))
-            self.pos = [self.cfg.bounds[0], self.cfg.bounds[1], self.pos[2]]
+            d = max(abs(self.pos[0] - self.home_at[0]), abs(self.pos[1] - self.home_at[1]))
+            self.homed(t)
             if not self.cfg.instant:
                 self.busy_until = t + 0.5 + d / (self.cfg.rapid / 60.0)
                 self.busy_line = n
                 return
+        elif text == "$SLP":
+            self._ok(t, n)
+            # sleep: spindle (the servo pen) and steppers off; only a reset wakes the board
+            self._truncate_motion(t)
+            self.set_servo(t, None)
+            self.sleeping = True
+            self.motors_off = True
+            self.alarm = 0  # it wakes locked
+            return
         elif text == "$C":
             if busy:
                 return self._error(t, 8, n)
@@ -283,7 +362,7 @@ class GrblSim(Simulator):
                 gs.append(value)
             elif letter == "M":
                 ms.append(value)
-            elif letter in "XYZFPSN":
+            elif letter in "XYZFPSNL":
                 if letter in words:
                     return self._error(t, 25, n)  # repeated word
                 words[letter] = value
@@ -305,11 +384,13 @@ class GrblSim(Simulator):
             elif g == 91:
                 self.absolute = False
         motion = next((g for g in gs if g in (0, 1)), None)
+        if 10 in gs or 92 in gs or 92.1 in gs:
+            return self._offsets(t, gs, words, n)
         if 4 in gs:
             if "P" not in words:
                 return self._error(t, 28, n)
             self.pending = ("dwell", words["P"], n)
-        elif ms and any(m_ in (0, 1) for m_ in ms):
+        elif ms and 0 in ms:
             self.pending = ("stop", None, n)  # program pause (a pen change): hold once idle
         elif ms and any(m_ in (3, 4, 5, 2, 30) for m_ in ms):
             self.pending = ("spindle", (ms, words.get("S")), n)
@@ -323,11 +404,13 @@ class GrblSim(Simulator):
                 return self._ok(t, n)
             if motion == 1 and self.feed is None:
                 return self._error(t, 22, n)
-            base = self._planned_end()
+            wco = self.wco()
+            base = self.to_machine(self._planned_end())  # machine coordinates
             tgt = []
             for i, k in enumerate("XYZ"):
                 if k in words:
-                    tgt.append(words[k] if self.absolute else base[i] + words[k])
+                    # work coordinates -> machine coordinates
+                    tgt.append(words[k] + wco[i] if self.absolute else base[i] + words[k])
                 else:
                     tgt.append(base[i])
             target = (tgt[0], tgt[1], tgt[2])
@@ -344,10 +427,26 @@ class GrblSim(Simulator):
                 self.emit(t, "[MSG:'$H'|'$X' to unlock]")
                 return
             feed = self.cfg.rapid if motion == 0 else min(self.feed or 0, self.cfg.rapid)
-            self.pending = ("move", (target, feed), n)
+            self.pending = ("move", (target, feed), n)  # machine coordinates
         else:
             return self._ok(t, n)
         self._try_pending(t)
+
+    def _offsets(self, t: float, gs: list[float], words: dict[str, float], n: int) -> None:
+        """G10 L2/L20 P1 (G54, kept in EEPROM) and G92 / G92.1 (not kept across a reset)."""
+        here = self.to_machine(self._planned_end())
+        axes = [(i, k) for i, k in enumerate("XYZ") if k in words]
+        if 10 in gs:
+            if words.get("P", 1) not in (0, 1) or words.get("L") not in (2, 20):
+                return self._error(t, 20, n)  # only G54 is simulated
+            for i, k in axes:
+                self.g54[i] = words[k] if words["L"] == 2 else here[i] - self.g92[i] - words[k]
+        elif 92.1 in gs:
+            self.g92 = [0.0, 0.0, 0.0]
+        else:
+            for i, k in axes:
+                self.g92[i] = here[i] - self.g54[i] - words[k]
+        self._ok(t, n)
 
     def _planned_end(self) -> tuple[float, float, float]:
         if self.planner:
@@ -367,7 +466,7 @@ class GrblSim(Simulator):
                 self.pending = None
                 self._ok(t, n)
                 return True
-            self.queue_move(t, target, feed, self._planned_end())
+            self.queue_move(t, self.physical_target(t, target), feed, self._planned_end())
             self.pending = None
             self._ok(t, n)
             return True
@@ -376,10 +475,14 @@ class GrblSim(Simulator):
             return False
         self.pending = None
         if kind == "stop":
-            if not self.check_mode:
-                self.hold = True  # Hold:0 until cycle start (~)
-            self._ok(t, n)
-            return True
+            if self.check_mode:
+                self._ok(t, n)
+                return True
+            # gcode.c: M0 syncs the planner, then a feed hold; the parse of the block
+            # returns (and its ok goes out) only after cycle start '~' (Hold:0 meanwhile)
+            self.hold = True
+            self.m0_line = n
+            return False
         if kind == "dwell":
             if self.check_mode or self.cfg.instant or data <= 0:
                 self._ok(t, n)

@@ -50,6 +50,7 @@ class MarlinSim(Simulator):
         self.no_ok: set[int] = set()
         self.garbled: set[int] = set()
         self.servo = None
+        self.g92 = [0.0, 0.0, 0.0]  # G92 offset: logical = machine - g92
 
     def _boot(self, t: float) -> None:
         self.boot_at = t
@@ -146,7 +147,12 @@ class MarlinSim(Simulator):
         if f.take("reset", n):
             self._reset(t)
             return False
-        if f.take("halt", n) or f.take("error", n):
+        if f.take("error", n):
+            # a refused command: Error: and an ok, no resend request; the line does not run
+            self.emit(t, "Error:Invalid command (simulated refusal)")
+            self._ok(t, n)
+            return True
+        if f.take("halt", n):
             self._truncate_motion(t)
             self.emit(t, "Error:Printer halted. kill() called!")
             self.halted = True
@@ -215,6 +221,7 @@ class MarlinSim(Simulator):
 
     def _reset(self, t: float) -> None:
         self._truncate_motion(t)
+        self.lose_position(t)
         self._reset_firmware()
         self.resets += 1
         self.events.append((t, "reset"))
@@ -240,12 +247,13 @@ class MarlinSim(Simulator):
             if any(k in words for k in "XYZ"):
                 if self.planner_used() >= self.cfg.blocks:
                     return False
-                base = self._planned_end()
+                base = self.to_machine(self._planned_end())
                 tgt = []
                 for i, k in enumerate("XYZ"):
                     v = words.get(k)
-                    tgt.append(base[i] if v is None else (v if self.absolute else base[i] + v))
-                target = (tgt[0], tgt[1], tgt[2])
+                    tgt.append(base[i] if v is None else
+                               (v + self.g92[i] if self.absolute else base[i] + v))
+                target = (tgt[0], tgt[1], tgt[2])  # machine coordinates
                 if not self.in_bounds(target):
                     # software endstops: Marlin clamps the target to the machine's travel
                     self.out_of_bounds.append(target)
@@ -254,7 +262,8 @@ class MarlinSim(Simulator):
                     target = (min(max(target[0], x0), x1), min(max(target[1], y0), y1),
                               min(max(target[2], z0), z1))
                 feed = self.cfg.rapid if code == "G0" and "F" not in words else self.feed
-                self.queue_move(t, target, feed, base)
+                self.queue_move(t, self.physical_target(t, target), feed,
+                                self._planned_end())
         elif code == "G4":
             if not self.executor_idle():
                 return False
@@ -290,9 +299,11 @@ class MarlinSim(Simulator):
         elif code == "G28":
             if not self.executor_idle():
                 return False
-            self.pos = [self.cfg.bounds[0], self.cfg.bounds[1], self.pos[2]]
+            self.homed(t)
+            self.g92 = [0.0, 0.0, 0.0]
         elif code == "M114":
-            x, y, z = self.position(t)
+            mx, my, mz = self.machine_position(t)
+            x, y, z = mx - self.g92[0], my - self.g92[1], mz - self.g92[2]
             self.emit(t, f"X:{x:.2f} Y:{y:.2f} Z:{z:.2f} E:0.00 Count X:{round(x * 80)} "
                          f"Y:{round(y * 80)} Z:{round(z * 400)}")
         elif code == "M105":
@@ -308,7 +319,18 @@ class MarlinSim(Simulator):
             self.absolute = True
         elif code == "G91":
             self.absolute = False
-        elif code in ("G21", "M17", "M18", "M84", "M999", "M82", "G92", "M108") \
+        elif code == "G92":
+            if not self.executor_idle():
+                return False
+            here = self.machine_position(t)
+            for i, k in enumerate("XYZ"):
+                if k in words:
+                    self.g92[i] = here[i] - words[k]
+        elif code in ("M18", "M84"):
+            if not self.executor_idle():
+                return False
+            self.motors_off = True
+        elif code in ("G21", "M17", "M999", "M82", "M108") \
                 or code is None:
             pass
         else:
