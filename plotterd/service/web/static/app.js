@@ -134,6 +134,8 @@ const FIGURES = [
   ["ink_mm", "ink", length], ["ink_length_mm", "ink", length],
   ["machine_draw_mm", "pen-down length", length], ["draw_mm", "pen-down length", length],
   ["pen_lifts", "pen lifts", String], ["machine_travel_mm", "travel", length],
+  ["travel_mm_before", "travel before ordering", length],
+  ["travel_mm_after", "travel after ordering", length], ["clipped_mm", "clipped off", length],
   ["strokes", "strokes", String], ["lines", "lines", String],
 ];
 
@@ -145,7 +147,10 @@ function flatStats(stats, prefix, out) {
   return out;
 }
 
-function figures(job, all) {
+// shown in a job's details besides the figures above
+const DETAIL_KEYS = ["gcode_lines", "gcode_bytes", "lines_executed", "dots"];
+
+function figures(job, details) {
   const flat = flatStats(job.stats, "", []);
   const out = [];
   const seen = new Set();
@@ -157,10 +162,10 @@ function figures(job, all) {
   }
   for (const [full, k, v] of flat) {
     if (seen.has(full)) continue;
-    if (all || /ink|lift|time/.test(k)) {
-      const fmt = /_s$/.test(k) ? duration : /_mm$/.test(k) ? length
+    if (/ink|lift|plot_time/.test(k) || (details && DETAIL_KEYS.includes(k))) {
+      const fmt = /_s$/.test(k) ? duration : /_mm(_|$)/.test(k) ? length
         : (x) => (Number.isInteger(x) ? String(x) : x.toFixed(3));
-      out.push([full.replaceAll("_", " "), fmt(v)]);
+      out.push([k.replaceAll("_", " ").replace(/ mm$/, ""), fmt(v)]);
     }
   }
   return out;
@@ -241,7 +246,9 @@ async function showLive(live) {
   const badge = $("plotter-state");
   badge.dataset.state = s;
   badge.textContent = words(s);
-  $("live-state").textContent = words(s) + (st.stream && st.stream !== s ? ` (${words(st.stream)})` : "");
+  // the daemon's own line for people ("load paper, then press paper changed") when it says more
+  const said = st.message && st.message !== s && st.message !== words(s) ? " — " + st.message : "";
+  $("live-state").textContent = words(s) + said;
   for (const [name, action] of Object.entries(OPERATOR_ACTIONS)) {
     const offered = action.states.includes(s) || (st.actions && st.actions[name]);
     $("btn-" + name).hidden = !offered;
@@ -270,7 +277,9 @@ async function showLive(live) {
   if (job.state === "done" && plan) executed = plan.lines;
   const k = plan && executed !== null && executed !== undefined ? executedPoints(plan, executed) : 0;
   $("drawn").setAttribute("d", plan ? planPath(plan, k) : "");
-  $("live-pen").textContent = showPen(plan, k);
+  const machine = job.current && Array.isArray(st.position)
+    ? ` (machine ${st.position.slice(0, 2).map((v) => Number(v).toFixed(1)).join(", ")})` : "";
+  $("live-pen").textContent = showPen(plan, k) + machine;
   $("live-stroke").textContent = strokeText(job, plan);
   $("live-elapsed").textContent = duration(job.elapsed_s);
   $("live-eta").textContent = job.state === "plotting" ? duration(job.eta_s) : "–";
@@ -359,8 +368,9 @@ function showJobs(jobs) {
 }
 
 // ---------------------------------------------------------------- one job's details
-const PICTURES = [["preview", "optimiser preview (target | strokes)"], ["render", "plot render"],
-                  ["loss_png", "loss curve"]];
+// [artefact, caption, shown through the thumbnail endpoint (widens thin pen lines)]
+const PICTURES = [["preview", "optimiser preview (target | strokes)", false],
+                  ["render", "plot render", true], ["loss_png", "loss curve", false]];
 
 function showDetails(id) {
   state.details = id;
@@ -380,10 +390,11 @@ function fillDetails(job) {
   $("details-error").textContent = job.error || "";
   const gallery = $("details-pictures");
   gallery.replaceChildren();
-  for (const [name, label] of PICTURES) {
+  for (const [name, label, small] of PICTURES) {
     if (!job.artefacts[name]) continue;
     const img = el("img", { alt: label, "data-artefact": name });
-    setImage(img, `full:${job.id}:${name}:${job.state}:${job.plot.attempts}`, job.artefacts[name]);
+    const path = small ? `/api/jobs/${job.id}/thumbnail/${name}` : job.artefacts[name];
+    setImage(img, `${small ? "thumb" : "full"}:${job.id}:${name}:${job.state}:${job.plot.attempts}`, path);
     gallery.append(el("figure", {}, img, el("figcaption", {}, label)));
   }
   if (!gallery.children.length) gallery.append(el("p", { class: "muted" }, "No pictures yet."));
