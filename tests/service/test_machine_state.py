@@ -142,3 +142,43 @@ def test_machine_controls_between_jobs_refused_while_plotting(cfg, tmp_path):
         d.plotter.join(10)
         server.stop()
     assert not server.sim.out_of_bounds
+
+
+def test_cable_pulled_mid_plot_then_plugged_back(cfg, tmp_path):
+    from plotterd.machine.sim.pty_server import PtyServer
+
+    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=scaled:6", paper="auto",
+                            timeouts={"reconnect_attempts": 2, "reconnect_backoff": 0.1,
+                                      "status": 0.5})
+    api = TestClient(make_app(d))
+    job = _job_with(d, square_program(12))
+    link = Path(cfg.plotter.port)
+    d.plotter.start()
+    again = None
+    try:
+        wait_for(lambda: (d.store.get(job["id"])["last_completed_stroke"] or -1) >= 2, 60,
+                 what="three strokes drawn")
+        link.unlink()  # the cable is pulled: the device and its by-id link go away
+        server.stop()
+        j = wait_for(lambda: (x := d.store.get(job["id"]))["state"] == "interrupted" and x,
+                     30, what="the job to be interrupted")
+        assert POSITION_LOST in j["error"] and j["resume_stroke"] >= 2, j
+        wait_for(lambda: api.get("/api/status").json()["plotter"]["state"] == "disconnected",
+                 10)
+        again = PtyServer("sim://grbl?speed=instant")  # plugged back in: a fresh board
+        link.symlink_to(again.start())
+        st = wait_for(lambda: (s := api.get("/api/status").json()["plotter"])["connected"]
+                      and s, 20, what="the plotter to be back")
+        assert st["state"] == "interrupted" and not st["position_known"], st
+        time.sleep(1.0)
+        assert _state(d, job["id"]) == "interrupted"  # not without the user's word
+        assert api.post("/api/machine/origin").status_code == 200
+        done = wait_for(lambda: (x := d.store.get(job["id"]))["state"] == "done" and x, 30)
+    finally:
+        d.stopping.set()
+        d.plotter.join(10)
+        if again is not None:
+            again.stop()
+    assert done["last_completed_stroke"] == 11
+    # the fresh board drew the strokes from the resume stroke on
+    assert len(again.sim.segments) == 4 * (12 - j["resume_stroke"])
