@@ -20,9 +20,9 @@ SHIPPED = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
 
 
 def test_the_required_pipelines_ship():
-    for name in ("lines-blurmse", "points-ssmse", "curves-mse", "tiny"):
+    for name in ("paper", "lines-blurmse", "points-ssmse", "curves-mse", "tiny"):
         assert name in SHIPPED
-    assert DEFAULT_PIPELINE == "lines-blurmse"
+    assert DEFAULT_PIPELINE == "paper"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
