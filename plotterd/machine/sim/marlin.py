@@ -299,6 +299,13 @@ class MarlinSim(Simulator):
         elif code == "G28":
             if not self.executor_idle():
                 return False
+            if not self.dwell_done and not self.cfg.instant:
+                # homing takes time: the axes seek their switches (busy keep-alives meanwhile)
+                if self.dwell_until == INF:
+                    d = max(abs(self.pos[0] - self.home_at[0]), abs(self.pos[1] - self.home_at[1]))
+                    self.dwell_until = t + 0.5 + d / (self.cfg.rapid / 60.0) * 2
+                return False
+            self.dwell_done = False
             self.homed(t)
             self.g92 = [0.0, 0.0, 0.0]
         elif code == "M114":
