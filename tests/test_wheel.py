@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
 import venv
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -105,3 +110,43 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     # the client is part of a plain install: no daemon answers, said in one line
     assert jobs.returncode == 2 and "no plotterd daemon answers" in jobs.stderr, jobs.stderr
+    _daemon_serves_its_page(py, work, env)
+
+
+def _daemon_serves_its_page(py: Path, work: Path, env: dict) -> None:
+    """The installed daemon starts, serves the web page from the package's files and lists
+    the bundled pipelines."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = work / "plotterd.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(work / "state"), "pipeline": "tiny",
+                                      "api": {"port": port}}))
+    with open(work / "daemon.log", "wb") as log:  # the child keeps its own copy
+        proc = subprocess.Popen([py, "-m", "plotterd.service", "--config", config], cwd=work,
+                                env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=5, trust_env=False) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, (work / "daemon.log").read_text()
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the installed daemon did not answer"
+                time.sleep(0.2)
+            page = http.get("/")
+            assert page.status_code == 200 and "/static/app.js" in page.text
+            assert http.get("/static/app.js").status_code == 200
+            names = [p["name"] for p in http.get("/api/pipelines").json()]
+            assert "tiny" in names and "lines-blurmse" in names
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
