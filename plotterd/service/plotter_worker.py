@@ -471,7 +471,7 @@ class PlotterWorker(threading.Thread):
                            progress=report, control=control, render_to=render)
 
     def _reporter(self, job_id: int, ckpt: dict[str, Any]):
-        last = [0.0]
+        last: list[Any] = [0.0, None]  # time of the last write, the stream state then
 
         def report(p: Progress) -> None:
             info = p.info or {}
@@ -483,9 +483,10 @@ class PlotterWorker(threading.Thread):
             if isinstance(done_stroke, int):
                 ckpt["last_completed_stroke"] = done_stroke
             now = time.monotonic()
-            if now - last[0] < 0.5 and p.done < p.total:
+            changed = info.get("state") != last[1]  # paused, pen change...: at once
+            if now - last[0] < 0.5 and p.done < p.total and not changed:
                 return
-            last[0] = now
+            last[:] = [now, info.get("state")]
             data = stages.jsonable({k: v for k, v in info.items()
                                     if isinstance(v, (int, float, str))})
             data.update(done=p.done, total=p.total, eta_s=p.eta_s)

@@ -59,7 +59,9 @@ def test_pen_change_waits_and_continues_through_the_api(cfg):
         assert st["plotter"]["message"].startswith("waiting for pen change: pen 2 (red)"), st
         time.sleep(1.0)
         assert _state(d, job["id"]) == "plotting"  # it waits for the user, not a timeout
-        assert d.store.get(job["id"])["last_completed_stroke"] == 1
+        # pen 1's strokes are drawn (M0 waits for the planner to empty), pen 2's are not
+        record = Path(job["dir"], "plot.record")
+        assert record.read_text().count("\n") == 2 * 4
         r = api.post("/api/pen/continue")
         assert r.status_code == 200, r.text
         done = wait_for(lambda: (j := d.store.get(job["id"]))["state"] == "done" and j, 30)
