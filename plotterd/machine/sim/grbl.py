@@ -38,6 +38,7 @@ class GrblSim(Simulator):
         self.m0_line: int | None = None  # an M0 whose ok waits for cycle start
         self.sleeping = False
         self.g92 = [0.0, 0.0, 0.0]  # G92 offset (not kept across a reset in GRBL 1.1)
+        self.wco_changed = False
         self.alarm: int | None = None
         self.check_mode = False
         self.pending = None  # (kind, data, line_no) of a line waiting for the planner
@@ -187,7 +188,8 @@ class GrblSim(Simulator):
             free = self.cfg.blocks - self.planner_used()
             s += f"|Bf:{free},{self.cfg.rx_size - len(self.rx)}"  # empty: the full size
         s += f"|FS:{feed:.0f},{self.spindle_s:.0f}"
-        if self.status_count % 10 == 1:
+        if self.status_count % 10 == 1 or self.wco_changed:
+            self.wco_changed = False  # system_flag_wco_change: the next report carries it
             s += "|WCO:" + ",".join(f"{v:.3f}" for v in self.wco())
         self.emit(t, s + ">")
 
@@ -443,9 +445,11 @@ class GrblSim(Simulator):
                 self.g54[i] = words[k] if words["L"] == 2 else here[i] - self.g92[i] - words[k]
         elif 92.1 in gs:
             self.g92 = [0.0, 0.0, 0.0]
+            self.wco_changed = True
         else:
             for i, k in axes:
                 self.g92[i] = here[i] - self.g54[i] - words[k]
+        self.wco_changed = True
         self._ok(t, n)
 
     def _planned_end(self) -> tuple[float, float, float]:
