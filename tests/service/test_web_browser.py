@@ -244,3 +244,29 @@ def test_token_is_asked_for_and_sent(tmp_path, browser):
         assert page.is_hidden("#login")
     finally:
         d.stop()
+
+
+def test_paper_changed_button(tmp_path, browser):
+    """With plotter.paper: manual the sheet a job was drawn on must be changed before the
+    next job: the page shows the wait and a "paper changed" button that lets it plot."""
+    d = DaemonProc(tmp_path, plotter={"sim_speed": "instant", "paper": "manual"}).start()
+    try:
+        p = Page(browser, d.url, tmp_path / "screenshots")
+        assert p.page.is_hidden("#btn-paper")
+        for n, name in enumerate(("camera_small.png", "horse_small.png"), 1):
+            with open(DATA / name, "rb") as f:
+                d.http.post("/jobs", files={"file": (name, f)}, data={"pipeline": "tiny"})
+            if n == 2:
+                wait_for(lambda: d.job(2)["state"] == "vectorised", 60, 0.2, "job 2 ready")
+                time.sleep(1.5)
+                assert d.job(2)["state"] == "vectorised", "plotted on the used sheet"
+                p.shot("06-waiting-for-paper")
+                p.page.click("#btn-paper")
+            d.wait_job(n, ("done",), 60)
+            p.wait('#plotter-state[data-state="waiting_for_paper"]', 10)
+            assert p.page.is_visible("#btn-paper") and p.page.is_hidden("#btn-pen")
+            assert p.page.inner_text("#live-state") == "waiting for paper"
+            assert "new sheet" in p.page.inner_text("#live-message")
+        assert p.errors == [], p.errors
+    finally:
+        d.stop()

@@ -13,7 +13,7 @@ const STATE_WORDS = {
   idle: "idle", plotting: "plotting", paused: "paused", waiting_for_paper: "waiting for paper",
   waiting_for_plotter: "waiting for the plotter", pen_change: "waiting for a pen change",
   waiting_for_pen: "waiting for a pen change", alarm: "alarm", disconnected: "not connected",
-  interrupted: "interrupted",
+  interrupted: "interrupted", vectorised: "ready to plot", claiming: "taking in",
   connecting: "connecting", unknown: "unknown",
 };
 
@@ -246,9 +246,12 @@ async function showLive(live) {
   const badge = $("plotter-state");
   badge.dataset.state = s;
   badge.textContent = words(s);
-  // the daemon's own line for people ("load paper, then press paper changed") when it says more
-  const said = st.message && st.message !== s && st.message !== words(s) ? " — " + st.message : "";
-  $("live-state").textContent = words(s) + said;
+  $("live-state").textContent = words(s);
+  // the daemon's own line for people ("put in a new sheet and confirm ...") when it says more
+  const says = st.message && !["idle", s, words(s)].includes(st.message) && s !== "plotting";
+  $("live-message").hidden = !says;
+  $("live-message").textContent = says ? st.message : "";
+  $("live-message").dataset.state = s;
   for (const [name, action] of Object.entries(OPERATOR_ACTIONS)) {
     const offered = action.states.includes(s) || (st.actions && st.actions[name]);
     $("btn-" + name).hidden = !offered;
