@@ -57,6 +57,14 @@ def _mm(value: str, name: str) -> float:
 @click.option("--pen-width", default="0.3mm", show_default=True)
 @click.option("--two-opt", is_flag=True, help="Improve the stroke order further (slower).")
 @click.option("--travel-layer", is_flag=True, help="Show pen-up travel in the SVG's own layer.")
+@click.option("--per-pen", is_flag=True,
+              help="Also write OUT-penN-COLOUR.gcode per pen (one file, one pen).")
+@click.option("--index", type=click.IntRange(min=0), default=None,
+              help="QuickDraw .ndjson / Sketch-RNN .npz: the drawing to take [default: 0].")
+@click.option("--grid", type=click.IntRange(min=1), default=None,
+              help="QuickDraw / Sketch-RNN: lay out N drawings (from --index on) in a grid.")
+@click.option("--split", "--set", "split", type=click.Choice(["train", "valid", "test"]),
+              default=None, help="Sketch-RNN .npz: the array to read [default: test].")
 def gcode(
     input: Path,
     output: Path,
@@ -74,10 +82,23 @@ def gcode(
     pen_width: str,
     two_opt: bool,
     travel_layer: bool,
+    per_pen: bool,
+    index: int | None,
+    grid: int | None,
+    split: str | None,
 ) -> None:
-    """Turn INPUT (strokes.json or .svg) into G-code for a pen plotter."""
+    """Turn INPUT (strokes.json, .svg, QuickDraw .ndjson or Sketch-RNN .npz) into G-code
+    for a pen plotter."""
     from plotterd.gcode import load_profile, make_gcode
     from plotterd.vector import PageSpec, Pen, VectorOptions, grey_pens
+    from plotterd.vector.sequences import SequenceSource, is_sequence_file
+
+    source: Path | SequenceSource = input
+    if is_sequence_file(input):
+        source = SequenceSource(input, index=index or 0, grid=grid, split=split or "test")
+    elif index is not None or grid is not None or split is not None:
+        raise click.BadParameter("--index, --grid and --split are for .ndjson and .npz input",
+                                 param_hint="INPUT")
 
     width = _mm(pen_width, "--pen-width")
     if grey_levels is not None:
@@ -103,8 +124,11 @@ def gcode(
         bar.update(1 if bar.n < bar.total else 0)
 
     try:
-        result = make_gcode(input, profile=prof, page=page, options=options, progress=progress)
+        result = make_gcode(source, profile=prof, page=page, options=options, progress=progress)
         paths = result.save(output, travel_layer=travel_layer)
+        if per_pen:
+            for k, path in enumerate(result.save_per_pen(output), start=1):
+                paths[f"pen {k}"] = path
     finally:
         for bar in bars:
             bar.close()

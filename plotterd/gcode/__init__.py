@@ -11,6 +11,7 @@ Entry points (the daemon and the CLI use exactly these)::
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,41 @@ class GcodeResult:
     program: Program
     document: vp.Document  # page px, in plotting order
     stats: dict[str, Any]
+    profile: Profile | None = None  # what the program was written for (per-pen programs)
+
+    def pen_programs(self) -> list[tuple[int, str, Program]]:
+        """One complete program per pen (layer id, colour, Program): each draws only that
+        pen's layer, in the same page placement, bounds-checked like the whole."""
+        if self.profile is None:
+            raise PlotterdError("per-pen programs need the profile the result was made for")
+        out = []
+        for lid in sorted(self.document.layers):
+            layer = self.document.layers[lid]
+            if not len(layer):
+                continue
+            doc = self.document.clone()
+            doc.layers[lid] = layer
+            color = layer.property(vp.METADATA_FIELD_COLOR)
+            out.append((lid, color.as_rgb_hex() if color is not None else "#000000",
+                        write_program(doc, self.profile)))
+        return out
+
+    def save_per_pen(self, out_gcode: str | Path) -> list[Path]:
+        """Write OUT-penN-COLOUR.gcode (and its .json) per pen, as vpype-gcode and
+        DrawingBotV3 users are used to (one file, one pen, no pen-change pause)."""
+        out = Path(out_gcode)
+        names = _pen_names(self.stats)
+        paths = []
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            for lid, hex_color, program in self.pen_programs():
+                colour = _slug(names.get(lid) or hex_color)
+                path = out.with_name(f"{out.stem}-pen{lid}-{colour}{out.suffix or '.gcode'}")
+                program.save(path)
+                paths.append(path)
+        except OSError as e:
+            raise PlotterdError(f"{out}: cannot write the per-pen G-code: {e}") from e
+        return paths
 
     def save(self, out_gcode: str | Path, travel_layer: bool = False) -> dict[str, Path]:
         """Write OUT.gcode, OUT.svg (plotting order, a layer per pen; pen-up travel in its own
@@ -90,6 +126,21 @@ class GcodeResult:
             vp.write_svg(f, doc, source_string="plotterd", set_date=False)
         atomic.write_text(stats, json.dumps(_jsonable(self.stats), indent=2, sort_keys=True) + "\n")
         return {"gcode": out, "gcode_meta": meta, "svg": svg, "stats": stats}
+
+
+def _pen_names(stats: dict[str, Any]) -> dict[int, str]:
+    """Layer id -> the colour the pen was given as (``black``, ``#777777``)."""
+    out = {}
+    for layer in stats.get("layers") or []:
+        if isinstance(layer, dict) and isinstance(layer.get("layer"), int):
+            out[layer["layer"]] = str(layer.get("color") or layer.get("colour") or "")
+    return out
+
+
+def _slug(text: str) -> str:
+    """A colour as a file-name part: ``#FF0000`` -> ``ff0000``, ``dark blue`` -> ``dark_blue``."""
+    s = re.sub(r"[^a-z0-9]+", "_", text.lower().lstrip("#")).strip("_")
+    return s[:32] or "pen"
 
 
 def _travel_lines(doc: vp.Document) -> list[np.ndarray]:
@@ -146,4 +197,5 @@ def make_gcode(
     stats["total_s"] = time.perf_counter() - t0
     if progress is not None:
         progress(Progress("gcode", 1, 1, time.perf_counter() - t0, info={"step": "done"}))
-    return GcodeResult(program=program, document=document, stats=_jsonable(stats))
+    return GcodeResult(program=program, document=document, stats=_jsonable(stats),
+                       profile=prof)

@@ -57,7 +57,10 @@ def is_sidecar(name: str) -> bool:
 
 
 def input_kind(name: str) -> str:
-    return "svg" if name.lower().endswith(".svg") else "image"
+    """"svg" for vector input that skips the optimiser (SVG, and QuickDraw .ndjson /
+    Sketch-RNN .npz stroke sequences, read by the vector stage), else "image"."""
+    low = name.lower()
+    return "svg" if low.endswith((".svg", ".ndjson", ".npz")) else "image"
 
 
 def safe_suffix(name: str) -> str:

@@ -19,6 +19,8 @@ from plotterd.progress import Progress, ProgressCallback
 from plotterd.vector import curves, ordering
 from plotterd.vector.layout import PX_PER_MM, Placement, clip_lines, paper_size_px, place
 from plotterd.vector.pens import Pen, assign_pens, ink_rgb, parse_color
+from plotterd.vector.sequences import SUFFIXES as SEQUENCE_SUFFIXES
+from plotterd.vector.sequences import SequenceSource, sequence_document
 
 
 @dataclass
@@ -205,10 +207,14 @@ def _read_svg(path: Path, quantization: float) -> vp.Document:
 
 
 def _from_svg(
-    path: Path, page: PageSpec, opts: VectorOptions, stats: dict[str, Any]
+    path: Path, page: PageSpec, opts: VectorOptions, stats: dict[str, Any],
+    reader: Any = None,
 ) -> tuple[tuple[float, float], Placement, list[_Piece], dict[int, dict[str, Any]]]:
+    """An SVG, or any reader(path, quantization) -> vpype Document in source units (stroke
+    sequences), laid out, clipped and split into pieces per layer."""
     tol_px = 0.5 * opts.tolerance_mm * PX_PER_MM
-    doc = _read_svg(path, tol_px)
+    read = reader or _read_svg
+    doc = read(path, tol_px)
 
     def layout(d: vp.Document) -> tuple[tuple[float, float], Placement]:
         if d.page_size and d.page_size[0] > 0 and d.page_size[1] > 0:
@@ -223,7 +229,7 @@ def _from_svg(
 
     page_px, placement = layout(doc)
     if placement.scale > 1.0:  # enlarged: curves must be sampled finer in source units
-        doc = _read_svg(path, tol_px / placement.scale)
+        doc = read(path, tol_px / placement.scale)
         page_px, placement = layout(doc)
     pieces: list[_Piece] = []
     layers: dict[int, dict[str, Any]] = {}
@@ -252,7 +258,7 @@ def _from_svg(
 
 
 def vectorise(
-    source: Strokes | str | Path,
+    source: Strokes | str | Path | SequenceSource,
     page: PageSpec | None = None,
     options: VectorOptions | None = None,
     progress: ProgressCallback | None = None,
@@ -282,9 +288,16 @@ def vectorise(
         stats["source"] = "strokes"
         page_px, placement, pieces, layers = _from_strokes(source, page, opts, stats)
     else:
-        path = Path(source)
+        seq = source if isinstance(source, SequenceSource) else None
+        path = seq.path if seq is not None else Path(source)
         suffix = path.suffix.lower()
-        if suffix == ".svg":
+        if seq is not None or suffix in SEQUENCE_SUFFIXES:
+            # QuickDraw / Sketch-RNN: polylines already, laid out like an SVG
+            stats["source"] = str(path)
+            chosen = seq or SequenceSource(path)
+            page_px, placement, pieces, layers = _from_svg(
+                path, page, opts, stats, reader=lambda _p, _q: sequence_document(chosen))
+        elif suffix == ".svg":
             stats["source"] = str(path)
             page_px, placement, pieces, layers = _from_svg(path, page, opts, stats)
         elif suffix == ".json":
@@ -293,7 +306,8 @@ def vectorise(
                 Strokes.load(path), page, opts, stats
             )
         else:
-            raise InputError(f"{path}: expected a strokes .json or an .svg file")
+            raise InputError(f"{path}: expected a strokes .json, an .svg, a QuickDraw .ndjson "
+                             "or a Sketch-RNN .npz file")
 
     min_len = opts.min_length_mm * PX_PER_MM
     kept: dict[int, list[np.ndarray]] = {}
