@@ -169,6 +169,15 @@ def test_plan_is_the_drawing_on_the_paper(daemon, tmp_path, profile):
         assert pts.shape == want.shape and np.abs(pts - want).max() < 0.02
     seen = [p[0] for p in plan["track"]]
     assert seen == sorted(seen) and seen[-1] < plan["lines"]
+    # the machine's own coordinates map onto the same points (the page places the pen so)
+    from plotterd.gcode.profile import xy_target
+
+    ku, cu, kv, cv = plan["machine_to_view"]
+    moves = {i: xy_target(ln.text) for i, ln in enumerate(res.program.lines)}
+    for line, u, v in plan["track"]:
+        x, y = moves[line]
+        if x is not None and y is not None:
+            assert abs(ku * x + cu - u) < 0.02 and abs(kv * y + cv - v) < 0.02
 
 
 def test_plan_and_live_endpoints(client, daemon, tmp_path):

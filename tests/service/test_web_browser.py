@@ -270,3 +270,43 @@ def test_paper_changed_button(tmp_path, browser):
         assert p.errors == [], p.errors
     finally:
         d.stop()
+
+
+TWO_PENS = """<svg xmlns="http://www.w3.org/2000/svg"
+ xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape"
+ width="100mm" height="80mm" viewBox="0 0 100 80">
+<g inkscape:groupmode="layer" inkscape:label="black">
+ <path d="M10 10 L90 10 L90 70" stroke="black" fill="none"/></g>
+<g inkscape:groupmode="layer" inkscape:label="red">
+ <path d="M10 50 L60 20" stroke="red" fill="none"/></g></svg>"""
+
+
+def test_pen_change_continue_button(tmp_path, browser):
+    """A two-pen drawing stops at the firmware's M0 between the pens: the page says so and
+    its "pen changed — continue" button lets the plot finish."""
+    d = DaemonProc(tmp_path, plotter={"sim_speed": "instant"}).start()
+    try:
+        p = Page(browser, d.url, tmp_path / "screenshots")
+        svg = tmp_path / "two-pens.svg"
+        svg.write_text(TWO_PENS)
+        p.page.set_input_files("#file-input", str(svg))
+        p.page.click("#upload-button")
+        p.wait('#plotter-state[data-state="pen_change"]', 60)
+        assert p.page.is_visible("#btn-pen") and p.page.is_hidden("#btn-paper")
+        assert "pen change" in p.page.inner_text("#live-message")
+        time.sleep(1.0)
+        assert d.job(1)["state"] == "plotting", "the plot did not wait for the pen"
+        # the pen is drawn where the machine says it is: at the start of the red stroke
+        plan = d.http.get("/api/jobs/1/plan").json()
+        _, u, v = plan["track"][plan["strokes"][1]["start"]]
+        assert abs(float(p.attr("#pen", "cx")) - u) < 0.1
+        assert abs(float(p.attr("#pen", "cy")) - v) < 0.1
+        assert "(machine" in p.page.inner_text("#live-pen")
+        p.shot("07-pen-change")
+        p.page.click("#btn-pen")
+        d.wait_job(1, ("done",), 30)
+        p.wait('#plotter-state:not([data-state="pen_change"])', 10)
+        assert p.page.is_hidden("#btn-pen")
+        assert p.errors == [], p.errors
+    finally:
+        d.stop()

@@ -78,7 +78,12 @@ def job_plan(gcode: Path, profile_names: list[str]) -> dict[str, Any]:
                 strokes.append({"id": current, "start": len(track), "end": len(track)})
             strokes[-1]["end"] = len(track) + 1
         track.append([i, round(u, 2), round(v, 2)])
+    # the same mapping as an axis-wise affine (u = ku x + cu, v = kv y + cv: the mapping only
+    # shifts and flips axes), so that the page can place the machine's reported position
+    (u0, v0), (u1, v1) = convert(0.0, 0.0), convert(1.0, 1.0)
+    affine = [u1 - u0, u0, v1 - v0, v0]
     return {"lines": len(program.lines), "view": [round(b, 2) for b in view], "frame": frame,
+            "machine_to_view": [round(a, 6) for a in affine],
             "track": track, "strokes": strokes,
             "estimated_s": program.header.get("estimated_s")}
 

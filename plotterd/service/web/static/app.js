@@ -221,14 +221,23 @@ async function loadPlan(job) {
   return plan;
 }
 
-function showPen(plan, k) {
+function showPen(plan, k, machine) {
+  // the machine's own position where it reports one, else where the executed lines left it
   const pen = $("pen");
-  if (!plan || k === 0) { pen.setAttribute("cx", -1e4); pen.setAttribute("cy", -1e4); return "–"; }
-  const [, x, y] = plan.track[k - 1];
-  pen.setAttribute("cx", x);
-  pen.setAttribute("cy", y);
+  let xy = null;
+  if (plan && machine) {
+    const [ku, cu, kv, cv] = plan.machine_to_view;
+    xy = [ku * machine[0] + cu, kv * machine[1] + cv];
+  } else if (plan && k > 0) {
+    xy = plan.track[k - 1].slice(1);
+  }
+  if (!xy) { pen.setAttribute("cx", -1e4); pen.setAttribute("cy", -1e4); return "–"; }
+  pen.setAttribute("cx", xy[0]);
+  pen.setAttribute("cy", xy[1]);
   const unit = plan.frame === "paper" ? "mm on the paper" : "mm (machine)";
-  return `${x.toFixed(1)}, ${y.toFixed(1)} ${unit}`;
+  const own = machine && plan.frame === "paper"
+    ? ` (machine ${machine.map((v) => v.toFixed(1)).join(", ")})` : "";
+  return `${xy[0].toFixed(1)}, ${xy[1].toFixed(1)} ${unit}${own}`;
 }
 
 function strokeText(job, plan) {
@@ -280,9 +289,9 @@ async function showLive(live) {
   if (job.state === "done" && plan) executed = plan.lines;
   const k = plan && executed !== null && executed !== undefined ? executedPoints(plan, executed) : 0;
   $("drawn").setAttribute("d", plan ? planPath(plan, k) : "");
-  const machine = job.current && Array.isArray(st.position)
-    ? ` (machine ${st.position.slice(0, 2).map((v) => Number(v).toFixed(1)).join(", ")})` : "";
-  $("live-pen").textContent = showPen(plan, k) + machine;
+  const machine = job.current && st.position_known !== false && Array.isArray(st.position)
+    ? st.position.slice(0, 2).map(Number) : null;
+  $("live-pen").textContent = showPen(plan, k, machine);
   $("live-stroke").textContent = strokeText(job, plan);
   $("live-elapsed").textContent = duration(job.elapsed_s);
   $("live-eta").textContent = job.state === "plotting" ? duration(job.eta_s) : "–";
