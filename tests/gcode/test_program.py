@@ -90,3 +90,17 @@ def test_own_files_are_bounds_checked_too() -> None:
     from dataclasses import replace
     with pytest.raises(OutOfBoundsError, match="beyond x_max"):
         Program.parse(prog.text(), profile=replace(small, x_max=50.0))
+
+
+def test_per_pen_files_one_pen_each(tmp_path: Path) -> None:
+    res = _job("marlin-servo")
+    paths = res.save_per_pen(tmp_path / "art.gcode")
+    assert [p.name for p in paths] == ["art-pen1-black.gcode", "art-pen2-808080.gcode"]
+    whole = res.program.header["pens"]
+    for path, pen in zip(paths, whole, strict=True):
+        prog = Program.load(path)
+        assert prog.stroke_count == pen["strokes"]
+        assert not any(ln.text.startswith("M0") for ln in prog.lines)  # no pen change
+        assert prog.header["pens"][0]["color"] == pen["color"]
+        assert max(len(t) for t in path.read_text().splitlines()) <= 80
+    assert sum(Program.load(p).stroke_count for p in paths) == res.program.stroke_count
