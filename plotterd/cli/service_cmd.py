@@ -58,7 +58,7 @@ def jobs(state, limit, url, token, config):
     """List the daemon's jobs, newest first (after a line saying what the plotter does)."""
     c = _client(url, token, config)
     params = {"limit": limit, **({"state": state} if state else {})}
-    click.echo(_plotter_line(c.get("/api/status")))
+    click.echo(_plotter_line(c.status()))
     rows = c.get("/jobs", params=params)
     if not rows:
         click.echo("no jobs")
@@ -179,7 +179,7 @@ def status(as_json, url, token, config):
     """What the plotter does or waits for (paper, plotter, pen change, origin), and the jobs."""
     import json
 
-    st = _client(url, token, config).get("/api/status")
+    st = _client(url, token, config).status()
     if as_json:
         click.echo(json.dumps(st, indent=1))
         return
@@ -199,7 +199,7 @@ def status(as_json, url, token, config):
 @client_options
 def paper_changed(url, token, config):
     """Confirm that a fresh sheet is in: the next job may start."""
-    st = _client(url, token, config).post("/api/paper/changed")
+    st = _client(url, token, config).paper_changed()
     click.echo(_plotter_line(st))
 
 
@@ -207,13 +207,12 @@ def paper_changed(url, token, config):
 @client_options
 def pen_continue(url, token, config):
     """The pen is changed: the job waiting at its pen change (M0) goes on."""
-    st = _client(url, token, config).post("/api/pen/continue")
+    st = _client(url, token, config).pen_continue()
     click.echo(_plotter_line(st))
 
 
 def _machine(url, token, config, action: str, **body) -> None:
-    c = _client(url, token, config)
-    r = c.post(f"/api/machine/{action}", **({"json": body} if body else {}))
+    r = _client(url, token, config).machine(action, **body)
     resumed = (r.get("result") or {}).get("resumed") if isinstance(r.get("result"), dict) \
         else None
     if resumed:
@@ -271,7 +270,7 @@ def send(line, url, token, config):
 @client_options
 def ports(url, token, config):
     """The serial ports the daemon's machine sees."""
-    rows = _client(url, token, config).get("/api/machine/ports")
+    rows = _client(url, token, config).ports()
     if not rows:
         click.echo("no serial ports")
     for p in rows:

@@ -70,5 +70,30 @@ class Client:
         with open(path, "rb") as f:
             return self.post("/jobs", files={"file": (path.name, f)}, data=data)
 
+    # -- the plotter ------------------------------------------------------------------------
+    MACHINE_ACTIONS = ("pen-up", "pen-down", "home", "jog", "origin", "motors-off", "send")
+
+    def status(self) -> dict:
+        """``plotter.state`` (idle, plotting, paused, waiting_for_paper, waiting_for_plotter,
+        pen_change, alarm, disconnected, interrupted), ``plotter.message``, the paper."""
+        return self.get("/api/status")
+
+    def paper_changed(self) -> dict:
+        return self.post("/api/paper/changed")
+
+    def pen_continue(self) -> dict:
+        return self.post("/api/pen/continue")
+
+    def machine(self, action: str, **body: Any) -> dict:
+        """One machine command between jobs: pen-up, pen-down, home, jog (dx, dy), origin,
+        motors-off, send (line). A DaemonError says why it was refused (409 while a job
+        plots, 400 out of bounds, 503 no plotter)."""
+        if action not in self.MACHINE_ACTIONS:
+            raise ValueError(f"unknown machine action {action!r}")
+        return self.post(f"/api/machine/{action}", **({"json": body} if body else {}))
+
+    def ports(self) -> list[dict]:
+        return self.get("/api/machine/ports")
+
     def close(self) -> None:
         self._http.close()
