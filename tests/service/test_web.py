@@ -45,7 +45,7 @@ def client(daemon):
     {"Origin": "http://127.0.0.1:9999", HEADER: "1"},  # an older browser: Origin only
     {"Origin": "null", HEADER: "1"},  # a sandboxed frame or a file:// page
     {"Referer": "http://evil.example/page", HEADER: "1"},
-    {"Origin": OWN, "Sec-Fetch-Site": "same-origin"},  # a browser, but not the page's call
+    {"Origin": OWN},  # an old browser (no Fetch Metadata) and not the page's own call
 ])
 def test_cross_site_posts_are_refused(client, daemon, headers):
     r = client.post("/plot/pause", headers=headers)
@@ -70,6 +70,8 @@ def test_same_origin_page_and_non_browser_clients_are_accepted(client, daemon):
     assert client.post("/plot/resume").json()["state"] == "idle"  # the CLI sends no markers
     typed = {"Sec-Fetch-Site": "none", HEADER: "1"}  # the user typed it: not a site's doing
     assert client.post("/plot/pause", headers=typed).status_code == 200
+    docs = {"Origin": OWN, "Sec-Fetch-Site": "same-origin"}  # e.g. /docs' "try it out"
+    assert client.post("/plot/resume", headers=docs).status_code == 200
     # reading is not guarded: another site cannot read the answer anyway (no CORS)
     assert client.get("/jobs", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
 
@@ -93,7 +95,8 @@ def test_refusal_rules():
 
     assert why() is None and why("GET", origin="http://evil.example") is None
     assert why(origin="http://127.0.0.1:8765", **{HEADER: "1"}) is None
-    assert why(origin="http://127.0.0.1:8765") is not None
+    assert why(origin="http://127.0.0.1:8765") is not None  # an old browser, no header
+    assert why(origin="http://127.0.0.1:8765", **{"sec-fetch-site": "same-origin"}) is None
     assert why(referer="http://127.0.0.1:8765/", **{HEADER: "1"}) is None
     assert why("DELETE", **{"sec-fetch-site": "cross-site"}) is not None
     assert all(map(is_loopback_host, ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"]))

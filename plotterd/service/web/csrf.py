@@ -11,8 +11,10 @@ daemon's own origin:
 * when the API is bound to loopback, the ``Host`` of a browser's request must be a loopback
   name, so a DNS-rebinding page (evil.example resolving to 127.0.0.1, same-origin with
   itself) is refused too;
-* a browser's request must carry ``X-Plotterd-Request`` (the page sends it; a cross-site page
-  cannot add it without a CORS preflight, which this API never grants).
+* a browser that sends no ``Sec-Fetch-Site`` (an old one) must also send
+  ``X-Plotterd-Request``: the page always does, and a cross-site page cannot add it without
+  a CORS preflight, which this API never grants. (Not asked of browsers that do send
+  ``Sec-Fetch-Site: same-origin``, so that the API's own ``/docs`` page works too.)
 
 Clients that are not browsers (the CLI, curl, scripts) send none of these markers and are
 not affected: a web page cannot make a browser leave them out. Written as a plain ASGI
@@ -75,8 +77,8 @@ def refusal(method: str, scheme: str, headers: Headers, loopback_only: bool) -> 
             return "cross-site request refused (Referer from another site)"
     if loopback_only and not is_loopback_host(_split_host(host)):
         return f"request refused: Host {host!r} is not a loopback name (DNS rebinding?)"
-    if HEADER not in headers:
-        return f"browser request without the {HEADER} header refused"
+    if site is None and HEADER not in headers:
+        return f"browser request without Sec-Fetch-Site or the {HEADER} header refused"
     return None
 
 
