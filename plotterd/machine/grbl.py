@@ -612,7 +612,10 @@ class GrblDriver:
         """After error:N the lines already buffered still run; let them, then lift the pen.
         After an alarm, unlock first."""
         if exc.alarm is not None:
+            # after a limit alarm GRBL reads nothing until a reset ([MSG:Reset to
+            # continue]); the machine has stopped, so Ctrl-X loses nothing more
             self._reset_stream_state()
+            self.t.write(SOFT_RESET)
             self._wait_banner(min(self.T.banner, 1.0))
             st = self.query_status()
             if st.state == "Alarm":

@@ -36,6 +36,7 @@ class GrblSim(Simulator):
         self.line = bytearray()  # protocol_main_loop's line buffer (comments stripped)
         self.line_flags = 0  # _COMMENT_PAREN | _COMMENT_SEMI | _OVERFLOW
         self.m0_line: int | None = None  # an M0 whose ok waits for cycle start
+        self.critical = False  # after ALARM:1/2: blocked until Ctrl-X
         self.sleeping = False
         self.g92 = [0.0, 0.0, 0.0]  # G92 offset (not kept across a reset in GRBL 1.1)
         self.wco_changed = False
@@ -134,7 +135,7 @@ class GrblSim(Simulator):
         """protocol_main_loop is not reading serial: booting, dwelling, homing, waiting for
         the planner (a full planner, or a command that needs it empty), in an M0 hold."""
         return (self.boot_at < INF or self.busy_until < INF or self.pending is not None
-                or self.m0_line is not None or self.sleeping)
+                or self.m0_line is not None or self.sleeping or self.critical)
 
     def _take_char(self, t: float, c: int) -> None:
         """One character through GRBL's line filter (protocol.c): whitespace and comment
@@ -214,7 +215,7 @@ class GrblSim(Simulator):
     # ---- main loop ----
     def _process(self, t: float) -> None:
         while not self.silent and not self.disconnected:
-            if self.boot_at < INF or self.busy_until < INF or self.sleeping:
+            if self.boot_at < INF or self.busy_until < INF or self.sleeping or self.critical:
                 return
             if self.m0_line is not None:
                 return  # suspended inside the M0 block until cycle start
@@ -246,11 +247,7 @@ class GrblSim(Simulator):
             return
         if f.take("halt", n):
             # GRBL's nearest thing to a halt: a hard limit switch trips (ALARM:1)
-            self._truncate_motion(t)
-            self.emit(t, "ALARM:1")
-            self._soft_reset(t, alarm_if_moving=False)
-            self.alarm = 1
-            self.emit(t, "[MSG:'$H'|'$X' to unlock]")
+            self._critical(t, 1)
             return
         if f.take("drop_ok", n):
             self.no_ok.add(n)
@@ -422,11 +419,7 @@ class GrblSim(Simulator):
                 self.out_of_bounds.append(target)
                 # GRBL checks soft limits when planning: the move is not executed, the
                 # machine halts and resets into ALARM:2 (position kept)
-                self._truncate_motion(t)
-                self.emit(t, "ALARM:2")
-                self._soft_reset(t, alarm_if_moving=False)
-                self.alarm = 2
-                self.emit(t, "[MSG:'$H'|'$X' to unlock]")
+                self._critical(t, 2)
                 return
             feed = self.cfg.rapid if motion == 0 else min(self.feed or 0, self.cfg.rapid)
             self.pending = ("move", (target, feed), n)  # machine coordinates
@@ -451,6 +444,17 @@ class GrblSim(Simulator):
                 self.g92[i] = here[i] - self.g54[i] - words[k]
         self.wco_changed = True
         self._ok(t, n)
+
+    def _critical(self, t: float, code: int) -> None:
+        """A hard or soft limit (protocol.c): stop dead, ALARM:N, then nothing but status
+        reports and reset until the host sends Ctrl-X; the board then comes back locked."""
+        self._truncate_motion(t)
+        self.rx.clear()
+        self.pending = None
+        self.emit(t, f"ALARM:{code}")
+        self.emit(t, "[MSG:Reset to continue]")
+        self.alarm = code
+        self.critical = True
 
     def _planned_end(self) -> tuple[float, float, float]:
         if self.planner:
