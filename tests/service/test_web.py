@@ -183,10 +183,22 @@ def test_plan_is_the_drawing_on_the_paper(daemon, tmp_path, profile):
             assert abs(ku * x + cu - u) < 0.02 and abs(kv * y + cv - v) < 0.02
 
 
+def test_plan_pen_colours_are_checked():
+    from plotterd.service.web.plan import _pens
+
+    got = _pens({"pens": [{"first_stroke": 0, "strokes": 2, "color": "#ff0000"},
+                          {"first_stroke": 2, "strokes": 1, "color": 'red" onload="x'}]}, [])
+    assert [p["color"] for p in got] == ["#ff0000", "#000000"]
+    assert _pens({}, [{}, {}])[0] == {"name": "", "first_stroke": 0, "strokes": 2,
+                                      "color": "#000000"}
+
+
 def test_plan_and_live_endpoints(client, daemon, tmp_path):
     job, _ = _svg_job(daemon, tmp_path)
     plan = client.get(f"/api/jobs/{job['id']}/plan").json()
     assert len(plan["strokes"]) == 3
+    assert [(p["first_stroke"], p["strokes"], p["color"]) for p in plan["pens"]] == [
+        (0, 3, "#000000")]
     live = client.get("/api/live").json()
     assert live["plotter"]["state"] == "idle"
     assert live["job"]["id"] == job["id"] and not live["job"]["current"]

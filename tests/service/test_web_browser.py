@@ -74,6 +74,12 @@ class Page:
     def attr(self, selector: str, name: str) -> str:
         return self.page.get_attribute(selector, name) or ""
 
+    def drawn(self) -> list[tuple[str, str]]:
+        """(colour, path) of what the live view shows as drawn, pen by pen."""
+        return [tuple(x) for x in self.page.eval_on_selector_all(
+            "#drawn path", "ps => ps.map(p => [p.getAttribute('stroke'), "
+                           "p.getAttribute('d') || ''])")]
+
 
 def _executed(d: DaemonProc, jid: int) -> int:
     job = d.job(jid)
@@ -113,7 +119,7 @@ def test_upload_watch_pause_resume_cancel(tmp_path, browser):
         # the live plot draws over the plan; pause it from the page
         _start_plot_of(p, d, 1)
         wait_for(lambda: _executed(d, 1) > 30, 60, 0.2, "some strokes drawn")
-        p.wait("#drawn[d^='M']", 10)
+        p.wait("#drawn path[d^='M']", 10)
         p.page.click("#btn-pause")
         p.wait('#plotter-state[data-state="paused"]', 10)
         assert d.http.get("/plotter").json()["state"] == "paused"
@@ -123,7 +129,7 @@ def test_upload_watch_pause_resume_cancel(tmp_path, browser):
         assert _executed(d, 1) == held, "the plot went on while paused"
         assert d.job(1)["state"] == "plotting"
         time.sleep(1.2)  # the page's next poll
-        drawn, planned = p.attr("#drawn", "d"), p.attr("#planned", "d")
+        drawn, planned = "".join(d for _, d in p.drawn()), p.attr("#planned", "d")
         assert 0 < len(drawn) < len(planned), "the drawn part is not a part of the plan"
         assert p.page.inner_text("#live-title") == "Now plotting"
         assert "of 60 drawn" in p.page.inner_text("#live-stroke")
@@ -134,7 +140,7 @@ def test_upload_watch_pause_resume_cancel(tmp_path, browser):
         p.wait('#plotter-state[data-state="plotting"]', 10)
         p.wait('tr[data-job="1"][data-state="done"]', 90)
         time.sleep(1.2)
-        assert p.attr("#drawn", "d") == p.attr("#planned", "d")  # all of it drawn
+        assert p.drawn() == [("#000000", p.attr("#planned", "d"))]  # all of it, one pen
         # thumbnails: the optimiser's preview and the plot's render
         p.page.wait_for_function(
             "() => ['preview', 'render'].every(n => { const i = document.querySelector("
@@ -302,11 +308,15 @@ def test_pen_change_continue_button(tmp_path, browser):
         assert abs(float(p.attr("#pen", "cx")) - u) < 0.1
         assert abs(float(p.attr("#pen", "cy")) - v) < 0.1
         assert "(machine" in p.page.inner_text("#live-pen")
+        (black, first), (red, second) = p.drawn()  # each pen in its colour; red not yet
+        assert (black, red) == ("#000000", "#ff0000") and first.startswith("M") and not second
         p.shot("07-pen-change")
         p.page.click("#btn-pen")
         d.wait_job(1, ("done",), 30)
         p.wait('#plotter-state:not([data-state="pen_change"])', 10)
         assert p.page.is_hidden("#btn-pen")
+        time.sleep(1.2)
+        assert all(d.startswith("M") for _, d in p.drawn())
         assert p.errors == [], p.errors
     finally:
         d.stop()

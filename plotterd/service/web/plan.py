@@ -13,9 +13,13 @@ with y flipped so that +Y points up the screen.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
+
+# a colour the page may put in an SVG attribute as it is
+_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,20}")
 
 
 def _to_page(profile: Any, paper: tuple[float, float]):
@@ -54,6 +58,20 @@ def _frame(header: dict[str, Any], profile_names: list[str]):
     return (lambda x, y: (x, y1 + y0 - y)), [x0, y0, x1 - x0, y1 - y0], "machine"
 
 
+def _pens(header: dict[str, Any], strokes: list[dict[str, int]]) -> list[dict[str, Any]]:
+    """Each pen's colour and its range of stroke ids (one black pen when not recorded)."""
+    pens = []
+    for pen in header.get("pens") or []:
+        if isinstance(pen, dict) and isinstance(pen.get("first_stroke"), int):
+            color = str(pen.get("color") or "#000000")
+            pens.append({"name": str(pen.get("name") or ""), "first_stroke": pen["first_stroke"],
+                         "strokes": int(pen.get("strokes") or 0),
+                         "color": color if _COLOR.fullmatch(color) else "#000000"})
+    if not pens:
+        pens = [{"name": "", "first_stroke": 0, "strokes": len(strokes), "color": "#000000"}]
+    return pens
+
+
 def job_plan(gcode: Path, profile_names: list[str]) -> dict[str, Any]:
     """The plan of the program in ``gcode`` (see the module doc)."""
     from plotterd.gcode.profile import xy_target
@@ -83,6 +101,7 @@ def job_plan(gcode: Path, profile_names: list[str]) -> dict[str, Any]:
     (u0, v0), (u1, v1) = convert(0.0, 0.0), convert(1.0, 1.0)
     affine = [u1 - u0, u0, v1 - v0, v0]
     return {"lines": len(program.lines), "view": [round(b, 2) for b in view], "frame": frame,
+            "pens": _pens(program.header, strokes),
             "machine_to_view": [round(a, 6) for a in affine],
             "track": track, "strokes": strokes,
             "estimated_s": program.header.get("estimated_s")}

@@ -172,10 +172,12 @@ function figures(job, details) {
 }
 
 // ---------------------------------------------------------------- the live plot
-function planPath(plan, upTo) {
-  // an SVG path of the strokes' points with track index < upTo (all of them if undefined)
+function planPath(plan, upTo, pen) {
+  // an SVG path of the strokes' points with track index < upTo (all of them if undefined),
+  // only those of `pen` if given
   const parts = [];
   for (const s of plan.strokes) {
+    if (pen && (s.id < pen.first_stroke || s.id >= pen.first_stroke + pen.strokes)) continue;
     const end = upTo === undefined ? s.end : Math.min(s.end, upTo);
     if (end - s.start < 2) continue;
     let d = "M" + plan.track[s.start][1] + " " + plan.track[s.start][2];
@@ -217,6 +219,14 @@ async function loadPlan(job) {
     $("pen").setAttribute("r", Math.max(w, h) / 120);
     document.documentElement.style.setProperty("--stroke-w", Math.max(w, h) / 600);
     $("planned").setAttribute("d", planPath(plan));
+    // one path per pen, in its colour (the colour was checked by the daemon)
+    const NS = "http://www.w3.org/2000/svg";
+    $("drawn").replaceChildren(...plan.pens.map((pen, i) => {
+      const path = document.createElementNS(NS, "path");
+      path.setAttribute("stroke", pen.color);
+      path.dataset.pen = i;
+      return path;
+    }));
   }
   return plan;
 }
@@ -288,7 +298,11 @@ async function showLive(live) {
   let executed = job.executed;
   if (job.state === "done" && plan) executed = plan.lines;
   const k = plan && executed !== null && executed !== undefined ? executedPoints(plan, executed) : 0;
-  $("drawn").setAttribute("d", plan ? planPath(plan, k) : "");
+  if (plan) {
+    plan.pens.forEach((pen, i) => $("drawn").children[i].setAttribute("d", planPath(plan, k, pen)));
+  } else {
+    $("drawn").replaceChildren();
+  }
   const machine = job.current && st.position_known !== false && Array.isArray(st.position)
     ? st.position.slice(0, 2).map(Number) : null;
   $("live-pen").textContent = showPen(plan, k, machine);
