@@ -119,6 +119,7 @@ class PlotterWorker(threading.Thread):
         self.machine_lock = threading.Lock()
         self.link: Any = None  # the open plotterd.machine.Plotter (kept between jobs)
         self.link_error: str | None = None  # why the plotter is not connected
+        self.link_alarm = False  # ... because the firmware is in alarm
         self.position_lost: str | None = None  # set when a reset lost the position
         self._next_connect = 0.0
         self._sim_link: Any = None  # dry-run: a simulator for machine commands
@@ -217,6 +218,8 @@ class PlotterWorker(threading.Thread):
             done, total = self._progress.get("completed_stroke"), self._progress.get("strokes")
             where = f" (stroke {done + 1}/{total})" if isinstance(done, int) and total else ""
             return "plotting", f"plotting job {job}{where}"
+        if not self.connected() and self.link_alarm:
+            return "alarm", f"alarm: {self.link_error}"
         if not self.connected():
             why = f": {self.link_error}" if self.link_error else ""
             if self._ready_jobs():
@@ -295,8 +298,12 @@ class PlotterWorker(threading.Thread):
                                                cfg.plotter.machine)
         except (PlotterdError, OSError) as e:
             self.link = None
+            # a board locked in alarm (homing needed, unlocking not allowed) is there, but
+            # needs the user
+            self.link_alarm = getattr(e, "alarm", None) is not None
             self._set_link_error(str(e))
             return False
+        self.link_alarm = False
         if self.link_error is not None:
             log.info("plotter %s is back", cfg.plotter.port)
         self.link_error = None

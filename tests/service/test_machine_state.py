@@ -184,3 +184,41 @@ def test_cable_pulled_mid_plot_then_plugged_back(cfg, tmp_path):
     assert done["last_completed_stroke"] == 11
     # the fresh board drew the strokes from the resume stroke on
     assert len(again.sim.segments) == 4 * (12 - j["resume_stroke"])
+
+
+def test_a_homing_machine_homes_after_a_reset_and_goes_on(cfg, tmp_path):
+    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=instant&homing=1"
+                            "&faults=reset@60", paper="auto")
+    job = _job_with(d, square_program(10))
+    d.plotter.start()
+    try:
+        done = wait_for(lambda: (x := d.store.get(job["id"]))["state"] in ("done", "failed",
+                                                                          "interrupted")
+                        and x, 30)
+        assert d.plotter.status()["position_known"]
+    finally:
+        d.stopping.set()
+        d.plotter.join(10)
+        server.stop()
+    assert done["state"] == "done", done
+    assert server.sim.faults.fired, "the reset did not happen"
+    assert "interrupted" not in [e["state"] for e in d.store.events(job["id"])]
+
+
+def test_a_board_locked_in_alarm_shows_alarm_and_jobs_wait(cfg, tmp_path):
+    # homing enabled on the board, but the config forbids homing and unlocking
+    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=instant&homing=1",
+                            paper="auto", machine={"homing": False, "unlock_alarm": False})
+    api = TestClient(make_app(d))
+    job = _job_with(d, square_program(2))
+    d.plotter.start()
+    try:
+        st = wait_for(lambda: (s := api.get("/api/status").json()["plotter"])["state"]
+                      == "alarm" and s, 20, what="the alarm state")
+        assert "locked in Alarm" in st["message"], st
+        time.sleep(0.5)
+        assert _state(d, job["id"]) == "vectorised"
+    finally:
+        d.stopping.set()
+        d.plotter.join(10)
+        server.stop()
