@@ -7,9 +7,9 @@ import io
 
 import numpy as np
 import pytest
+from fastapi.datastructures import Headers
 from fastapi.testclient import TestClient
 from PIL import Image
-from starlette.datastructures import Headers
 
 from plotterd.service.api import make_app
 from plotterd.service.daemon import Daemon

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
+from fastapi.datastructures import Headers
 
 HEADER = "x-plotterd-request"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
