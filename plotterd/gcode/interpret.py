@@ -24,8 +24,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import Any
 
 from plotterd.errors import InputError, OutOfBoundsError
 from plotterd.gcode.profile import gcode_words, trapezoid_time
@@ -61,6 +60,8 @@ _PARAM = re.compile(r"([A-Z_]+)=(\S+)", re.IGNORECASE)
 
 def strip_comment(s: str) -> str:
     """Remove ';' and '(...)' comments and surrounding whitespace."""
+    if ";" not in s and "(" not in s:
+        return s.strip()
     out, depth = [], 0
     for ch in s:
         if ch == ";" and depth == 0:
@@ -76,8 +77,7 @@ def strip_comment(s: str) -> str:
     return "".join(out).strip()
 
 
-def overflow(lo: np.ndarray, hi: np.ndarray, bounds: tuple[float, float, float, float]
-             ) -> list[str]:
+def overflow(lo: Any, hi: Any, bounds: tuple[float, float, float, float]) -> list[str]:
     """How far the box lo..hi sticks out of bounds (xmin, ymin, xmax, ymax), in words."""
     x_min, y_min, x_max, y_max = bounds
     eps = 1e-9
@@ -205,8 +205,8 @@ class Interpreter:
         y0 = min(max(0.0, self.bounds[1]), self.bounds[3])
         self.home = (x0, y0)  # where a program starts and homing ends: the origin
         self.state = State(x=x0, y=y0)
-        self.lo = np.array([math.inf, math.inf])
-        self.hi = np.array([-math.inf, -math.inf])
+        self.lo = [math.inf, math.inf]  # every position checked, for the header
+        self.hi = [-math.inf, -math.inf]
 
     # -- pen --
     def pen_down(self) -> bool | None:
@@ -231,20 +231,23 @@ class Interpreter:
         return v * MM_PER_INCH if self.state.inches else v
 
     def _check(self, n: int, cmd: str, pts: list[tuple[float, float]]) -> None:
-        arr = np.asarray(pts, dtype=float)
-        if not np.isfinite(arr).all():
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        if not all(math.isfinite(v) for v in xs + ys):
             raise self._err(n, cmd, "a coordinate is not a finite number")
-        lo, hi = arr.min(axis=0), arr.max(axis=0)
-        over = overflow(lo, hi, self.bounds)
-        if over:
-            b = self.bounds
+        lo = (min(xs), min(ys))
+        hi = (max(xs), max(ys))
+        b = self.bounds
+        if lo[0] < b[0] - 1e-9 or lo[1] < b[1] - 1e-9 or hi[0] > b[2] + 1e-9 \
+                or hi[1] > b[3] + 1e-9:
+            over = overflow(lo, hi, b)
             raise OutOfBoundsError(
                 f"G-code line {n} ({cmd[:40]!r}) moves outside {self.machine}: it overflows "
                 f"{', '.join(over)} (to X {hi[0] if hi[0] > b[2] else lo[0]:.2f}, "
                 f"Y {hi[1] if hi[1] > b[3] else lo[1]:.2f}; the machine X {b[0]:g}..{b[2]:g}, "
                 f"Y {b[1]:g}..{b[3]:g} mm). Nothing was sent.")
-        self.lo = np.minimum(self.lo, lo)
-        self.hi = np.maximum(self.hi, hi)
+        self.lo = [min(self.lo[0], lo[0]), min(self.lo[1], lo[1])]
+        self.hi = [max(self.hi[0], hi[0]), max(self.hi[1], hi[1])]
 
     # -- one line --
     def run(self, n: int, raw_cmd: str) -> Step:
@@ -256,17 +259,15 @@ class Interpreter:
             return step
         if cmd.startswith("$"):
             self._system(n, cmd, step)
-        elif not _CLASSIC.match(cmd) and not self._text_m(cmd):
-            self._extended(n, cmd)
         else:
-            self._classic(n, cmd, step)
+            words = gcode_words(cmd)
+            text_m = _text_m(cmd, words)
+            if not text_m and not _CLASSIC.match(cmd):
+                self._extended(n, cmd)
+            else:
+                self._classic(n, cmd, words[:1] if text_m else words, step)
         step.pen_after = self.pen_down()
         return step
-
-    def _text_m(self, cmd: str) -> bool:
-        words = gcode_words(cmd)
-        return bool(words) and words[0][0] == "M" and words[0][1] in _TEXT_M \
-            and cmd.upper().lstrip().startswith("M")
 
     def _system(self, n: int, cmd: str, step: Step) -> None:
         up = cmd.upper().replace(" ", "")
@@ -299,10 +300,7 @@ class Interpreter:
         elif c in self.pen.up_cmds:
             self.state.pen_cmd = False
 
-    def _classic(self, n: int, cmd: str, step: Step) -> None:
-        words = gcode_words(cmd)
-        if self._text_m(cmd):
-            words = words[:1]
+    def _classic(self, n: int, cmd: str, words: list[tuple[str, float]], step: Step) -> None:
         st = self.state
         gs = [v for k, v in words if k == "G"]
         ms = [v for k, v in words if k == "M"]
@@ -480,6 +478,12 @@ class Interpreter:
                 extremes.append((cx + r * math.cos(ang), cy + r * math.sin(ang)))
         self._check(n, cmd, [end, *extremes, *pts])
         return [*pts, end]
+
+
+def _text_m(cmd: str, words: list[tuple[str, float]]) -> bool:
+    """An M-code whose parameters are free text (``M0 Load pen 2``, ``M117 Hello``)."""
+    return bool(words) and words[0][0] == "M" and words[0][1] in _TEXT_M \
+        and cmd.lstrip()[:1] in "Mm"
 
 
 def _centre_from_radius(start: tuple[float, float], end: tuple[float, float], r: float,
