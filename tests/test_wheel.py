@@ -110,12 +110,12 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     # the client is part of a plain install: no daemon answers, said in one line
     assert jobs.returncode == 2 and "no plotterd daemon answers" in jobs.stderr, jobs.stderr
-    _daemon_serves_its_page(py, work, env)
+    _daemon_serves_its_page(py, plotterd, work, env)
 
 
-def _daemon_serves_its_page(py: Path, work: Path, env: dict) -> None:
-    """The installed daemon starts, serves the web page from the package's files and lists
-    the bundled pipelines."""
+def _daemon_serves_its_page(py: Path, plotterd: Path, work: Path, env: dict) -> None:
+    """The installed daemon starts, serves the web page from the package's files, lists the
+    bundled pipelines, and takes a picture from the installed ``plotterd submit``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -143,6 +143,10 @@ def _daemon_serves_its_page(py: Path, work: Path, env: dict) -> None:
             assert http.get("/static/app.js").status_code == 200
             names = [p["name"] for p in http.get("/api/pipelines").json()]
             assert "tiny" in names and "lines-blurmse" in names
+            _run([plotterd, "submit", "photo.png", "-p", "tiny", "--url", url], cwd=work,
+                 env=env)
+            listed = _run([plotterd, "jobs", "--url", url], cwd=work, env=env).stdout
+            assert "photo.png" in listed, listed
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
