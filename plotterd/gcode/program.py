@@ -54,13 +54,9 @@ COMMENT_MAX = 80  # GRBL's line limit: no line plotterd writes is longer
 SIDECAR_FORMAT = "plotterd-gcode"
 VERSION = 2
 
-# _rest_ helpers for the short header comments: key -> header key
+# the keys of the short header comments, in order
 _COMMENT_KEYS = ("profile", "firmware", "bounds", "drawing", "strokes", "estimated_s",
                  "pen_up", "pen_down")
-
-
-def _strip_comment(s: str) -> str:  # kept for callers of the old private name
-    return strip_comment(s)
 
 
 @dataclass
@@ -444,6 +440,8 @@ def _parse_foreign(raw: list[tuple[int, str]], profile: Profile) -> Program:
         "travel_feed": profile.travel_feed, "draw_feed": profile.draw_feed,
         "acceleration": profile.acceleration,
         "bounds": [profile.x_min, profile.y_min, profile.x_max, profile.y_max],
+        "pens": [{"layer": 1, "name": "pen 1", "color": "#000000", "first_stroke": 0,
+                  "strokes": info["strokes"]}] if info["strokes"] else [],
         "moves_bounds": ([float(v) for v in (*interp.lo, *interp.hi)]
                          if interp.lo[0] <= interp.hi[0] else None),
         **info,
