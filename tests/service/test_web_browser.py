@@ -226,6 +226,29 @@ fetch("{d.url}/plot/pause", {{method: "POST", mode: "no-cors", body: "x",
         d.stop()
 
 
+def test_errors_are_shown_in_words(tmp_path, browser):
+    """A picture that is not one fails its job, and the page says why; an API refusal (no
+    camera configured) shows its reason too."""
+    d = DaemonProc(tmp_path, plotter={"sim_speed": "instant"}).start()
+    try:
+        p = Page(browser, d.url, tmp_path / "screenshots")
+        bogus = tmp_path / "holiday.png"
+        bogus.write_text("this is not a PNG")
+        p.page.set_input_files("#file-input", str(bogus))
+        p.page.click("#upload-button")
+        p.wait('tr[data-job="1"][data-state="failed"]', 60)
+        error = d.job(1)["error"]
+        assert error and "holiday.png" in error, error
+        assert p.page.inner_text('tr[data-job="1"] .error') == error
+        p.page.click("#btn-capture")
+        p.wait("#message:not([hidden])", 10)
+        assert p.page.inner_text("#message-text").startswith("Camera: ")
+        assert "camera" in p.page.inner_text("#message-text")[len("Camera: "):]
+        p.shot("08-errors")
+    finally:
+        d.stop()
+
+
 def test_token_is_asked_for_and_sent(tmp_path, browser):
     d = DaemonProc(tmp_path, api={"token": TOKEN}).start()
     try:
