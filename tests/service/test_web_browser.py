@@ -340,6 +340,13 @@ def test_pen_change_continue_button(tmp_path, browser):
         assert p.page.is_hidden("#btn-pen")
         time.sleep(1.2)
         assert all(d.startswith("M") for _, d in p.drawn())
+        # replot it from the page: drawn again from the first stroke, pen change included
+        p.wait('tr[data-job="1"][data-state="done"] [data-action="replot"]', 10)
+        p.page.click('tr[data-job="1"] [data-action="replot"]')
+        p.wait('#plotter-state[data-state="pen_change"]', 30)
+        p.page.click("#btn-pen")
+        wait_for(lambda: (j := d.job(1))["state"] == "done" and j["plot"]["attempts"] == 2,
+                 30, 0.2, "the replot done")
         assert p.errors == [], p.errors
     finally:
         d.stop()
