@@ -122,11 +122,8 @@ def _plot_summary(daemon: Any, job: dict[str, Any], view: Callable, now: float):
             if ev["state"] == "plotting":
                 started = ev["at"]
                 break
-    end = job["finished"] if job["state"] != "plotting" else None
-    elapsed = None
-    if started is not None:
-        elapsed = max(0.0, (end or (now if job["state"] == "plotting" else job["updated"]))
-                      - started)
+    end = now if job["state"] == "plotting" else (job["finished"] or job["updated"])
+    elapsed = None if started is None else max(0.0, end - started)
     return {
         **view(job),
         "current": job["id"] == daemon.plotter.current,

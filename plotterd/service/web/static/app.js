@@ -67,11 +67,23 @@ async function command(path, label) {
 }
 
 // images need the token too, so they are fetched and shown from blob URLs
+const IMAGES_KEPT = 240;  // a page left open for months must not keep every picture
+
 async function imageUrl(key, path) {
-  if (state.images.has(key)) return state.images.get(key);
+  if (state.images.has(key)) {
+    const hit = state.images.get(key);
+    state.images.delete(key);  // most recently used last
+    state.images.set(key, hit);
+    return hit;
+  }
   const pending = api("GET", path).then((blob) => URL.createObjectURL(blob));
   state.images.set(key, pending);
   pending.catch(() => state.images.delete(key));
+  while (state.images.size > IMAGES_KEPT) {
+    const [oldest, url] = state.images.entries().next().value;
+    state.images.delete(oldest);
+    url.then((u) => URL.revokeObjectURL(u)).catch(() => {});
+  }
   return pending;
 }
 
