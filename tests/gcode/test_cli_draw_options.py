@@ -65,3 +65,14 @@ def test_device_accepts_cuda_ordinals():
             check_device(None, None, bad)
     r = CliRunner().invoke(cli, ["draw", "x.png", "--device", "tpu"])
     assert r.exit_code == 2 and "cuda:N" in r.output
+
+
+def test_cuda_ordinal_reaches_the_optimiser(tmp_path):
+    torch = pytest.importorskip("torch")
+    r = CliRunner().invoke(cli, ["draw", str(DATA / "horse_small.png"), "-p", "tiny", "-o",
+                                 str(tmp_path), "--device", "cuda:7", "--set", "iterations=1"])
+    if torch.cuda.device_count() > 7:
+        assert r.exit_code == 0, r.output
+    else:  # refused where it is resolved, with the device key
+        assert isinstance(r.exception, ConfigError) and r.exception.key == "device"
+        assert ("not available" in str(r.exception)) or ("no CUDA device 7" in str(r.exception))
