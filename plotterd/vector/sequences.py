@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import vpype as vp
 
-from plotterd.errors import InputError
+from plotterd.errors import ConfigError, InputError
 
 SUFFIXES = (".ndjson", ".npz")
 SPLITS = ("train", "valid", "test")
@@ -53,6 +53,28 @@ Drawing = list[np.ndarray]  # strokes, each (n, 2) float: x right, y down
 
 def is_sequence_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in SUFFIXES
+
+
+def source_with_options(path: str | Path, options: dict[str, Any] | None) -> SequenceSource:
+    """A sequence file with the choices a job's options (a daemon sidecar) make: ``index``,
+    ``grid`` and ``split``; anything else is refused naming the key."""
+    opts = dict(options or {})
+    for key in sorted(set(opts) - {"index", "grid", "split"}):
+        raise ConfigError(key, "not a stroke-sequence option (index, grid, split)")
+
+    def count(key: str, lo: int) -> int | None:
+        v = opts.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(key, f"must be an integer >= {lo}, got {v!r}")
+        return v
+
+    split = opts.get("split", "test")
+    if split not in SPLITS:
+        raise ConfigError("split", f"{split!r} is not one of {', '.join(SPLITS)}")
+    return SequenceSource(Path(path), index=count("index", 0) or 0, grid=count("grid", 1),
+                          split=split)
 
 
 # ---- QuickDraw ----

@@ -187,3 +187,18 @@ def test_the_daemon_inbox_and_api_take_sequences(tmp_path):
         assert "\n" not in bad["error"].strip()
     finally:
         daemon.stop()
+
+
+def test_job_options_choose_the_drawing():
+    from plotterd.errors import ConfigError
+    from plotterd.vector.sequences import source_with_options
+
+    src = source_with_options(NPZ, {"index": 1, "split": "train"})
+    assert src == SequenceSource(NPZ, index=1, grid=None, split="train")
+    assert source_with_options(NDJSON, None) == SequenceSource(NDJSON)
+    assert source_with_options(NDJSON, {"grid": 4}).grid == 4
+    for bad, key in (({"index": -1}, "index"), ({"grid": 0}, "grid"),
+                     ({"split": "dev"}, "split"), ({"loss": {"sigma": 2}}, "loss")):
+        with pytest.raises(ConfigError) as e:
+            source_with_options(NDJSON, bad)
+        assert e.value.key == key
