@@ -409,6 +409,25 @@ def _check_lines(p: Profile) -> None:
             if p.firmware == "grbl" and any(ch in c for ch in "?!~"):
                 raise ConfigError(key, f"{c!r}: GRBL acts on '?', '!' and '~' anywhere",
                                   p.source)
+    _check_followable(p, groups)
+
+
+def _check_followable(p: Profile, groups: dict[str, list[str]]) -> None:
+    """Every fixed line must be one the plot-time interpreter follows (G-code it does not
+    know, G28 with axis words, ...), so a program that could be written can be plotted."""
+    from plotterd.errors import InputError, OutOfBoundsError
+    from plotterd.gcode.interpret import Interpreter, PenModel
+
+    for key, lines in groups.items():
+        interp = Interpreter(p.bounds, p.firmware, PenModel("none"), f"profile {p.name!r}")
+        for i, c in enumerate(lines):
+            try:
+                interp.run(i + 1, c)
+            except OutOfBoundsError:
+                pass  # moves: the writer checks them with the paper placement
+            except InputError as e:
+                reason = str(e).split("): ", 1)[-1]
+                raise ConfigError(key, f"{c!r}: {reason}", p.source) from e
 
 
 def _read(path: Path) -> Profile:

@@ -64,6 +64,8 @@ def _base() -> dict:
         (lambda d: d.update(start=["G91"]), "start"),
         (lambda d: d.update(start=["G92 X0 Y0"]), "start"),
         (lambda d: d.update(end=["G53 G0 X0"]), "end"),
+        (lambda d: d.update(start=["G29"]), "start"),  # not followed at plot time
+        (lambda d: d.update(end=["G28 X0"]), "end"),
         (lambda d: d.update(end=["G21 G20"]), "end"),
         (lambda d: d.update(pen_change=["G91 G0 Z5"]), "pen_change"),
     ],
