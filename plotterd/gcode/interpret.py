@@ -323,6 +323,8 @@ class Interpreter:
             elif g == 4.0:
                 dwell = True
             elif g == 20.0:
+                if self.firmware == "klipper":
+                    raise self._err(n, cmd, "Klipper has no inch mode (G20)")
                 st.inches = True
             elif g == 21.0:
                 st.inches = False

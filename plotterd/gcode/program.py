@@ -425,7 +425,7 @@ def _parse_foreign(raw: list[tuple[int, str]], profile: Profile) -> Program:
     runs: list[_Run] = []
     for n, s in raw:
         cmd = strip_comment(s)
-        if not cmd:
+        if not cmd or cmd == "%":  # a tape delimiter: nothing to send
             continue
         st = interp.state
         before = {"x": st.x, "y": st.y, "relative": st.relative, "inches": st.inches,

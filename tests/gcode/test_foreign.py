@@ -180,13 +180,16 @@ def test_g4_dwell_in_both_spellings():
 
 
 def test_comments_both_kinds_and_line_numbers():
-    text = ("(header comment)\n; another\nN10 G21 (mm) ; units\nG90*33\n"
+    text = ("%\n(header comment)\n; another\nN10 G21 (mm) ; units\nG90*33\n"
             "G0 X10 Y10 (go)\nM3 S30\nG1 X20 Y10 F1000\nM5\n")
     prog = parse(text)
     assert [ln.text for ln in prog.lines][:2] == ["N10 G21", "G90*33"]
     assert prog.stroke_count == 1
     assert [ln.kind for ln in prog.lines] == ["setup", "setup", "travel", "pen_down", "draw",
                                               "pen_up"]
+    assert prog.lines[0].source_line == 4  # the "%" line is not sent
+    with pytest.raises(InputError, match="Klipper has no inch mode"):
+        parse("G20\nG0 X1 Y1\n", "klipper")
 
 
 def test_pen_state_from_each_dialect():
