@@ -120,6 +120,7 @@ class PlotterWorker(threading.Thread):
         self.link: Any = None  # the open plotterd.machine.Plotter (kept between jobs)
         self.link_error: str | None = None  # why the plotter is not connected
         self.link_alarm = False  # ... because the firmware is in alarm
+        self.asleep = False  # motors off (GRBL $SLP): no job until the origin is set
         self.position_lost: str | None = None  # set when a reset lost the position
         self._next_connect = 0.0
         self._sim_link: Any = None  # dry-run: a simulator for machine commands
@@ -190,11 +191,7 @@ class PlotterWorker(threading.Thread):
     def connected(self) -> bool:
         if self.d.cfg.dry_run:
             return True
-        if self.link is not None:
-            return bool(_get(self._link_status(), "connected", True))
-        if stages.has_plotter():
-            return False
-        return self.link_error is None and self._present()  # a connection per job
+        return self.link is not None and bool(_get(self._link_status(), "connected", True))
 
     def _ready_jobs(self) -> list[dict]:
         return self.d.store.list(states=["vectorised"], newest_first=False)
@@ -229,6 +226,9 @@ class PlotterWorker(threading.Thread):
             return "alarm", f"alarm: {_get(link, 'message') or 'see the plotter'}"
         if self.paused:
             return "paused", "paused (plotterd resume)"
+        if self.asleep:
+            return "idle", ("motors off: move the pen to the origin by hand, then plotterd "
+                            "origin (or plotterd ctl home); jobs wait until then")
         lost = [j for j in self.d.store.list(states=["interrupted"], newest_first=False)
                 if waits_for_origin(j)]
         if lost or self.position_lost:
@@ -289,9 +289,6 @@ class PlotterWorker(threading.Thread):
         if not self._present():
             self._set_link_error(f"{cfg.plotter.port} is not there (unplugged or off?)")
             return False
-        if not stages.has_plotter():
-            self.link_error = None  # streamed with a fresh connection per job
-            return True
         try:
             self.link = stages.connect_plotter(cfg.plotter.port, cfg.plotter.profile,
                                                cfg.plotter.baudrate, cfg.plotter.timeouts,
@@ -347,7 +344,7 @@ class PlotterWorker(threading.Thread):
             job = None
             with self.machine_lock:
                 try:
-                    self._can_plot = self._ensure_connection()
+                    self._can_plot = self._ensure_connection() and not self.asleep
                     job = self._next_job()
                 except Exception:
                     log.exception("plotter: cannot take the next job")
@@ -455,7 +452,7 @@ class PlotterWorker(threading.Thread):
             program = stages.load_program(gcode)
             return stages.plot_on(self.link, program, start_stroke=start, progress=report,
                                   control=control)
-        if cfg.dry_run and stages.has_plotter():
+        if cfg.dry_run:
             # a fresh simulator per job, shaped like the program's machine, recording what
             # it draws (the job's render; a resume after a restart adds to the drawing)
             program = stages.load_program(gcode)
@@ -471,11 +468,7 @@ class PlotterWorker(threading.Thread):
             finally:
                 self._active = None
                 sim.close()
-        # no Plotter in the machine stage: a connection per job
-        return stages.plot(gcode, None if cfg.dry_run else cfg.plotter.port,
-                           sim_speed=cfg.plotter.sim_speed, record=record,
-                           baudrate=cfg.plotter.baudrate, start_stroke=start,
-                           progress=report, control=control, render_to=render)
+        raise PlotterdError("the plotter is not connected")  # _next_job checked it
 
     def _reporter(self, job_id: int, ckpt: dict[str, Any]):
         last: list[Any] = [0.0, None]  # time of the last write, the stream state then
@@ -587,7 +580,11 @@ class PlotterWorker(threading.Thread):
             raise Busy("the plotter is busy with another command")
         try:
             link = self._command_link()
-            out = getattr(link, action)(*args) if link is not None else None
+            if self.asleep and action != "motors_off":
+                link = self._wake()
+            out = getattr(link, action)(*args)
+            if action == "motors_off":
+                self.asleep = True
         finally:
             self.machine_lock.release()
         if action in ("home", "set_origin"):
@@ -596,11 +593,22 @@ class PlotterWorker(threading.Thread):
             return {"resumed": resumed}
         return stages.jsonable(out)
 
+    def _wake(self) -> Any:
+        """GRBL leaves $SLP only through a reset: reconnecting gives it one (its position
+        was lost with the motors anyway)."""
+        cfg = self.d.cfg
+        if cfg.dry_run:
+            self._sim_link.close()
+            self._sim_link = None
+        else:
+            link, self.link = self.link, None
+            link.close()
+        self.asleep = False
+        log.info("plotter: waking the board after motors off (reconnecting)")
+        return self._command_link()
+
     def _command_link(self) -> Any:
         cfg = self.d.cfg
-        if not stages.has_plotter():
-            raise NotConnected("machine commands need plotterd.machine.Plotter, which this "
-                               "build lacks")
         if cfg.dry_run:
             if self._sim_link is None:
                 self._sim_link = stages.sim_plotter(cfg.plotter.profile, cfg.plotter.sim_speed)

@@ -94,13 +94,6 @@ def new_control():
     return StreamControl()
 
 
-def has_plotter() -> bool:
-    """Whether the machine stage offers a connection kept open between jobs (Plotter)."""
-    import plotterd.machine as machine
-
-    return hasattr(machine, "Plotter")
-
-
 def connect_plotter(port: str, profile: str, baudrate: int,
                     timeouts: dict[str, float] | None = None,
                     machine: dict[str, Any] | None = None):
@@ -181,25 +174,6 @@ def plot_on(plotter: Any, program: Any, *, start_stroke: int | None,
     """Stream a job's program over an open Plotter; its StreamResult."""
     return plotter.stream(program, start_stroke=_start_stroke(program, start_stroke),
                           progress=progress, control=control, render_to=render_to)
-
-
-def plot(gcode_path: Path, port: str | None, *, sim_speed: str, record: Path | None,
-         baudrate: int, start_stroke: int | None, progress: Callable[[Progress], None],
-         control: Any, render_to: Path | None):
-    """Stream a job's G-code to ``port``, or to the simulated plotter when ``port`` is None
-    (dry-run; what it draws is recorded in ``record`` and rendered to ``render_to``).
-    Returns the machine stage's StreamResult."""
-    from plotterd.gcode.program import Program
-    from plotterd.machine import stream
-
-    program = Program.load(gcode_path)
-    if port is None:
-        port = sim_url(program.firmware, sim_speed, record, header=program.header)
-    else:
-        render_to = None
-    return stream(program, port, baudrate=baudrate,
-                  start_stroke=_start_stroke(program, start_stroke), progress=progress,
-                  control=control, render_to=render_to)
 
 
 def jsonable(obj: Any) -> Any:

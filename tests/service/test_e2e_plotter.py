@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from .daemon_proc import DaemonProc, drop
 from .helpers import wait_for
 
@@ -18,9 +16,6 @@ PLOTTERD = str(Path(sys.executable).with_name("plotterd"))
 SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="60mm" height="40mm"
  viewBox="0 0 60 40"><path d="M5 5 L55 5 L55 35 Z" fill="none" stroke="black"/></svg>
 """
-
-pytest.importorskip("plotterd.machine.plotter", reason="needs the machine stage's Plotter")
-
 
 class SimPort:
     """`plotterd sim` on a pty, reachable through a stable link (what udev makes)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from plotterd.gcode.program import GLine, Program
@@ -18,8 +17,6 @@ from plotterd.service.plotter_worker import POSITION_LOST
 
 from .helpers import wait_for
 from .test_plotter import square_program
-
-pytest.importorskip("plotterd.machine.plotter", reason="needs the machine stage's Plotter")
 
 
 def _job_with(d: Daemon, program: Program) -> dict:
@@ -86,8 +83,9 @@ def _pty_daemon(cfg, tmp_path, url: str, **plotter):
 
 
 def test_a_board_reset_interrupts_until_the_origin_is_confirmed(cfg, tmp_path):
-    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=instant&faults=reset@60",
-                            paper="auto")
+    # room for a drawing offset by where the head stood at the reset
+    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=instant&faults=reset@60"
+                            "&bounds=0,0,1000,1000", paper="auto")
     api = TestClient(make_app(d))
     job = _job_with(d, square_program(10))
     d.plotter.start()
@@ -102,7 +100,7 @@ def test_a_board_reset_interrupts_until_the_origin_is_confirmed(cfg, tmp_path):
         st = api.get("/api/status").json()["plotter"]
         assert st["state"] == "interrupted" and POSITION_LOST in st["message"], st
         assert not st["position_known"]
-        r = api.post("/api/machine/origin")  # the user put the pen at the origin
+        r = api.post("/api/machine/origin")  # the user: the pen is at the origin
         assert r.status_code == 200, r.text
         assert r.json()["result"] == {"resumed": [job["id"]]}
         done = wait_for(lambda: (x := d.store.get(job["id"]))["state"] == "done" and x, 30)
@@ -113,6 +111,7 @@ def test_a_board_reset_interrupts_until_the_origin_is_confirmed(cfg, tmp_path):
     events = [e["state"] for e in d.store.events(job["id"])]
     assert events[-4:] == ["interrupted", "vectorised", "plotting", "done"], events
     assert done["error"] is None and done["last_completed_stroke"] == 9
+    assert not server.sim.out_of_bounds
 
 
 def test_machine_controls_between_jobs_refused_while_plotting(cfg, tmp_path):
@@ -132,6 +131,16 @@ def test_machine_controls_between_jobs_refused_while_plotting(cfg, tmp_path):
         assert api.post("/api/machine/pen-down").status_code == 200
         assert api.post("/api/machine/pen-up").status_code == 200
         assert isinstance(api.get("/api/machine/ports").json(), list)
+        # motors off (GRBL sleeps): jobs wait until the origin is set again
+        assert api.post("/api/machine/motors-off").status_code == 200
+        st = api.get("/api/status").json()["plotter"]
+        assert st["message"].startswith("motors off") and not st["position_known"], st
+        waiting = _job_with(d, square_program(1))
+        time.sleep(1.5)
+        assert _state(d, waiting["id"]) == "vectorised"
+        assert api.post("/api/machine/origin").status_code == 200  # wakes the board
+        wait_for(lambda: _state(d, waiting["id"]) == "done", 30)
+        assert api.post("/api/paper/changed").status_code == 200
         job = _job_with(d, square_program(8))
         wait_for(lambda: d.plotter.current == job["id"], 20)
         for path in ("pen-up", "home", "origin", "motors-off"):
