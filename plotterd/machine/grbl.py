@@ -608,6 +608,23 @@ class GrblDriver:
             self.command(text)
         self.wait_idle()
 
+    def _reset_after_critical(self) -> None:
+        """Ctrl-X until the banner comes. GRBL enters its critical-event loop (no status
+        reports either) only after printing ALARM:N, and clears a reset that came earlier:
+        wait for [MSG:Reset to continue] first, and send it again if no banner follows."""
+        deadline = time.monotonic() + min(self.T.banner, 1.0)
+        while True:
+            line = self.t.readline(max(0.0, deadline - time.monotonic()))
+            if line is None or "Reset to continue" in line:
+                break
+            if isinstance(parse(line), Banner):
+                return
+        for _ in range(3):
+            self.t.write(SOFT_RESET)
+            if self._wait_banner(min(self.T.banner, 1.0)):
+                return
+        raise LinkLost(f"{self.t.port}: GRBL did not come back after a reset (Ctrl-X)")
+
     def stop_after_error(self, exc: FirmwareError, pen_up: list[str]) -> None:
         """After error:N the lines already buffered still run; let them, then lift the pen.
         After an alarm, unlock first."""
@@ -615,8 +632,7 @@ class GrblDriver:
             # after a limit alarm GRBL reads nothing until a reset ([MSG:Reset to
             # continue]); the machine has stopped, so Ctrl-X loses nothing more
             self._reset_stream_state()
-            self.t.write(SOFT_RESET)
-            self._wait_banner(min(self.T.banner, 1.0))
+            self._reset_after_critical()
             st = self.query_status()
             if st.state == "Alarm":
                 self.command("$X")

@@ -107,7 +107,8 @@ class GrblSim(Simulator):
         if self.boot_at < INF:
             return  # still in the bootloader: bytes are lost
         if b == 0x3F:  # '?'
-            self._status(t)
+            if not self.critical:  # the critical-event loop answers nothing but a reset
+                self._status(t)
         elif b == 0x21:  # '!' feed hold
             if self.alarm is None:
                 self.hold = True
@@ -195,6 +196,9 @@ class GrblSim(Simulator):
         self.emit(t, s + ">")
 
     def _soft_reset(self, t: float, alarm_if_moving: bool) -> None:
+        if self.critical:
+            # the aborted line's status is reported on the way out of the critical loop
+            self._ok(t, self.critical_line)
         moving = self.moving()
         self._truncate_motion(t)
         keep_alarm = self.alarm
@@ -247,7 +251,7 @@ class GrblSim(Simulator):
             return
         if f.take("halt", n):
             # GRBL's nearest thing to a halt: a hard limit switch trips (ALARM:1)
-            self._critical(t, 1)
+            self._critical(t, 1, n)
             return
         if f.take("drop_ok", n):
             self.no_ok.add(n)
@@ -419,7 +423,7 @@ class GrblSim(Simulator):
                 self.out_of_bounds.append(target)
                 # GRBL checks soft limits when planning: the move is not executed, the
                 # machine halts and resets into ALARM:2 (position kept)
-                self._critical(t, 2)
+                self._critical(t, 2, n)
                 return
             feed = self.cfg.rapid if motion == 0 else min(self.feed or 0, self.cfg.rapid)
             self.pending = ("move", (target, feed), n)  # machine coordinates
@@ -445,7 +449,7 @@ class GrblSim(Simulator):
         self.wco_changed = True
         self._ok(t, n)
 
-    def _critical(self, t: float, code: int) -> None:
+    def _critical(self, t: float, code: int, n: int) -> None:
         """A hard or soft limit (protocol.c): stop dead, ALARM:N, then nothing but status
         reports and reset until the host sends Ctrl-X; the board then comes back locked."""
         self._truncate_motion(t)
@@ -455,6 +459,7 @@ class GrblSim(Simulator):
         self.emit(t, "[MSG:Reset to continue]")
         self.alarm = code
         self.critical = True
+        self.critical_line = n
 
     def _planned_end(self) -> tuple[float, float, float]:
         if self.planner:

@@ -1,0 +1,144 @@
+"""GRBL 1.1h's own firmware code (grbl-sim, from ../shared/firmware/grbl) served on a
+pseudo-terminal, for the tests marked ``firmware``.
+
+It is built once per test run by the shared build script into a cache outside the repository
+(keyed by the source's content), and never copied into the repository. Where no C compiler
+is found the tests are skipped with a message saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import shutil
+import subprocess
+import time
+import tty
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO.parent / "shared" / "firmware" / "grbl" / "build.sh"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "plotterd-test" / \
+    "grbl-sim"
+# the README's fast settings (the defaults make a plotter job take hours)
+FAST_SETTINGS = {110: 10000, 111: 10000, 112: 1000, 120: 3000, 121: 3000, 122: 400}
+
+
+def build() -> Path:
+    """The grbl-sim executable; pytest.skip (with the reason) when it cannot be built here."""
+    if not BUILD.is_file():
+        pytest.skip(f"GRBL firmware tests skipped: {BUILD} not found (the shared firmware "
+                    "sources sit beside the repository)")
+    if shutil.which("cc") is None or shutil.which("make") is None:
+        pytest.skip("GRBL firmware tests skipped: no C compiler (cc) or make found; "
+                    "./dev installs gcc where it can")
+    proc = subprocess.run(["bash", str(BUILD), str(CACHE)], capture_output=True, text=True,
+                          timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"building grbl-sim failed: {proc.stderr[-2000:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+class GrblSimBoard:
+    """grbl-sim on a pty: the test opens ``path`` (the pty's tty side) like a USB serial
+    device; ``plan()`` is GRBL's planner log (every block it accepted, in order)."""
+
+    def __init__(self, exe: Path, workdir: Path):
+        self.exe = exe
+        self.workdir = workdir
+        self.plan_log = workdir / "plan.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        master, self._slave = pty.openpty()
+        tty.setraw(self._slave)
+        self.path = os.ttyname(self._slave)
+        cmd = [str(self.exe), "-n", "-t", "20", "-b", "/dev/null", "-s", "/dev/null"]
+        taskset = shutil.which("taskset")
+        if taskset:  # unpinned, on a busy machine, it loses steps (README)
+            cpu = sorted(os.sched_getaffinity(0))[-1]
+            cmd = [taskset, "-c", str(cpu), *cmd]
+        env = {**os.environ, "GRBL_SIM_PLAN_LOG": str(self.plan_log)}
+        self.proc = subprocess.Popen(cmd, stdin=master, stdout=master,
+                                     stderr=subprocess.DEVNULL, cwd=self.workdir, env=env)
+        os.close(master)
+        return self.path
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # the process this board started, by its handle
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        os.close(self._slave)
+
+    def plan(self) -> list[str]:
+        return self.plan_log.read_text().splitlines() if self.plan_log.exists() else []
+
+    def planned_moves(self) -> list[tuple[float, float, float]]:
+        out = []
+        for line in self.plan():
+            parts = line.split()
+            if parts and parts[0] == "P":
+                out.append((float(parts[2]), float(parts[3]), float(parts[4])))
+        return out
+
+    def wait_plan(self, pred, timeout: float = 20.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.plan()
+            if pred(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"planner log never matched; last lines {lines[-5:]}")
+            time.sleep(0.05)
+
+
+def fast_profile():
+    """grbl-servo with short pen dwells and fast feeds: grbl-sim is CPU bound."""
+    import yaml
+
+    from plotterd.gcode.profile import bundled_dir, parse_profile
+
+    data = yaml.safe_load((bundled_dir() / "grbl-servo.yaml").read_text())
+    data["pen"].update(down_dwell_s=0.02, up_dwell_s=0.02)
+    data["feeds"].update(draw=6000, travel=10000)
+    return parse_profile(data, "grbl-servo-fast")
+
+
+def writer_job(strokes: int = 6, seed: int = 0, layers: int = 1, area=(10.0, 25.0)):
+    """A real plotterd job: a few short strokes through plotterd's G-code writer."""
+    import vpype as vp
+
+    from plotterd.gcode import write_program
+
+    mm = vp.convert_length("1mm")
+    doc = vp.Document(page_size=(60 * mm, 60 * mm))
+    rng = np.random.default_rng(seed)
+    per = max(1, strokes // layers)
+    for layer in range(layers):
+        lines = []
+        for _ in range(per):
+            x, y = rng.uniform(*area, 2)
+            lines.append(np.array([complex(x + 3 * k, y + (k % 2) * 2) for k in range(4)]) * mm)
+        doc.add(vp.LineCollection(lines), layer_id=layer + 1)
+        doc.layers[layer + 1].set_property(vp.METADATA_FIELD_NAME, ["black", "red", "blue"][layer])
+    return write_program(doc, fast_profile())
+
+
+def expected_moves(program) -> list[tuple[float, float]]:
+    """The XY target of every G0/G1 line of the program, in order."""
+    from plotterd.machine.guard import Follower
+
+    f = Follower((-1e9, -1e9, 1e9, 1e9), (0.0, 0.0))
+    out = []
+    for ln in program.lines:
+        t = f.line(ln.text)
+        if t is not None:
+            out.append(t)
+    return out
