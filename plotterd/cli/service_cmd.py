@@ -230,7 +230,8 @@ def origin(url, token, config):
 
 @click.group()
 def ctl():
-    """The daemon's plotter, between jobs (refused while a job plots; moves bounds-checked)."""
+    """The daemon's plotter, between jobs (refused while a job plots; moves bounds-checked).
+    The same commands as `plotterd machine`, through the running daemon instead of a port."""
 
 
 def _ctl_command(name: str, action: str, doc: str):
@@ -242,11 +243,18 @@ def _ctl_command(name: str, action: str, doc: str):
     ctl.command(name)(cmd)
 
 
-for _name, _doc in (("pen-up", "Lift the pen."), ("pen-down", "Lower the pen."),
-                    ("home", "Home the machine (re-establishes the position)."),
+for _name, _doc in (("home", "Home the machine (re-establishes the position)."),
                     ("origin", "Confirm that the pen is at the origin (0, 0)."),
                     ("motors-off", "Switch the stepper motors off (move the head by hand).")):
     _ctl_command(_name, _name, _doc)
+
+
+@ctl.command()
+@click.argument("where", type=click.Choice(["up", "down"]))
+@client_options
+def pen(where, url, token, config):
+    """Lift (up) or lower (down) the pen, as the profile does."""
+    _machine(url, token, config, f"pen-{where}")
 
 
 @ctl.command()

@@ -82,8 +82,8 @@ def test_waits_for_plotter_then_paper_and_machine_commands(tmp_path):
         assert plotter()["position"] == [10, 5]
         far = cli("ctl", "jog", "1000", "0")
         assert far.returncode == 2 and "400" in far.stderr, far.stderr
-        assert cli("ctl", "pen-down").returncode == 0
-        assert cli("ctl", "pen-up").returncode == 0
+        assert cli("ctl", "pen", "down").returncode == 0
+        assert cli("ctl", "pen", "up").returncode == 0
         assert cli("ctl", "ports").returncode == 0
         idle = cli("pen-continue")
         assert idle.returncode == 2 and "no pen change is waiting" in idle.stderr
