@@ -353,10 +353,10 @@ class PlotterWorker(threading.Thread):
             if job is None:
                 self.wake.wait(min(1.0, self.d.cfg.plotter.reconnect_s))
                 self.wake.clear()
-        if self.link is not None:
-            self._drop_link("the daemon stopped")
-        if self._sim_link is not None:
-            self._sim_link.close()
+        for link in (self.link, self._sim_link):
+            if link is not None:
+                link.close()
+        self.link = self._sim_link = None
 
     def _run_job(self, job: dict) -> None:
         try:

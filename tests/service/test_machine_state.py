@@ -231,3 +231,21 @@ def test_a_board_locked_in_alarm_shows_alarm_and_jobs_wait(cfg, tmp_path):
         d.stopping.set()
         d.plotter.join(10)
         server.stop()
+
+
+def test_dry_run_machine_commands_go_to_a_simulator(cfg):
+    d = Daemon(cfg)  # dry-run; the worker thread is not needed for commands
+    api = TestClient(make_app(d))
+    try:
+        assert api.post("/api/machine/origin").json()["result"] == {"resumed": []}
+        r = api.post("/api/machine/jog", json={"dx": 10, "dy": 20})
+        assert r.status_code == 200 and r.json()["plotter"]["position"] == [10, 20], r.text
+        r = api.post("/api/machine/jog", json={"dx": -50, "dy": 0})  # x = -40: outside
+        assert r.status_code == 400, r.text
+        assert api.post("/api/machine/jog", json={"dx": "nan", "dy": 0}).status_code == 422
+        r = api.post("/api/machine/send", json={"line": "G10 L20 P1 X0"})
+        assert r.status_code == 400, r.text
+        assert api.post("/api/machine/send", json={"line": "G0 X5 Y5"}).status_code == 200
+        assert api.get("/api/status").json()["plotter"]["position"] == [5, 5]
+    finally:
+        d.plotter._sim_link.close()
