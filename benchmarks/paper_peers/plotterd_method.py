@@ -62,8 +62,16 @@ def strokes_to_mm(strokes, photo: Photo) -> tuple[list[np.ndarray], dict]:
     return lines, vec.stats
 
 
+_warm: set[str] = set()
+
+
 def draw(photo: Photo, pipeline_name: str, *, quick: bool = False, under_load: bool = False,
          seed: int = 0) -> Drawing:
+    if pipeline_name not in _warm:
+        # one iteration first: the first optimise in a process pays torch's one-time start-up
+        # (seconds), which is no part of the optimisation time
+        optimise_strokes(photo, pipeline_name, seed, 1)
+        _warm.add(pipeline_name)
     iterations = None
     if quick:
         from plotterd.pipeline import load_pipeline
