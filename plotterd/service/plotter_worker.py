@@ -304,6 +304,8 @@ class PlotterWorker(threading.Thread):
         if self.link_error is not None:
             log.info("plotter %s is back", cfg.plotter.port)
         self.link_error = None
+        if self.position_lost and _get(self._link_status(), "position_known"):
+            self.position_reestablished("homed on connecting")  # a machine that homes
         return True
 
     def _alive(self) -> bool:

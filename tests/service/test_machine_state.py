@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from plotterd.gcode.program import GLine, Program
@@ -155,12 +156,14 @@ def test_machine_controls_between_jobs_refused_while_plotting(cfg, tmp_path):
     assert not server.sim.out_of_bounds
 
 
-def test_cable_pulled_mid_plot_then_plugged_back(cfg, tmp_path):
+@pytest.mark.parametrize("homing", [False, True], ids=["no-homing", "homing"])
+def test_cable_pulled_mid_plot_then_plugged_back(cfg, tmp_path, homing):
     from plotterd.machine.sim.pty_server import PtyServer
 
-    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=scaled:6", paper="auto",
-                            timeouts={"reconnect_attempts": 2, "reconnect_backoff": 0.1,
-                                      "status": 0.5})
+    extra = "&homing=1" if homing else ""
+    server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=scaled:6" + extra,
+                            paper="auto", timeouts={"reconnect_attempts": 2,
+                                                    "reconnect_backoff": 0.1, "status": 0.5})
     api = TestClient(make_app(d))
     job = _job_with(d, square_program(12))
     link = Path(cfg.plotter.port)
@@ -176,14 +179,16 @@ def test_cable_pulled_mid_plot_then_plugged_back(cfg, tmp_path):
         assert POSITION_LOST in j["error"] and j["resume_stroke"] >= 2, j
         wait_for(lambda: api.get("/api/status").json()["plotter"]["state"] == "disconnected",
                  10)
-        again = PtyServer("sim://grbl?speed=instant")  # plugged back in: a fresh board
+        again = PtyServer("sim://grbl?speed=instant" + extra)  # plugged back: a fresh board
         link.symlink_to(again.start())
-        st = wait_for(lambda: (s := api.get("/api/status").json()["plotter"])["connected"]
-                      and s, 20, what="the plotter to be back")
-        assert st["state"] == "interrupted" and not st["position_known"], st
-        time.sleep(1.0)
-        assert _state(d, job["id"]) == "interrupted"  # not without the user's word
-        assert api.post("/api/machine/origin").status_code == 200
+        if not homing:
+            st = wait_for(lambda: (s := api.get("/api/status").json()["plotter"])["connected"]
+                          and s, 20, what="the plotter to be back")
+            assert st["state"] == "interrupted" and not st["position_known"], st
+            time.sleep(1.0)
+            assert _state(d, job["id"]) == "interrupted"  # not without the user's word
+            assert api.post("/api/machine/origin").status_code == 200
+        # (a machine that homes re-establishes its position on connecting: it resumes)
         done = wait_for(lambda: (x := d.store.get(job["id"]))["state"] == "done" and x, 30)
     finally:
         d.stopping.set()
