@@ -92,13 +92,15 @@ def list_ports() -> list[PortInfo]:
     return out
 
 
-def prefer_by_id(port: str) -> str:
-    """``/dev/ttyUSB0`` -> its ``/dev/serial/by-id/...`` link when there is one."""
-    if not port.startswith("/dev/") or port.startswith(BY_ID) or not os.path.isdir(BY_ID):
+def prefer_by_id(port: str, by_id: str = BY_ID) -> str:
+    """``/dev/ttyUSB0`` -> its ``/dev/serial/by-id/...`` link when there is one: the by-id
+    name stays the same when the board is replugged or others are added."""
+    if "://" in port or port.startswith(by_id) or not os.path.isdir(by_id) \
+            or not os.path.exists(port):
         return port
     real = os.path.realpath(port)
-    for name in sorted(os.listdir(BY_ID)):
-        path = os.path.join(BY_ID, name)
+    for name in sorted(os.listdir(by_id)):
+        path = os.path.join(by_id, name)
         if os.path.realpath(path) == real:
             return path
     return port

@@ -318,3 +318,32 @@ def test_streaming_refuses_moves_outside_the_bounds_before_sending():
     program.lines[5] = GLine("G92 X0 Y0", "setup")
     with pytest.raises(RefusedLine, match="G92"):
         stream(program, "sim://grbl?speed=instant", timeouts=FAST)
+
+
+def test_a_tty_path_is_replaced_by_its_serial_by_id_link(tmp_path):
+    from plotterd.machine.plotter import prefer_by_id
+
+    tty = tmp_path / "ttyUSB0"
+    tty.write_text("")
+    other = tmp_path / "ttyUSB1"
+    other.write_text("")
+    by_id = tmp_path / "serial" / "by-id"
+    by_id.mkdir(parents=True)
+    link = by_id / "usb-Arduino_Uno_8573-if00-port0"
+    link.symlink_to(tty)
+    assert prefer_by_id(str(tty), str(by_id)) == str(link)
+    assert prefer_by_id(str(link), str(by_id)) == str(link)
+    assert prefer_by_id(str(other), str(by_id)) == str(other)
+    assert prefer_by_id("sim://grbl?speed=instant", str(by_id)).startswith("sim://")
+    assert prefer_by_id("/dev/does-not-exist", str(by_id)) == "/dev/does-not-exist"
+
+
+def test_firmware_tests_skip_with_a_message_without_a_compiler(monkeypatch):
+    from pathlib import Path
+
+    from . import grbl_firmware
+
+    monkeypatch.setattr(grbl_firmware, "BUILD", Path(__file__))  # as if the sources were there
+    monkeypatch.setattr(grbl_firmware.shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="no C compiler"):
+        grbl_firmware.build()

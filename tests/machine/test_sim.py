@@ -271,3 +271,57 @@ def test_a_zero_length_pen_down_move_is_recorded_as_a_dot(pen):
     port.write(b"G0X40Y40\n" + down + b"G1X40Y40F3000\nG1X45Y40\n" + up)  # a stroke, no dot
     _lines(port, 5)
     assert port.simulator.segments == [(10, 10, 10, 10), (40, 40, 45, 40)]
+
+
+def test_grbl_reads_comments_as_they_arrive_and_flags_long_lines():
+    """protocol.c: comment and whitespace characters are dropped on arrival, so a long
+    comment never fills the 128-byte buffer; more than 79 kept characters is error:11."""
+    port = _open("sim://grbl?speed=scaled:5")
+    _lines(port, 1)
+    sim = port.simulator
+    port.write(b"; " + b"x" * 8000 + b"\n")  # one 8000-character comment line
+    port.write(b"G1 X10 (a (comment) Y5 F3000 ; more\n")
+    assert _lines(port, 2) == ["ok", "ok"]
+    assert sim.dropped_bytes == 0
+    port.write(b"G4P0" + b" " * 200 + b"\n")  # waits for the move; spaces do not count
+    assert _lines(port, 1) == ["ok"]
+    assert sim.pos[:2] == [10.0, 5.0]  # '(' to the first ')' dropped: X10 Y5 F3000 kept
+    port.write(b"G1X2Y2" + b"0" * 74 + b"\n")  # 80 characters kept: overflow
+    assert _lines(port, 1) == ["error:11"]
+    port.write(b"G1X2Y2F10" + b"0" * 70 + b"\n")  # 79: fine
+    assert _lines(port, 1) == ["ok"]
+
+
+def test_grbl_m0_holds_its_ok_until_cycle_start():
+    port = _open("sim://grbl?speed=instant")
+    _lines(port, 1)
+    port.write(b"G0X5Y5\nM0\nG0X9Y9\n")
+    assert _lines(port, 1) == ["ok"]
+    assert _lines(port, 1, timeout=0.3) == []  # M0's ok is withheld, G0X9Y9 not read
+    port.write(b"?")
+    assert _lines(port, 1)[0].startswith("<Hold:0|")
+    assert port.simulator.pos[:2] == [5.0, 5.0]
+    port.write(b"~")
+    assert _lines(port, 2) == ["ok", "ok"]
+    time.sleep(0.02)
+    port.write(b"?")
+    assert _lines(port, 1)[0].startswith("<Idle|MPos:9.000,9.000")
+
+
+def test_power_on_loses_the_position_homing_restores_it():
+    port = _open("sim://grbl?speed=instant&homing=1")
+    assert _lines(port, 2) == ["Grbl 1.1h ['$' for help]", "[MSG:'$H'|'$X' to unlock]"]
+    port.write(b"$H\nG0X30Y20\n")
+    assert _lines(port, 2) == ["ok", "ok"]
+    port.dtr = False
+    port.dtr = True  # a reset: the board counts from where the head is
+    time.sleep(0.02)
+    _lines(port, 2)
+    port.write(b"?")
+    assert "MPos:0.000,0.000" in _lines(port, 1)[0]
+    sim = port.simulator
+    assert sim.pos[:2] == [30.0, 20.0] and sim.zero == [30.0, 20.0]
+    port.write(b"$H\n?")
+    got = _lines(port, 2)
+    assert got[0] == "ok" and "MPos:0.000,0.000" in got[1]
+    assert sim.pos[:2] == [0.0, 0.0] and sim.zero == [0.0, 0.0]
