@@ -168,18 +168,13 @@ class PlotterWorker(threading.Thread):
             control, job = self.control, self.current
         if control is None or not self._pen_change_pending():
             raise Busy("no pen change is waiting")
-        go_on = getattr(control, "continue_after_pen_change", None)
-        (go_on or control.resume)()
+        control.continue_after_pen_change()
         log.info("job %s: pen change done, continuing", job)
         return self.status()
 
     # -- status ----------------------------------------------------------------------------
     def _pen_change_pending(self) -> bool:
-        if self.control is None:
-            return False
-        if _get(self.control, "pen_change_pending", False):
-            return True
-        return _get(self.control, "state") in ("pen change", "pen_change")
+        return bool(_get(self.control, "pen_change_pending", False))
 
     def _link_status(self) -> Any:
         link = self._active or self.link or self._sim_link
@@ -197,28 +192,15 @@ class PlotterWorker(threading.Thread):
         return self.d.store.list(states=["vectorised"], newest_first=False)
 
     def state_and_message(self) -> tuple[str, str]:
-        """What the plotter does or waits for, and a line saying so."""
-        cfg = self.d.cfg
-        port = cfg.plotter.port
+        """What the plotter does or waits for (one of STATES), and a line saying so."""
         link = self._link_status()
         if self.current is not None:
-            job = self.current
-            if self._pen_change_pending():
-                pen = _get(self.control, "pen") or _get(link, "pen") or "the next pen"
-                return "pen_change", (f"waiting for pen change: {pen} (job {job}; plotterd "
-                                      "pen-continue or POST /api/pen/continue)")
-            stream_state = _get(self.control, "state")
-            if self.paused or stream_state in ("pausing", "paused"):
-                return "paused", f"job {job} paused (plotterd resume)"
-            if stream_state == "recovering":
-                return "disconnected", f"job {job}: link lost, reconnecting to {port}"
-            done, total = self._progress.get("completed_stroke"), self._progress.get("strokes")
-            where = f" (stroke {done + 1}/{total})" if isinstance(done, int) and total else ""
-            return "plotting", f"plotting job {job}{where}"
-        if not self.connected() and self.link_alarm:
-            return "alarm", f"alarm: {self.link_error}"
+            return self._job_state(link)
+        port = self.d.cfg.plotter.port
         if not self.connected():
             why = f": {self.link_error}" if self.link_error else ""
+            if self.link_alarm:
+                return "alarm", f"alarm: {self.link_error}"
             if self._ready_jobs():
                 return "waiting_for_plotter", f"waiting for plotter {port}{why}"
             return "disconnected", f"plotter {port} not connected{why}"
@@ -229,23 +211,44 @@ class PlotterWorker(threading.Thread):
         if self.asleep:
             return "idle", ("motors off: move the pen to the origin by hand, then plotterd "
                             "origin (or plotterd ctl home); jobs wait until then")
-        lost = [j for j in self.d.store.list(states=["interrupted"], newest_first=False)
-                if waits_for_origin(j)]
+        return self._between_jobs_state()
+
+    def _job_state(self, link: Any) -> tuple[str, str]:
+        job = self.current
+        if self._pen_change_pending():
+            pen = _get(self.control, "pen") or _get(link, "pen") or "the next pen"
+            return "pen_change", (f"waiting for pen change: {pen} (job {job}; plotterd "
+                                  "pen-continue or POST /api/pen/continue)")
+        stream_state = _get(self.control, "state")
+        if self.paused or stream_state in ("pausing", "paused"):
+            return "paused", f"job {job} paused (plotterd resume)"
+        if stream_state == "recovering":
+            return "disconnected", (f"job {job}: link lost, reconnecting to "
+                                    f"{self.d.cfg.plotter.port}")
+        done, total = self._progress.get("completed_stroke"), self._progress.get("strokes")
+        where = f" (stroke {done + 1}/{total})" if isinstance(done, int) and total else ""
+        return "plotting", f"plotting job {job}{where}"
+
+    def _between_jobs_state(self) -> tuple[str, str]:
+        interrupted = self.d.store.list(states=["interrupted"], newest_first=False)
+        lost = [j for j in interrupted if waits_for_origin(j)]
         if lost or self.position_lost:
             which = f"job {lost[0]['id']} interrupted: " if lost else ""
             return "interrupted", (f"{which}{POSITION_LOST} (plotterd origin, or POST "
                                    "/api/machine/origin once the pen is at the origin)")
         paper = self.paper.state()
-        if self.paper.mode == "manual" and not paper["ready"]:
+        on_sheet = [j for j in interrupted if j["id"] == paper["job"]]
+        if self.paper.mode == "manual" and not paper["ready"] and not on_sheet:
             on = f"job {paper['job']} is on the sheet; " if paper["job"] else ""
             return "waiting_for_paper", (
                 f"waiting for paper: {on}put in a new sheet and confirm (plotterd "
-                f"paper-changed, POST /api/paper/changed or touch {cfg.paper_trigger})")
-        interrupted = self.d.store.list(states=["interrupted"], newest_first=False)
+                f"paper-changed, POST /api/paper/changed or touch {self.d.cfg.paper_trigger})")
         if interrupted:
-            j = interrupted[0]
-            return "interrupted", (f"job {j['id']} interrupted at stroke {j['resume_stroke']}"
-                                   f" (plotterd resume {j['id']}): {j['error'] or ''}".rstrip(": "))
+            j = (on_sheet or interrupted)[0]
+            also = " or plotterd paper-changed for the next job" if on_sheet else ""
+            why = f": {j['error']}" if j["error"] else ""
+            return "interrupted", (f"job {j['id']} interrupted at stroke {j['resume_stroke']} "
+                                   f"(plotterd resume {j['id']}{also}){why}")
         return "idle", "idle"
 
     def status(self) -> dict[str, Any]:

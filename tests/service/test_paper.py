@@ -90,3 +90,34 @@ def test_paper_changed_is_refused_while_a_job_plots_on_the_sheet(cfg):
         d.stopping.set()
     # strokes were drawn before the cancel: the sheet is used
     assert d.plotter.status()["state"] == "waiting_for_paper"
+
+
+def test_an_interrupted_job_resumes_on_its_own_sheet_and_the_next_waits(cfg):
+    cfg.plotter.sim_speed = "scaled:8"
+    cfg.plotter.paper = "manual"
+    cfg.plotter.auto_resume = False
+    d = Daemon(cfg)
+    job = _vectorised_job(d, 12)
+    d.plotter.start()
+    wait_for(lambda: (d.store.get(job["id"])["last_completed_stroke"] or -1) >= 1, 60)
+    d.stop()  # interrupted, its drawing on the sheet
+    cfg.plotter.sim_speed = "instant"
+    d2 = Daemon(cfg)
+    d2.recover()
+    nxt = _vectorised_job(d2, 2)
+    api = TestClient(make_app(d2))
+    d2.plotter.start()
+    try:
+        time.sleep(1.5)
+        assert _state(d2, nxt["id"]) == "vectorised"  # not on the interrupted job's sheet
+        st = api.get("/api/status").json()["plotter"]
+        assert st["state"] == "interrupted", st
+        assert f"plotterd resume {job['id']} or plotterd paper-changed" in st["message"], st
+        assert api.post(f"/jobs/{job['id']}/resume").status_code == 200
+        wait_for(lambda: _state(d2, job["id"]) == "done", 30)
+        time.sleep(1.5)
+        assert _state(d2, nxt["id"]) == "vectorised"
+        assert api.get("/api/status").json()["plotter"]["state"] == "waiting_for_paper"
+    finally:
+        d2.stopping.set()
+        d2.plotter.join(10)
