@@ -118,6 +118,8 @@ class PlotterWorker(threading.Thread):
         # one user of the machine at a time: a job, or a command from the API
         self.machine_lock = threading.Lock()
         self.link: Any = None  # the open plotterd.machine.Plotter (kept between jobs)
+        # the port, by its stable /dev/serial/by-id name once the machine stage found it
+        self.port: str | None = cfg.plotter.port
         self.link_error: str | None = None  # why the plotter is not connected
         self.link_alarm = False  # ... because the firmware is in alarm
         self.asleep = False  # motors off (GRBL $SLP): no job until the origin is set
@@ -257,7 +259,7 @@ class PlotterWorker(threading.Thread):
         link = self._link_status()
         pos = _get(link, "position")
         return {
-            "port": cfg.plotter.port or f"simulator ({cfg.plotter.sim_speed})",
+            "port": self.port or f"simulator ({cfg.plotter.sim_speed})",
             "dry_run": cfg.dry_run, "profile": cfg.plotter.profile,
             "state": state, "message": message, "connected": self.connected(),
             "position": list(pos) if pos is not None else None,
@@ -272,7 +274,7 @@ class PlotterWorker(threading.Thread):
     def _present(self) -> bool:
         """A device path that exists (a /dev/serial/by-id link disappears with the device);
         URLs (socket://, rfc2217://) cannot be checked without opening them."""
-        port = self.d.cfg.plotter.port
+        port = self.port
         return port is None or "://" in port or os.path.exists(port)
 
     def _ensure_connection(self) -> bool:
@@ -284,16 +286,16 @@ class PlotterWorker(threading.Thread):
         if self.link is not None:
             if self._present() and self._alive():
                 return True
-            self._drop_link(f"{cfg.plotter.port}: the plotter went away")
+            self._drop_link(f"{self.port}: the plotter went away")
         now = time.monotonic()
         if now < self._next_connect:
             return False
         self._next_connect = now + cfg.plotter.reconnect_s
         if not self._present():
-            self._set_link_error(f"{cfg.plotter.port} is not there (unplugged or off?)")
+            self._set_link_error(f"{self.port} is not there (unplugged or off?)")
             return False
         try:
-            self.link = stages.connect_plotter(cfg.plotter.port, cfg.plotter.profile,
+            self.link = stages.connect_plotter(self.port, cfg.plotter.profile,
                                                cfg.plotter.baudrate, cfg.plotter.timeouts,
                                                cfg.plotter.machine)
         except (PlotterdError, OSError) as e:
@@ -304,8 +306,14 @@ class PlotterWorker(threading.Thread):
             self._set_link_error(str(e))
             return False
         self.link_alarm = False
+        stable = getattr(self.link, "port", None)
+        if isinstance(stable, str) and stable != self.port:
+            # /dev/ttyUSB0 may be another board after replugging; the by-id name is not
+            log.info("plotter %s is %s: that name survives replugging (plotter.port)",
+                     self.port, stable)
+            self.port = stable
         if self.link_error is not None:
-            log.info("plotter %s is back", cfg.plotter.port)
+            log.info("plotter %s is back", self.port)
         self.link_error = None
         if self.position_lost and _get(self._link_status(), "position_known"):
             self.position_reestablished("homed on connecting")  # a machine that homes

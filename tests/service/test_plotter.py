@@ -174,3 +174,35 @@ def test_a_program_that_cannot_be_streamed_fails_the_job(cfg):
     finally:
         d.stopping.set()
     assert j["state"] == "failed" and "at most 79" in j["error"], j
+
+
+def test_a_tty_name_is_followed_by_its_by_id_link(cfg, tmp_path, monkeypatch):
+    # plotter.port: /dev/ttyUSB0 -> the daemon uses /dev/serial/by-id/... from then on, so
+    # that a board re-enumerated as /dev/ttyUSB1 (or another board on ttyUSB0) is not taken
+    import plotterd.machine.plotter as machine_plotter
+    from plotterd.machine.sim.pty_server import PtyServer
+
+    by_id = tmp_path / "serial-by-id"
+    by_id.mkdir()
+    import functools
+
+    monkeypatch.setattr(machine_plotter, "prefer_by_id",  # this folder as /dev/serial/by-id
+                        functools.partial(machine_plotter.prefer_by_id, by_id=str(by_id)))
+    server = PtyServer("sim://grbl?speed=instant")
+    tty = server.start()  # /dev/pts/N stands in for /dev/ttyUSB0
+    link = by_id / "usb-1a86_USB_Serial-if00-port0"
+    link.symlink_to(tty)
+    cfg.plotter.port = tty
+    cfg.plotter.reconnect_s = 0.2
+    d = Daemon(cfg)
+    d.plotter.start()
+    try:
+        st = wait_for(lambda: (s := d.plotter.status())["connected"] and s, 20)
+        assert st["port"] == str(link), st
+        link.unlink()  # the board went away (its tty may be reused by another)
+        wait_for(lambda: d.plotter.status()["state"] == "disconnected", 10)
+        assert f"{link} is not there" in d.plotter.status()["message"]
+    finally:
+        d.stopping.set()
+        d.plotter.join(10)
+        server.stop()
