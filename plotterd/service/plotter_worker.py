@@ -101,6 +101,13 @@ class Paper:
     def changed(self) -> None:
         self._set(True, None)
 
+    def job_ended(self, job_id: int) -> None:
+        """Stamp the end of the job on its sheet: a confirmation older than that (a trigger
+        file touched while it plotted) is not one."""
+        st = self.state()
+        if not st["ready"] and st["job"] == job_id:
+            self._set(False, job_id)
+
 
 class PlotterWorker(threading.Thread):
     """Streams ready jobs to the one plotter, with pause/resume/cancel, paper and position."""
@@ -379,18 +386,25 @@ class PlotterWorker(threading.Thread):
             self.d.finish(job["id"], "failed", f"internal error while plotting: {e}",
                           expect=["plotting"])
         finally:
+            self.paper.job_ended(job["id"])
             with self._lock:
                 self.current, self.control = None, None
             self._progress = {}
 
     def _check_trigger(self) -> None:
         trigger = self.d.cfg.paper_trigger
-        if not trigger.exists():
+        try:
+            touched = trigger.stat().st_mtime
+        except OSError:
             return
         try:
             trigger.unlink()
         except OSError as e:
             log.warning("paper trigger %s: cannot remove it: %s", trigger, e)
+            return
+        since = self.paper.state()["since"]
+        if since is not None and touched < since:
+            log.warning("paper trigger %s ignored: touched before the last job ended", trigger)
             return
         try:
             self.paper_changed(source=f"trigger file {trigger}")

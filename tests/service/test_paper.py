@@ -4,6 +4,7 @@ outlives a restart. plotter.paper: auto (roll feeders, dry-run) never waits."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from fastapi.testclient import TestClient
@@ -41,7 +42,14 @@ def test_manual_paper_waits_between_jobs_and_survives_a_restart(cfg):
         wait_for(lambda: _state(d, second["id"]) == "done", 30)
         time.sleep(1.5)
         assert _state(d, third["id"]) == "vectorised"
-        # the trigger file confirms it too, and is removed when taken
+        # a trigger touched before the job ended is not a new sheet: ignored, removed
+        cfg.paper_trigger.write_text("")
+        stale = d.store.setting("paper")["since"] - 5
+        os.utime(cfg.paper_trigger, (stale, stale))
+        wait_for(lambda: not cfg.paper_trigger.exists(), 10)
+        time.sleep(1.5)
+        assert _state(d, third["id"]) == "vectorised"
+        # the trigger file confirms it, and is removed when taken
         cfg.paper_trigger.write_text("")
         wait_for(lambda: _state(d, third["id"]) == "done", 30)
         assert not cfg.paper_trigger.exists()
