@@ -13,7 +13,6 @@ it cannot, these tests skip and say why.
 
 from __future__ import annotations
 
-import base64
 import functools
 import http.server
 import os
@@ -87,6 +86,14 @@ def _executed(d: DaemonProc, jid: int) -> int:
     return job["progress"]["info"].get("executed") or 0
 
 
+def _stripes(n: int) -> str:
+    """An SVG of ``n`` long horizontal lines: a plot of a few seconds in scaled time."""
+    lines = "".join(f'<path d="M5 {5 + 2 * i} L195 {5 + 2 * i}" stroke="black" fill="none"/>'
+                    for i in range(n))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="200mm" height="{10 + 2 * n}mm" '
+            f'viewBox="0 0 200 {10 + 2 * n}">{lines}</svg>')
+
+
 def _start_plot_of(p: Page, d: DaemonProc, jid: int) -> None:
     """Wait until job ``jid`` plots; if the plotter asks for fresh paper first, say so on
     the page (the "paper changed" button)."""
@@ -101,7 +108,7 @@ def _start_plot_of(p: Page, d: DaemonProc, jid: int) -> None:
 
 
 def test_upload_watch_pause_resume_cancel(tmp_path, browser):
-    d = DaemonProc(tmp_path, plotter={"sim_speed": "scaled:10"}).start()
+    d = DaemonProc(tmp_path, plotter={"sim_speed": "scaled:15"}).start()
     try:
         p = Page(browser, d.url, tmp_path / "screenshots")
         assert p.page.is_visible("#no-jobs")
@@ -158,16 +165,14 @@ def test_upload_watch_pause_resume_cancel(tmp_path, browser):
         assert "pen lifts" in p.page.inner_text("#details-figures")
         p.shot("04-details")
 
-        # a second picture by drag and drop, then cancel its plot (two clicks: a stray
-        # click must not end a plot)
-        data = base64.b64encode((DATA / "horse_small.png").read_bytes()).decode()
+        # a second drawing by drag and drop (an SVG: no optimisation to wait for), then
+        # cancel its plot (two clicks: a stray click must not end a plot)
         transfer = p.page.evaluate_handle(
-            """(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                const dt = new DataTransfer();
-                dt.items.add(new File([bytes], 'horse.png', {type: 'image/png'}));
-                return dt; }""", data)
+            """(text) => { const dt = new DataTransfer();
+                dt.items.add(new File([text], 'stripes.svg', {type: 'image/svg+xml'}));
+                return dt; }""", _stripes(60))
         p.page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
-        assert p.page.inner_text("#drop-text") == "horse.png"
+        assert p.page.inner_text("#drop-text") == "stripes.svg"
         p.page.click("#upload-button")
         p.wait('tr[data-job="2"]', 10)
         order = p.page.eval_on_selector_all("#job-rows tr", "rows => rows.map(r => r.dataset.job)")
@@ -282,9 +287,8 @@ def test_paper_changed_button(tmp_path, browser):
     try:
         p = Page(browser, d.url, tmp_path / "screenshots")
         assert p.page.is_hidden("#btn-paper")
-        for n, name in enumerate(("camera_small.png", "horse_small.png"), 1):
-            with open(DATA / name, "rb") as f:
-                d.http.post("/jobs", files={"file": (name, f)}, data={"pipeline": "tiny"})
+        for n in (1, 2):  # SVGs: straight to G-code
+            d.http.post("/jobs", files={"file": (f"sheet{n}.svg", _stripes(3).encode())})
             if n == 2:
                 wait_for(lambda: d.job(2)["state"] == "vectorised", 60, 0.2, "job 2 ready")
                 time.sleep(1.5)
