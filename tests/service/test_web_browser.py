@@ -186,6 +186,9 @@ def test_upload_watch_pause_resume_cancel(tmp_path, browser):
         p.wait('tr[data-job="2"][data-state="cancelled"]', 30)
         assert d.job(2)["state"] == "cancelled"
         p.shot("05-cancelled")
+        p.page.set_viewport_size({"width": 420, "height": 900})  # a phone by the plotter
+        p.page.click("#details-close")
+        p.shot("09-narrow")
         assert p.errors == [], p.errors
     finally:
         d.stop()
