@@ -189,6 +189,8 @@ def test_upload_watch_pause_resume_cancel(tmp_path, browser):
         p.page.set_viewport_size({"width": 420, "height": 900})  # a phone by the plotter
         p.page.click("#details-close")
         p.shot("09-narrow")
+        width = p.page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 420, f"the page scrolls sideways on a phone ({width} px)"
         assert p.errors == [], p.errors
     finally:
         d.stop()
