@@ -119,9 +119,24 @@ class Transport:
                     data = self.ser.read(1)  # blocks at most READ_SLICE
                 else:
                     return None
+                self._empty_reads = 0
             except (serial.SerialException, OSError) as e:
+                if self._spurious(e):
+                    continue
                 raise LinkLost(f"{self.port}: read failed: {e}") from e
             self._buf += data
+
+    def _spurious(self, e: Exception) -> bool:
+        """A pseudo-terminal (socat, ser2net, a firmware simulator) can report readiness a
+        moment before its data can be read; pyserial then raises "returned no data", which is
+        also how an unplugged USB device looks. Once is a race; a few in a row is a loss."""
+        if "returned no data" not in str(e):
+            return False
+        self._empty_reads = getattr(self, "_empty_reads", 0) + 1
+        if self._empty_reads > 3:
+            return False
+        time.sleep(0.01)
+        return True
 
     def _pop_line(self) -> str | None:
         while True:

@@ -62,10 +62,21 @@ class GrblSimBoard:
             cpu = sorted(os.sched_getaffinity(0))[-1]
             cmd = [taskset, "-c", str(cpu), *cmd]
         env = {**os.environ, "GRBL_SIM_PLAN_LOG": str(self.plan_log)}
-        self.proc = subprocess.Popen(cmd, stdin=master, stdout=master,
-                                     stderr=subprocess.DEVNULL, cwd=self.workdir, env=env)
+        self._stderr = open(self.workdir / "grbl-sim.stderr", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=self._stderr,
+                                     cwd=self.workdir, env=env)
         os.close(master)
         return self.path
+
+    def health(self) -> str:
+        """Whether grbl-sim still runs (for failure messages)."""
+        if self.proc is None:
+            return "not started"
+        rc = self.proc.poll()
+        if rc is None:
+            return "running"
+        err = (self.workdir / "grbl-sim.stderr").read_text(errors="replace")[-500:]
+        return f"grbl-sim exited with status {rc}: {err!r}"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -76,6 +87,7 @@ class GrblSimBoard:
                 self.proc.kill()
                 self.proc.wait(5)
         os.close(self._slave)
+        self._stderr.close()
 
     def plan(self) -> list[str]:
         return self.plan_log.read_text().splitlines() if self.plan_log.exists() else []

@@ -70,7 +70,7 @@ def test_whole_job_every_move_planned_in_order(board, plotter):
     assert p.driver.status_mask == 1 and not p.driver.reports_buffer  # stock $10=1: no Bf:
     before = len(board.planned_moves())
     result = p.stream(program)
-    assert result.status == "done", result.error
+    assert result.status == "done", (result.error, board.health())
     assert result.lines_executed == result.total_lines
     planned = [(x, y) for x, y, _ in board.planned_moves()[before:]]
     assert _same(planned, expected_moves(program))
@@ -101,7 +101,8 @@ def test_pause_resume_and_cancel(board, plotter):
     control.cancel()
     th.join(60)
     result = out["r"]
-    assert result.status == "cancelled" and result.pen_up is True, result.error
+    assert result.status == "cancelled" and result.pen_up is True, (result.error,
+                                                                     board.health())
     spindle = [ln for ln in board.plan() if ln.startswith("S ")]
     assert spindle[-1].startswith("S 0")
     st = p.driver.query_status()
@@ -120,7 +121,7 @@ def test_pen_change_m0_continued(board, plotter):
     th.start()
     deadline = time.monotonic() + 30
     while not control.pen_change_pending:
-        assert time.monotonic() < deadline and th.is_alive(), out
+        assert time.monotonic() < deadline and th.is_alive(), (out, board.health())
         time.sleep(0.05)
     assert control.pen == "red" and p.status.state == "pen change"
     assert p.driver.query_status().state == "Hold"  # GRBL holds, M0's ok withheld
@@ -130,7 +131,7 @@ def test_pen_change_m0_continued(board, plotter):
     p.continue_after_pen_change()
     th.join(60)
     result = out["r"]
-    assert result.status == "done", result.error
+    assert result.status == "done", (result.error, board.health())
     planned = [(x, y) for x, y, _ in board.planned_moves()]
     assert _same(planned[-len(expected_moves(program)):], expected_moves(program))
 

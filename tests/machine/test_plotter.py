@@ -347,3 +347,32 @@ def test_firmware_tests_skip_with_a_message_without_a_compiler(monkeypatch):
     monkeypatch.setattr(grbl_firmware.shutil, "which", lambda name: None)
     with pytest.raises(pytest.skip.Exception, match="no C compiler"):
         grbl_firmware.build()
+
+
+def test_a_pty_readiness_race_is_not_a_lost_link_but_a_lasting_one_is():
+    import serial as pyserial
+
+    from plotterd.machine.base import LinkLost
+    from plotterd.machine.transport import Transport
+
+    port = pyserial.serial_for_url("sim://grbl?speed=instant", do_not_open=True)
+    t = Transport(port, 115200, FAST)
+    t.open()
+    real_read = port.read
+    failures = {"n": 1}
+
+    def flaky(size=1):
+        if failures["n"] > 0:
+            failures["n"] -= 1
+            raise pyserial.SerialException("device reports readiness to read but returned no "
+                                           "data (device disconnected or multiple access on "
+                                           "port?)")
+        return real_read(size)
+
+    port.read = flaky
+    assert t.readline(1.0).startswith("Grbl")  # one spurious report: read on
+    failures["n"] = 100
+    t.write(b"?")
+    with pytest.raises(LinkLost, match="returned no data"):
+        t.readline(1.0)
+    t.close()
