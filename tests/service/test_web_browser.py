@@ -255,8 +255,22 @@ def test_errors_are_shown_in_words(tmp_path, browser):
         assert p.page.inner_text("#message-text").startswith("Camera: ")
         assert "camera" in p.page.inner_text("#message-text")[len("Camera: "):]
         p.shot("08-errors")
+        _check_stroke_in_progress(p.page)
     finally:
         d.stop()
+
+
+def _check_stroke_in_progress(page) -> None:
+    """The page's own functions, in the browser: a stroke in progress is drawn up to where
+    the machine reports the pen, once the pen is down, and never between strokes."""
+    got = page.evaluate("""() => {
+        const plan = {track: [[1, 0, 0], [4, 10, 0], [5, 10, 10]],
+                      strokes: [{id: 0, start: 0, end: 3}], machine_to_view: [1, 0, -1, 20]};
+        return [executedPoints(plan, 5), strokeTail(plan, 1, 3, [5, 20]),
+                strokeTail(plan, 1, 4, [5, 20]), strokeTail(plan, 2, 5, [10, 15]),
+                strokeTail(plan, 3, 6, [10, 10]), strokeTail(plan, 2, 5, null)]; }""")
+    assert got == [2, None, {"id": 0, "d": "M0 0L5 0"}, {"id": 0, "d": "M10 0L10 5"},
+                   None, None], got
 
 
 def test_token_is_asked_for_and_sent(tmp_path, browser):

@@ -199,6 +199,23 @@ function planPath(plan, upTo, pen) {
   return parts.join("");
 }
 
+function inPen(pen, strokeId) {
+  return strokeId >= pen.first_stroke && strokeId < pen.first_stroke + pen.strokes;
+}
+
+function strokeTail(plan, k, executed, machine) {
+  // the part of the stroke in progress from its last reached point to where the machine
+  // says the pen is now (drawn lines only count once their G-code line has executed)
+  if (!machine || k === 0) return null;
+  const s = plan.strokes.find((st) => st.start <= k - 1 && k - 1 < st.end - 1);
+  // the pen is down once every line before the next drawing move has executed (at a
+  // stroke's start the pen-down commands, or a pen change, come first)
+  if (!s || executed < plan.track[k][0]) return null;
+  const [ku, cu, kv, cv] = plan.machine_to_view;
+  const [, x, y] = plan.track[k - 1];
+  return { id: s.id, d: `M${x} ${y}L${ku * machine[0] + cu} ${kv * machine[1] + cv}` };
+}
+
 function executedPoints(plan, executed) {
   // how many track points the executed lines have reached (track lines ascend)
   let lo = 0, hi = plan.track.length;
@@ -310,13 +327,15 @@ async function showLive(live) {
   let executed = job.executed;
   if (job.state === "done" && plan) executed = plan.lines;
   const k = plan && executed !== null && executed !== undefined ? executedPoints(plan, executed) : 0;
+  const machine = job.current && st.position_known !== false && Array.isArray(st.position)
+    ? st.position.slice(0, 2).map(Number) : null;
   if (plan) {
-    plan.pens.forEach((pen, i) => $("drawn").children[i].setAttribute("d", planPath(plan, k, pen)));
+    const tail = strokeTail(plan, k, executed, machine);
+    plan.pens.forEach((pen, i) => $("drawn").children[i].setAttribute("d",
+      planPath(plan, k, pen) + (tail && inPen(pen, tail.id) ? tail.d : "")));
   } else {
     $("drawn").replaceChildren();
   }
-  const machine = job.current && st.position_known !== false && Array.isArray(st.position)
-    ? st.position.slice(0, 2).map(Number) : null;
   $("live-pen").textContent = showPen(plan, k, machine);
   $("live-stroke").textContent = strokeText(job, plan);
   $("live-elapsed").textContent = duration(job.elapsed_s);
