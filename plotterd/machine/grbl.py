@@ -310,6 +310,14 @@ class GrblDriver:
         """$SLP: steppers and spindle off; GRBL wakes only through a reset, locked."""
         self.command("$SLP")
 
+    def wake(self) -> None:
+        """Out of sleep: a soft reset, then greet the board again (it comes back locked)."""
+        self._reset_stream_state()
+        self.t.write(SOFT_RESET)
+        if not self._wait_banner(self.T.banner):
+            raise LinkLost(f"{self.t.port}: GRBL did not wake from sleep after a reset")
+        self._after_banner()
+
     def head_item(self) -> Item | None:
         return self.fifo[0].item if self.fifo else None
 

@@ -387,8 +387,11 @@ class MarlinDriver:
     # ---- what the Plotter asks ----
     def command_lines(self, text: str) -> list[str]:
         self._echo: list[str] = []
-        self.command(text)
-        return self._echo
+        try:
+            self.command(text)
+            return self._echo
+        finally:
+            del self._echo
 
     def work_position(self) -> tuple[float, float] | None:
         return self.position

@@ -155,6 +155,7 @@ class Plotter:
         self.position_known = False
         self.homing = False
         self.streaming = False
+        self.asleep = False  # GRBL after motors_off ($SLP)
         self.message: str | None = None
         self.pen_change: str | None = None  # the pen a waiting pen change asks for
         self._control: StreamControl | None = None
@@ -206,6 +207,7 @@ class Plotter:
         with self._lock:
             self._connected = False
             self.position_known = False
+            self.asleep = False
             self.transport.close()
             sim = self.transport.simulator
             if sim is not None:
@@ -332,6 +334,12 @@ class Plotter:
             raise PlotterdError(f"{what}: a job is streaming (pause or cancel it first)")
         if not self._connected:
             self.connect()
+        if self.asleep:
+            # GRBL after $SLP answers nothing until a reset; it wakes locked: home or unlock
+            # as at connect
+            self.asleep = False
+            self.driver.wake()
+            self._establish()
 
     def _command(self, text: str) -> list[str]:
         try:
@@ -458,6 +466,7 @@ class Plotter:
             self.position_known = False
             if self.protocol == "grbl":
                 self.driver.sleep()
+                self.asleep = True
             else:
                 self._command("M84")
             self.message = "motors off: set the origin or home before drawing"

@@ -122,7 +122,13 @@ def test_motors_off_loses_the_position_and_pushing_the_head_shows_why():
     assert sim.state_name() == "Sleep" and not p.status.position_known
     sim.move_head_by_hand(10, 20)
     with pytest.raises(RefusedLine):
-        p.jog(1, 1)
+        p.jog(1, 1)  # woken (Ctrl-X, unlocked as at connect), but where is the head?
+    assert sim.state_name() == "Idle"
+    p.pen_down()  # the board answers again
+    assert sim.pen_down
+    p.set_origin()
+    p.jog(5, 5)
+    assert sim.pos[:2] == [15.0, 25.0]  # from where the head was pushed
     p.close()
 
 
