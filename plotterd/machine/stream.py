@@ -577,6 +577,18 @@ class _Streamer:
                 pump()
             while pos < limit and drv.can_send(plan[pos]):
                 item = plan[pos]
+                if item.kind == "host_pause" and pen_down:
+                    # a host-side pen change with the pen down: lift it first, lower it after
+                    up = self._injected(self.pen_up_cmds, "pen_up")
+                    down = self._injected(self.pen_down_cmds, "pen_down")
+                    plan[pos + 1:pos + 1] = down
+                    plan[pos:pos] = up
+                    if pause_at is not None:
+                        pause_at += len(up) + len(down)
+                        limit = pause_at
+                    else:
+                        limit = len(plan)
+                    continue
                 drv.send(item)
                 if item.tag is not None:
                     self._sent_seqs.append(item.seq)

@@ -382,3 +382,27 @@ def test_a_pty_readiness_race_is_not_a_lost_link_but_a_lasting_one_is():
     with pytest.raises(LinkLost, match="returned no data"):
         t.readline(1.0)
     t.close()
+
+
+@pytest.mark.timeout(30)
+def test_klipper_host_pause_with_the_pen_down_lifts_and_lowers_it():
+    """Foreign G-code may PAUSE mid-stroke: the host lifts the pen for the change and lowers
+    it again after, so the stroke goes on where it was."""
+    program = make_program("marlin", strokes=2, segs=4, seed=6)
+    lines = program.lines
+    k = next(i for i, ln in enumerate(lines) if ln.kind == "draw" and ln.stroke == 1) + 1
+    lines.insert(k, GLine("PAUSE", "draw", 1))
+    program.header.update(firmware="klipper", pen_change=["PAUSE"])
+    p = Plotter("sim://marlin?speed=instant", "klipper", timeouts=FAST, header=program.header)
+    p.connect()
+    control = StreamControl()
+    out = {}
+    th = threading.Thread(target=lambda: out.update(r=p.stream(program, control=control)))
+    th.start()
+    _wait(lambda: control.pen_change_pending)
+    assert not p.simulator.pen_down  # lifted for the change
+    control.continue_after_pen_change()
+    th.join(10)
+    assert out["r"].status == "done", out["r"].error
+    check_drawn(p.simulator.segments, expected_strokes(program))
+    p.close()
