@@ -116,10 +116,11 @@ def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm:
     """See :meth:`RoundNib.render`."""
     import cv2  # only the renderer needs it
 
-    ss = max(1, int(supersample))
+    w1 = max(1, round(box.width_mm * px_per_mm))
+    h1 = max(1, round(box.height_mm * px_per_mm))
+    ss = _supersample(int(supersample), nib_mm * px_per_mm, w1 * h1)
     scale = px_per_mm * ss
-    w = max(1, round(box.width_mm * px_per_mm)) * ss
-    h = max(1, round(box.height_mm * px_per_mm)) * ss
+    w, h = w1 * ss, h1 * ss
     centre = np.full((h, w), 255, np.uint8)  # 0 on centre lines
     shift = 4
     for line in polylines_mm:
@@ -138,6 +139,19 @@ def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm:
     if ss > 1:
         covered = cv2.resize(covered, (w // ss, h // ss), interpolation=cv2.INTER_AREA)
     return 1.0 - darkness * covered
+
+
+# centre lines are rasterised to whole supersampled pixels: with fewer than this many across
+# the nib, hatch lines one nib apart open and close slivers between them
+_MIN_SS_PX_PER_NIB = 8
+_MAX_SS_PIXELS = 40_000_000  # the supersampled page's size cap (about 200 MB of work arrays)
+
+
+def _supersample(asked: int, nib_px: float, pixels: int) -> int:
+    """The supersampling: at least ``asked``, more for a thin nib, within the size cap."""
+    want = max(1, asked, math.ceil(_MIN_SS_PX_PER_NIB / max(nib_px, 1e-9)))
+    cap = max(1, math.isqrt(max(1, _MAX_SS_PIXELS // max(1, pixels))))
+    return max(1, asked, min(want, cap))
 
 
 def pen_from_dict(d: dict[str, Any] | None, key: str = "pen") -> RoundNib:

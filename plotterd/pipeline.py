@@ -38,7 +38,9 @@ COMPOSITIONS = ("softor", "over", "smoothmax")
 # strokes drawn at random; the structure-following starts (streamlines ...) are registered
 # in plotterd.draw.inits and make their own strokes (`count: auto`)
 INITS = ("uniform", "dark")
-STRUCTURE_INITS = ("streamlines",)
+STRUCTURE_INITS = ("auto", "streamlines", "hatch")
+# `init: auto` tries these and starts from the one that draws best on paper
+AUTO_CANDIDATES = ("hatch", "streamlines")
 AUTO_COUNT = 0  # StrokeSpec.count of a group whose strokes the init strategy makes
 PARAMETRISATIONS = ("clamp", "sigmoid")
 
@@ -141,6 +143,9 @@ class Pipeline:
     # weight of a penalty on polylines' bends (mean squared second difference, px^2), so
     # refined lines stay smooth instead of wiggling (a wiggle is ink and plot time)
     smoothness: float = 0.0
+    # with a page: the loss sees the pen model's drawing (hard nib, saturating ink), the
+    # gradient comes from the smooth raster (straight-through)
+    paper_forward: bool = False
     source: str | None = field(default=None, compare=False)  # file it came from
 
     @property
@@ -362,7 +367,15 @@ def pipeline_from_dict(
         from plotterd.draw.inits import check_init_options
 
         try:
-            init_options = check_init_options(init, init_options)
+            if init == "auto":  # options per candidate: {hatch: {...}, streamlines: {...}}
+                v.known(init_options, set(AUTO_CANDIDATES), "init_options.")
+                init_options = {
+                    name: _prefixed(check_init_options, name,
+                                    v.mapping(init_options.get(name, {}),
+                                              f"init_options.{name}"))
+                    for name in AUTO_CANDIDATES}
+            else:
+                init_options = check_init_options(init, init_options)
         except ConfigError as e:
             raise ConfigError(e.key, e.message, source) from e
     elif auto:
@@ -410,6 +423,7 @@ def pipeline_from_dict(
         ink=ink,
         keep_best=v.boolean(get("keep_best"), "keep_best"),
         smoothness=v.number(get("smoothness"), "smoothness", 0.0, 1e6),
+        paper_forward=v.boolean(get("paper_forward"), "paper_forward"),
         init_spread=v.number(get("init_spread"), "init_spread", 0.0, 2.0),
         seed=v.integer(get("seed"), "seed", 0, 2**63 - 1),
         reinit=v.boolean(get("reinit"), "reinit"),
@@ -423,6 +437,14 @@ def pipeline_from_dict(
         canvas_margin_px=v.number(get("canvas_margin_px"), "canvas_margin_px", 0.0, 1000.0),
         source=source,
     )
+
+
+def _prefixed(check, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return check(name, options)
+    except ConfigError as e:
+        raise ConfigError(e.key.replace("init_options.", f"init_options.{name}.", 1),
+                          e.message) from None
 
 
 def _page(v: _V, raw: Any) -> Page | None:

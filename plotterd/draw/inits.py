@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from plotterd.draw.hatching import HatchSettings, hatch
 from plotterd.draw.streamlines import StreamlineSettings, trace_streamlines
 from plotterd.errors import ConfigError
 from plotterd.pipeline import Ink
@@ -36,6 +37,7 @@ class InitStrategy:
 
 
 _REGISTRY: dict[str, InitStrategy] = {}
+_SIGNED_OPTIONS = {"angle_deg"}  # options that may be 0 or negative
 
 
 def register_init(name: str, options: dict[str, Any]):
@@ -58,7 +60,7 @@ def check_init_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
                               f"(accepted: {', '.join(spec.options)})")
         default = spec.options[k]
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
-                or v <= 0:
+                or (v <= 0 and k not in _SIGNED_OPTIONS):
             raise ConfigError(f"init_options.{k}", f"must be a number > 0, got {v!r}")
         out[k] = type(default)(v)
     return out
@@ -72,6 +74,16 @@ def _streamlines(darkness: np.ndarray, options: dict[str, Any],
                  rng: np.random.Generator) -> Polylines:
     """Evenly spaced lines along the picture's structure, spaced by its tone."""
     return trace_streamlines(darkness, StreamlineSettings(**options), rng=rng)
+
+
+_HATCH_OPTIONS = {f.name: f.default for f in fields(HatchSettings)}
+
+
+@register_init("hatch", _HATCH_OPTIONS)
+def _hatch(darkness: np.ndarray, options: dict[str, Any],
+           rng: np.random.Generator) -> Polylines:
+    """Parallel lines one nib apart, inked by an ordered dither of the tone."""
+    return hatch(darkness, HatchSettings(**options))
 
 
 def polylines_length(lines: Polylines) -> float:

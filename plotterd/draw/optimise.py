@@ -261,64 +261,6 @@ class _Init:
         return torch.rand((n, 3), generator=self.gen, dtype=torch.float64).float()
 
 
-# control points per polyline of a structure start: a ladder of sizes, so lines of similar
-# length share a group (the rasteriser takes N x K tensors) with little resampling
-_POLYLINE_SIZES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
-                   1024)
-# a structure start's polylines get a control point about every this many pixels
-_POLYLINE_STEP_PX = 1.5
-
-
-def _resample(line, k: int):
-    """``k`` points evenly spaced along the polyline ``line`` (n, 2)."""
-    import numpy as np
-
-    seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
-    s = np.concatenate([[0.0], np.cumsum(seg)])
-    if s[-1] <= 0:
-        return np.repeat(line[:1], k, 0)
-    t = np.linspace(0.0, s[-1], k)
-    return np.stack([np.interp(t, s, line[:, 0]), np.interp(t, s, line[:, 1])], 1)
-
-
-def _structure_groups(pipeline: Pipeline, canvas: Canvas, target: torch.Tensor,
-                      device: torch.device) -> tuple[list[_Group], dict[str, Any]]:
-    """Groups of polylines from the pipeline's structure init, bucketed by length."""
-    import dataclasses
-
-    import numpy as np
-
-    from plotterd.draw.inits import make_start, plot_minutes, polylines_length
-
-    darkness = (1.0 - target.detach().to("cpu", torch.float64).mean(1)[0]).clamp(0, 1).numpy()
-    nib = pipeline.pen_model.nib_mm
-    start = make_start(pipeline.init, darkness, pipeline.init_options, pipeline.ink, nib,
-                       pipeline.seed)
-    buckets: dict[int, list[np.ndarray]] = {}
-    for line in start.lines:
-        length = float(np.linalg.norm(np.diff(line, axis=0), axis=1).sum())
-        want = max(2, math.ceil(length / _POLYLINE_STEP_PX) + 1)
-        k = next((c for c in _POLYLINE_SIZES if c >= want), _POLYLINE_SIZES[-1])
-        buckets.setdefault(k, []).append(_resample(line, k))
-    spec = pipeline.strokes[0]
-    ox, oy = canvas.offset
-    groups = []
-    for k in sorted(buckets):
-        px = torch.tensor(np.stack(buckets[k]), dtype=torch.float64)
-        world = ((px - torch.tensor([ox, oy], dtype=torch.float64)) / canvas.scale).float()
-        sub = dataclasses.replace(spec, count=len(buckets[k]), control_points=k)
-        groups.append(_Group(sub, world.to(device), canvas.scale))
-    info = {
-        "init": pipeline.init,
-        "init_strokes": len(start.lines),
-        "init_ink_mm": round(polylines_length(start.lines) * nib, 1),
-        "ink_needed_mm": round(start.needed_px * nib, 1),
-        "init_plot_minutes": round(plot_minutes(start.lines, nib, pipeline.ink), 2),
-        "tone_scale": round(start.tone_scale, 4),
-    }
-    return groups, info
-
-
 def _make_groups(pipeline: Pipeline, init: _Init, device: torch.device) -> list[_Group]:
     groups = []
     for spec in pipeline.strokes:
@@ -414,6 +356,61 @@ class _Best:
             self.params = [p.clone() for p in st["params"]]
 
 
+def _structure_groups(pipeline: Pipeline, canvas: Canvas, target: torch.Tensor, loss_fn,
+                      device: torch.device) -> tuple[list[_Group], dict[str, Any]]:
+    """Groups of polylines from the pipeline's structure start, one per size bucket."""
+    from plotterd.draw.structure_start import buckets_to_world, pick_start, replace_count
+
+    buckets, info = pick_start(pipeline, target, loss_fn)
+    spec = pipeline.strokes[0]
+    groups = [_Group(replace_count(spec, len(world), k), world.to(device), canvas.scale)
+              for k, world in buckets_to_world(buckets, canvas.offset, canvas.scale)]
+    return groups, info
+
+
+def _pixel_lines(groups: list[_Group]) -> list:
+    """Every polyline in pixels about the canvas centre (add the canvas offset for pixel
+    coordinates)."""
+    with torch.no_grad():
+        return [line for g in groups for line in (g.points * g.scale).double().cpu().numpy()]
+
+
+@torch.no_grad()
+def _keep_refinement_if_paper_agrees(groups, params, start_params, pipeline, loss_fn,
+                                     target, info: dict[str, Any]) -> bool:
+    """Compare the refined strokes with their start as the pen draws them; go back to the
+    start if the refinement drew worse on paper. Records both figures in ``info``."""
+    from plotterd.draw.structure_start import paper_loss
+
+    ox, oy = _canvas_offset(groups, target)
+    refined = paper_loss(loss_fn, [p + [ox, oy] for p in _pixel_lines(groups)], target,
+                         pipeline)
+    info["final_paper_loss"] = round(refined, 6)
+    info["refinement_kept"] = refined <= info["init_paper_loss"]
+    if not info["refinement_kept"]:
+        for p, saved in zip(params, start_params, strict=True):
+            p.copy_(saved)
+    return info["refinement_kept"]
+
+
+def _on_paper_straight_through(image: torch.Tensor, groups: list[_Group], pipeline: Pipeline,
+                               canvas: Canvas) -> torch.Tensor:
+    """The pen model's drawing of the strokes in the forward pass, the Gaussian raster's
+    gradient in the backward pass (a straight-through estimator): the loss then measures
+    what the paper will show, while the smooth raster says which way to move."""
+    from plotterd.draw.structure_start import render_on_paper
+
+    ox, oy = canvas.offset
+    lines = [p + [ox, oy] for p in _pixel_lines(groups)]
+    paper = render_on_paper(lines, canvas.height, canvas.width, pipeline).to(image)
+    return image + (paper - image).detach()
+
+
+def _canvas_offset(groups, target) -> tuple[float, float]:
+    h, w = target.shape[-2:]
+    return (w - 1) / 2.0, (h - 1) / 2.0
+
+
 def _paper_metadata(pipeline: Pipeline, canvas: Canvas, groups: list[_Group]) -> dict[str, Any]:
     """The pen, the drawing's box (1 px = 1 nib), and its ink, lifts and plot time for a
     pipeline with a page."""
@@ -422,9 +419,7 @@ def _paper_metadata(pipeline: Pipeline, canvas: Canvas, groups: list[_Group]) ->
     from plotterd.draw.inits import plot_minutes, polylines_length
 
     nib = pipeline.pen_model.nib_mm
-    with torch.no_grad():
-        lines = [line for g in groups
-                 for line in (g.points * g.scale).double().cpu().numpy()]
+    lines = _pixel_lines(groups)
     return {"pen": pipeline.pen_model.to_dict(),
             "page_mm": {"width_mm": round(canvas.width * nib, 3),
                         "height_mm": round(canvas.height * nib, 3)},
@@ -557,10 +552,11 @@ def optimise(
     init = _Init(pipeline, canvas, tgt_cpu, gen)
     start_info: dict[str, Any] = {}
     if pipeline.init in STRUCTURE_INITS:
-        groups, start_info = _structure_groups(pipeline, canvas, tgt_cpu, dev)
+        groups, start_info = _structure_groups(pipeline, canvas, tgt, fine_loss, dev)
     else:
         groups = _make_groups(pipeline, init, dev)
     params = [p for g in groups for p in g.params()]
+    start_params = [p.detach().clone() for p in params]
     param_groups: list[dict[str, Any]] = [
         {"params": [g.points for g in groups], "lr": pipeline.lr, "name": "points"}
     ]
@@ -613,7 +609,7 @@ def optimise(
         )
 
     def draw(level: _Level) -> torch.Tensor:
-        return render(
+        image = render(
             [g.batch(canvas, level) for g in groups],
             level.height,
             level.width,
@@ -622,6 +618,9 @@ def optimise(
             tau=pipeline.tau,
             curve_segments=pipeline.curve_segments,
         )
+        if pipeline.paper_forward and start_info and not level.coarse:
+            image = _on_paper_straight_through(image, groups, pipeline, canvas)
+        return image
 
     t0 = time.perf_counter()
     last_saved = start_it
@@ -673,6 +672,12 @@ def optimise(
             best.apply(params)
             rendering = draw(fine)
             final_loss = objective(rendering)
+        if start_info:  # the paper has the last word (see plotterd.draw.structure_start)
+            kept = _keep_refinement_if_paper_agrees(groups, params, start_params, pipeline,
+                                                    fine_loss, tgt, start_info)
+            if not kept:
+                rendering = draw(fine)
+                final_loss = objective(rendering)
     strokes = Strokes(
         canvas=canvas,
         groups=[g.snapshot() for g in groups],

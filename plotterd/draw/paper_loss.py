@@ -16,6 +16,7 @@ optimiser as ``canvas_px_per_mm``.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -40,25 +41,38 @@ _MSSSIM_MIN_PX = 161  # piq's MS-SSIM: (kernel 11 - 1) x 2^(5 scales - 1) + 1
 class PaperLoss(Loss):
     def __init__(self, target: torch.Tensor, tone_sigma_px: float, tone_weight: float,
                  structure: str, structure_weight: float, view_px_per_mm: float,
-                 canvas_px_per_mm: float):
+                 canvas_px_per_mm: float, view_blur_px: float):
         super().__init__(target)
+        # the eye's blur before its "pixels": without it, a one-nib hatch beats against the
+        # view grid, and the refinement learns the grid's phase instead of the picture
+        self.view_blur = view_blur_px
         self.tone_sigma = tone_sigma_px
         self.tone_weight = tone_weight
         self.structure = structure
         self.structure_weight = structure_weight
         h, w = target.shape[-2:]
         ratio = view_px_per_mm / canvas_px_per_mm if canvas_px_per_mm > 0 else 1.0
-        vh, vw = max(1, round(h * ratio)), max(1, round(w * ratio))
-        if min(vh, vw) < _MIN_VIEW_PX:  # a tiny canvas: compare at its own resolution
+        # an exact box (area) resample at a rational ratio up/down: nearest x up, then
+        # average over down x down. F.interpolate(mode="area") is adaptive pooling, whose
+        # uneven windows at 4:3 alias a one-nib hatch into moire the loss would then chase
+        frac = Fraction(ratio).limit_denominator(8)
+        self.up, self.down = frac.numerator, frac.denominator
+        vh, vw = (h * self.up) // self.down, (w * self.up) // self.down
+        if min(vh, vw) < _MIN_VIEW_PX or frac == 1:  # tiny: compare at its own resolution
+            self.up = self.down = 1
             vh, vw = h, w
         self.view_size = (vh, vw)
         self.register_buffer("target_tone", gaussian_blur(target, tone_sigma_px))
-        self.register_buffer("target_view", self._view(target))
+        self.register_buffer("target_view", self._view(target).clamp(0.0, 1.0))
 
     def _view(self, image: torch.Tensor) -> torch.Tensor:
-        if tuple(image.shape[-2:]) == self.view_size:
+        if self.view_blur > 0:
+            image = gaussian_blur(image, self.view_blur)
+        if self.up == self.down:
             return image
-        return F.interpolate(image, size=self.view_size, mode="area")
+        if self.up > 1:
+            image = F.interpolate(image, scale_factor=self.up, mode="nearest")
+        return F.avg_pool2d(image, self.down)
 
     def _structure(self, image: torch.Tensor) -> torch.Tensor:
         import piq
@@ -96,6 +110,7 @@ def _validate(cfg: dict[str, Any]) -> None:
     _check_number(cfg, "structure_weight", minimum=0.0, maximum=1e6)
     _check_number(cfg, "view_px_per_mm", minimum=0.0, strict=True, maximum=1000.0)
     _check_number(cfg, "canvas_px_per_mm", minimum=0.0, maximum=10000.0)
+    _check_number(cfg, "view_blur_px", minimum=0.0, maximum=MAX_BLUR_SIGMA)
     if cfg["structure"] not in STRUCTURE_TERMS:
         raise ConfigError("loss.structure", f"must be one of {', '.join(STRUCTURE_TERMS)}, "
                                             f"got {cfg['structure']!r}")
@@ -104,7 +119,8 @@ def _validate(cfg: dict[str, Any]) -> None:
 @register_loss(
     "paper",
     {"tone_sigma_px": 5.0, "tone_weight": 10.0, "structure": "haarpsi",
-     "structure_weight": 1.0, "view_px_per_mm": 2.5, "canvas_px_per_mm": 0.0},
+     "structure_weight": 1.0, "view_px_per_mm": 2.5, "canvas_px_per_mm": 0.0,
+     "view_blur_px": 0.6},
     _validate,
 )
 def _make_paper(target: torch.Tensor, **params: Any) -> Loss:

@@ -153,7 +153,10 @@ def _from_strokes(
     fit, natural = page.fit, strokes.canvas.scale * page.scale
     paper_mm = strokes.metadata.get("page_mm") if page.true_size else None
     if paper_mm:
-        # canvas pixel edges span width px: the box's width in mm
+        # canvas pixel edges span width px: the box's width in mm; the box reaches half a
+        # pixel past the outer pixel centres, and strokes are drawn (and clipped) up to it
+        half = 0.5 / strokes.canvas.scale
+        extent = (-xe - half, -1.0 - half, xe + half, 1.0 + half)
         fit = False
         natural = strokes.canvas.scale * paper_mm["width_mm"] * PX_PER_MM / strokes.canvas.width
         stats["true_size_mm"] = [paper_mm["width_mm"], paper_mm["height_mm"]]

@@ -30,6 +30,30 @@ def _chains(segments, x0: float, y1: float) -> list[np.ndarray]:
     return [np.asarray(p, dtype=np.float64) for p in paths]
 
 
+def _render_png(paths: list[np.ndarray], bed: DrawingBox, pen: PenModel, px_per_mm: float,
+                supersample: int) -> np.ndarray:
+    """The bed as uint8 grey; only the part the pen touched is rendered (finely: the pen
+    model supersamples a thin nib), then placed on white."""
+    w = max(1, round(bed.width_mm * px_per_mm))
+    h = max(1, round(bed.height_mm * px_per_mm))
+    img = np.full((h, w), 255, np.uint8)
+    if not paths:
+        return img
+    pts = np.concatenate(paths)
+    pad = pen.nib_mm + 1.0 / px_per_mm
+    c0 = int(np.clip(np.floor((pts[:, 0].min() - pad) * px_per_mm), 0, w))
+    r0 = int(np.clip(np.floor((pts[:, 1].min() - pad) * px_per_mm), 0, h))
+    c1 = int(np.clip(np.ceil((pts[:, 0].max() + pad) * px_per_mm), c0 + 1, w))
+    r1 = int(np.clip(np.ceil((pts[:, 1].max() + pad) * px_per_mm), r0 + 1, h))
+    if c1 <= c0 or r1 <= r0:
+        return img
+    origin = np.array([c0, r0]) / px_per_mm
+    part = DrawingBox((c1 - c0) / px_per_mm, (r1 - r0) / px_per_mm)
+    grey = pen.render([p - origin for p in paths], part, px_per_mm, supersample=supersample)
+    img[r0:r1, c0:c1] = np.clip(np.round(grey * 255.0), 0, 255).astype(np.uint8)
+    return img
+
+
 def render_segments(segments, bounds, path: str | Path, *, px_per_mm: float = 4.0,
                     pen: PenModel | None = None, pen_width_mm: float = 0.5,
                     supersample: int = 4) -> list[Path]:
@@ -46,9 +70,8 @@ def render_segments(segments, bounds, path: str | Path, *, px_per_mm: float = 4.
     base = path.with_suffix("") if path.suffix.lower() in (".png", ".svg") else path
     base.parent.mkdir(parents=True, exist_ok=True)
     x0, y0, x1, y1 = bounds
-    box = DrawingBox(x1 - x0, y1 - y0)
-    grey = pen.render(_chains(segments, x0, y1), box, px_per_mm, supersample=supersample)
-    img = np.clip(np.round(grey * 255.0), 0, 255).astype(np.uint8)
+    img = _render_png(_chains(segments, x0, y1), DrawingBox(x1 - x0, y1 - y0), pen,
+                      px_per_mm, supersample)
     png = base.with_suffix(".png")
     if not cv2.imwrite(str(png), img):
         raise OSError(f"{png}: cannot write PNG")
