@@ -30,14 +30,22 @@ from tqdm import tqdm
                    "a known position: the machine homes, or --origin-here.")
 @click.option("--origin-here", is_flag=True,
               help="The pen is at the origin (0, 0) now: trust the position from here.")
+@click.option("--profile", default=None,
+              help="Firmware profile (name or YAML file) to check G-code written by other "
+                   "tools against: its bounds, and its pen commands to find the strokes.")
 def plot(gcode: Path, port: str, firmware: str | None, baud: int, render: Path | None,
-         start_stroke: int | None, origin_here: bool) -> None:
+         start_stroke: int | None, origin_here: bool, profile: str | None) -> None:
     """Stream GCODE to the plotter on PORT. Ctrl-C stops safely (pen up); a second Ctrl-C
     aborts at once. At a pen change it waits for Enter."""
     from plotterd.gcode.program import Program
     from plotterd.machine import Plotter, StreamControl
 
-    program = Program.load(gcode)
+    prof = None
+    if profile is not None:
+        from plotterd.gcode.profile import load_profile
+
+        prof = load_profile(profile)
+    program = Program.load(gcode, profile=prof)
     control = StreamControl()
     bars: list[tqdm] = []
     prompted: list[str] = []

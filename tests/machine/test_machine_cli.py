@@ -62,3 +62,17 @@ def test_machine_ports_and_plot_help():
     assert res.exit_code == 0 and res.output.strip()
     res = _run("plot", "--help")
     assert "[grbl|marlin|klipper]" in res.output and "--origin-here" in res.output
+
+
+def test_plot_streams_foreign_gcode_once_told_the_machine(capsys, monkeypatch):
+    """A vpype-gcode file is refused without a profile (nothing to bounds-check it
+    against) and streams stroke by stroke with one."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "gcode" / "data" / "vpype_gcode_servo_abs.gcode"
+    port = "sim://grbl?speed=instant"
+    code, err = _main(["plot", str(sample), "--port", port], capsys, monkeypatch)
+    assert code == 2 and "--profile" in err
+    res = _run("plot", str(sample), "--port", port, "--profile", "grbl-servo")
+    assert res.exit_code == 0, res.output
+    assert "done:" in res.output and "last completed stroke 2" in res.output
