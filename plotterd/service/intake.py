@@ -60,7 +60,8 @@ def input_kind(name: str) -> str:
     """"svg" for vector input that skips the optimiser (SVG, and QuickDraw .ndjson /
     Sketch-RNN .npz stroke sequences, read by the vector stage), else "image"."""
     low = name.lower()
-    return "svg" if low.endswith((".svg", ".ndjson", ".npz")) else "image"
+    vector = (".svg", ".ndjson", ".npz", ".gcode", ".nc", ".ngc", ".gc")  # .gcode: to plot
+    return "svg" if low.endswith(vector) else "image"
 
 
 def safe_suffix(name: str) -> str:

@@ -61,9 +61,34 @@ def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path) -> tuple[dict[s
     from plotterd.gcode import make_gcode as _make_gcode
 
     profile = load_profile(spec["profile"])
+    if isinstance(source, str | Path) and Path(source).suffix.lower() in FOREIGN_GCODE:
+        return _take_foreign_gcode(Path(source), profile, job_dir)
     result = _make_gcode(source, profile=profile, page=page_spec(spec["page"]))
     paths = result.save(job_dir / "plot.gcode")
     return {k: Path(v) for k, v in paths.items()}, jsonable(getattr(result, "stats", {}))
+
+
+FOREIGN_GCODE = (".gcode", ".nc", ".ngc", ".gc")  # G-code made by other tools
+
+
+def _take_foreign_gcode(source: Path, profile: Any, job_dir: Path
+                        ) -> tuple[dict[str, Path], dict]:
+    """G-code from another tool (vpype-gcode, DrawingBotV3, by hand): parsed into moves
+    and strokes against the daemon's profile, every move bounds-checked and coordinate
+    changes refused (an error fails this job only), then saved with its sidecar so
+    progress and resume work stroke by stroke."""
+    from plotterd.gcode.program import Program
+
+    program = Program.load(source, profile=profile)
+    out = job_dir / "plot.gcode"
+    meta = program.save(out)
+    header = program.header
+    stats = {"source": source.name, "foreign_gcode": True, "profile": profile.name,
+             "gcode_lines": len(program.lines),
+             "strokes": header.get("strokes") if isinstance(header.get("strokes"), int)
+             else len(header.get("strokes") or []),
+             "estimated_s": header.get("estimated_s")}
+    return {"gcode": out, "gcode_meta": meta}, jsonable(stats)
 
 
 def sim_url(firmware: str, speed: str, record: Path | None = None, seed: int = 1,
