@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -564,3 +565,90 @@ def load_pipeline(
         raw = _merge(raw, overrides)
         source = f"{path} (with overrides)"
     return pipeline_from_dict(raw, name=path.stem, source=source)
+
+
+def merge_overrides(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Two overrides mappings as one (``over`` wins), merged the way load_pipeline merges
+    overrides over a pipeline (a daemon folder's ``set``, then a job's sidecar)."""
+    return _merge(base, over)
+
+
+# ---- dotted keys (``plotterd draw --set``, the daemon's ``folders.<name>.set``) ----
+
+_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
+
+
+def dotted_overrides(
+    items: list[tuple[str, Any]] | dict[str, Any],
+    pipeline: str | Path = DEFAULT_PIPELINE,
+    search_dirs: tuple[str | Path, ...] | list[str | Path] = (),
+) -> dict[str, Any]:
+    """``[("loss.sigma", 2), ("strokes[0].count", 500)]`` -> the nested overrides mapping
+    ``load_pipeline`` merges. A list on the way (``strokes[0]``) is copied from the
+    pipeline's own value first, since the merge replaces lists whole. A malformed key is a
+    ConfigError naming it; the values themselves are checked by load_pipeline."""
+    pairs = list(items.items()) if isinstance(items, dict) else list(items)
+    base: Any = None
+    over: dict[str, Any] = {}
+    for key, value in pairs:
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(str(key), "expected a dotted pipeline key (loss.sigma)")
+        key = key.strip()
+        path = _key_path(key)
+        if any(isinstance(p, int) for p in path) and base is None:
+            base = yaml.safe_load(resolve_pipeline(pipeline, search_dirs)
+                                  .read_text(encoding="utf-8"))
+        _assign(over, path, value, base, key)
+    return over
+
+
+def _key_path(key: str) -> list[str | int]:
+    """``loss.sigma`` -> ["loss", "sigma"]; ``strokes[0].count`` -> ["strokes", 0, "count"]."""
+    path: list[str | int] = []
+    for part in key.split("."):
+        m = _KEY_PART.fullmatch(part)
+        if m is None:
+            raise ConfigError(key, "not a dotted key (loss.sigma, strokes[0].count)")
+        path.append(m.group(1))
+        path += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+    return path
+
+
+def _assign(over: dict[str, Any], path: list[str | int], value: Any, base: Any,
+            key: str) -> None:
+    """Put ``value`` at ``path`` in ``over``; a list on the way is copied from ``base`` (the
+    pipeline's own value) first, since the pipeline merge replaces lists whole."""
+    node: Any = over
+    base_node: Any = base
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        nxt = None if last else path[i + 1]
+        base_child = _child(base_node, part)
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node):
+                raise ConfigError(key, f"the pipeline has no item {part} there")
+        elif isinstance(part, int):
+            raise ConfigError(key, f"{path[i - 1]} is not a list")
+        if last:
+            node[part] = value
+            return
+        current = node[part] if isinstance(node, list) or part in node else None
+        if isinstance(nxt, int):
+            if not isinstance(current, list):
+                if not isinstance(base_child, list):
+                    raise ConfigError(key, f"{part} is not a list in the pipeline")
+                current = copy.deepcopy(base_child)
+        elif not isinstance(current, dict):
+            if current is not None and not isinstance(node, list):
+                raise ConfigError(key, f"{part} is set twice")
+            current = {} if current is None else current
+        node[part] = current
+        node, base_node = current, base_child
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict) and isinstance(part, str):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and part < len(node):
+        return node[part]
+    return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,6 @@ from tqdm import tqdm
 
 from plotterd.pipeline import DEFAULT_PIPELINE
 
-_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
-
 
 def check_device(ctx: click.Context | None, param: click.Parameter | None, value: str) -> str:
     """auto, cpu, cuda or cuda:N (which GPUs exist is checked when the optimiser starts)."""
@@ -22,71 +19,15 @@ def check_device(ctx: click.Context | None, param: click.Parameter | None, value
     raise click.BadParameter(f"{value!r}: expected auto, cpu, cuda or cuda:N", ctx, param)
 
 
-def _key_path(key: str) -> list[str | int]:
-    """``loss.sigma`` -> ["loss", "sigma"]; ``strokes[0].count`` -> ["strokes", 0, "count"]."""
-    path: list[str | int] = []
-    for part in key.split("."):
-        m = _KEY_PART.fullmatch(part)
-        if m is None:
-            raise click.BadParameter(f"{key!r} is not a dotted key (loss.sigma, "
-                                     "strokes[0].count)", param_hint="--set")
-        path.append(m.group(1))
-        path += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
-    return path
-
-
-def _assign(over: dict[str, Any], path: list[str | int], value: Any, base: Any,
-            key: str) -> None:
-    """Put ``value`` at ``path`` in ``over``; a list on the way is copied from ``base`` (the
-    pipeline's own value) first, since the pipeline merge replaces lists whole."""
-    node: Any = over
-    base_node: Any = base
-    for i, part in enumerate(path):
-        last = i == len(path) - 1
-        nxt = None if last else path[i + 1]
-        base_child = _child(base_node, part)
-        if isinstance(node, list):
-            if not isinstance(part, int) or part >= len(node):
-                raise click.BadParameter(f"{key}: the pipeline has no item {part} there",
-                                         param_hint="--set")
-        elif isinstance(part, int):
-            raise click.BadParameter(f"{key}: {path[i - 1]} is not a list",
-                                     param_hint="--set")
-        if last:
-            node[part] = value
-            return
-        current = node[part] if isinstance(node, list) or part in node else None
-        if isinstance(nxt, int):
-            if not isinstance(current, list):
-                if not isinstance(base_child, list):
-                    raise click.BadParameter(f"{key}: {part} is not a list in the pipeline",
-                                             param_hint="--set")
-                current = copy.deepcopy(base_child)
-        elif not isinstance(current, dict):
-            if current is not None and not isinstance(node, list):
-                raise click.BadParameter(f"{key}: {part} is set twice", param_hint="--set")
-            current = {} if current is None else current
-        node[part] = current
-        node, base_node = current, base_child
-
-
-def _child(node: Any, part: str | int) -> Any:
-    if isinstance(node, dict) and isinstance(part, str):
-        return node.get(part)
-    if isinstance(node, list) and isinstance(part, int) and part < len(node):
-        return node[part]
-    return None
-
-
 def parse_sets(items: tuple[str, ...] | list[str], pipeline: str) -> dict[str, Any]:
     """``--set key=value`` items -> the overrides mapping ``load_pipeline`` merges (values
     are YAML scalars: 500, 0.5, true, null, "text", [1, 2])."""
     import yaml
 
-    from plotterd.pipeline import resolve_pipeline
+    from plotterd.errors import ConfigError
+    from plotterd.pipeline import dotted_overrides
 
-    base: Any = None
-    over: dict[str, Any] = {}
+    pairs: list[tuple[str, Any]] = []
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -94,15 +35,16 @@ def parse_sets(items: tuple[str, ...] | list[str], pipeline: str) -> dict[str, A
             raise click.BadParameter(f"{item!r}: expected key=value (loss.sigma=2)",
                                      param_hint="--set")
         try:
-            value = yaml.safe_load(text)
+            pairs.append((key, yaml.safe_load(text)))
         except yaml.YAMLError as e:
             raise click.BadParameter(f"{key}: {text!r} is not a YAML value ({e})",
                                      param_hint="--set") from e
-        path = _key_path(key)
-        if any(isinstance(p, int) for p in path) and base is None:
-            base = yaml.safe_load(resolve_pipeline(pipeline).read_text(encoding="utf-8"))
-        _assign(over, path, value, base, key)
-    return over
+    try:
+        return dotted_overrides(pairs, pipeline)
+    except ConfigError as e:
+        if e.key == "pipeline":  # an unknown pipeline: the usual error
+            raise
+        raise click.BadParameter(str(e), param_hint="--set") from e
 
 
 @click.command()
