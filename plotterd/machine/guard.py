@@ -121,8 +121,13 @@ class Follower:
 
 
 def check_program_lines(texts: list[str], bounds: tuple[float, float, float, float]) -> None:
-    """Every move of a program inside ``bounds``; raises on the first that is not."""
-    f = Follower(bounds)
+    """Every move of a program inside ``bounds``; raises on the first that is not.
+
+    A program starts at the origin (clamped into the bounds), as the G-code stage assumes
+    and as GRBL's frame is after a reset or homing; a relative file is followed from there."""
+    x0 = min(max(0.0, bounds[0]), bounds[2])
+    y0 = min(max(0.0, bounds[1]), bounds[3])
+    f = Follower(bounds, position=(x0, y0))
     for i, t in enumerate(texts):
         try:
             f.line(t)
