@@ -146,6 +146,37 @@ class ApiConfig:
         return f"http://{host}:{self.port}"
 
 
+VECTOR_KEYS = ("pens", "tolerance_mm", "two_opt", "merge_tolerance_mm", "min_length_mm",
+               "per_pen")
+PEN_KEYS = ("color", "width_mm", "name")
+
+
+@dataclass
+class VectorConfig:
+    """The vector stage's settings for daemon jobs, as ``plotterd gcode`` takes them (the
+    defaults are plotterd.vector.VectorOptions' own)."""
+    pens: list[dict[str, Any]] = field(default_factory=lambda: [{"color": "black",
+                                                                 "width_mm": 0.3}])
+    tolerance_mm: float = 0.05
+    two_opt: bool = False
+    merge_tolerance_mm: float = 0.05
+    min_length_mm: float = 0.2
+    per_pen: bool = False  # also write plot-penN-COLOUR.gcode per pen into the job folder
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class FolderConfig:
+    """An inbox subfolder's settings: its pipeline, pipeline keys set for its jobs (as
+    ``plotterd draw --set``), and vector settings over the top-level ``vector:``."""
+    pipeline: str | None = None
+    set: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, as written
+    overrides: dict[str, Any] = field(default_factory=dict)  # the same, nested
+    vector: VectorConfig | None = None
+
+
 @dataclass
 class Config:
     state_dir: Path
@@ -155,6 +186,8 @@ class Config:
     pipeline: str = "paper"
     pipelines: dict[str, str] = field(default_factory=dict)
     pipeline_dirs: list[Path] = field(default_factory=list)
+    folders: dict[str, FolderConfig] = field(default_factory=dict)
+    vector: VectorConfig = field(default_factory=VectorConfig)
     plotter: PlotterConfig = field(default_factory=PlotterConfig)
     page: PageConfig = field(default_factory=PageConfig)
     optimiser: OptimiserConfig = field(default_factory=OptimiserConfig)
@@ -184,6 +217,21 @@ class Config:
         if self.plotter.paper_trigger_file:
             return Path(self.plotter.paper_trigger_file)
         return self.state_dir / "paper-changed"
+
+    def folder_of(self, origin: str | None) -> str | None:
+        """The inbox subfolder a job's original came from (``origin``), else None."""
+        if not origin:
+            return None
+        try:
+            rel = Path(origin).relative_to(self.inbox)
+        except ValueError:
+            return None
+        return rel.parts[0] if len(rel.parts) == 2 else None
+
+    def vector_for(self, folder: str | None) -> VectorConfig:
+        """The vector settings of a job from ``folder`` (its own, else the top-level)."""
+        fc = self.folders.get(folder) if folder else None
+        return fc.vector if fc is not None and fc.vector is not None else self.vector
 
     @property
     def jobs_dir(self) -> Path:
@@ -243,7 +291,8 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     top = v.mapping(data, "config")
     known = {
         "state_dir", "inbox", "log_level", "weights_dir", "pipeline", "pipelines",
-        "pipeline_dirs", "plotter", "page", "optimiser", "intake", "camera", "api",
+        "pipeline_dirs", "folders", "vector", "plotter", "page", "optimiser", "intake",
+        "camera", "api",
     }
     v.no_unknown(top, known, "")
     state_dir = v.path(top.get("state_dir"), "state_dir") or default_state_dir()
@@ -265,6 +314,8 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     if not isinstance(dirs, list):
         raise ConfigError("pipeline_dirs", "must be a list of folders", source)
     cfg.pipeline_dirs = [v.path(d, f"pipeline_dirs[{i}]") for i, d in enumerate(dirs)]
+    cfg.vector = _vector(v, top.get("vector"), "vector", VectorConfig())
+    cfg.folders = _folders(v, top.get("folders"), cfg)
 
     cfg.plotter = v.section(top.get("plotter"), "plotter", PlotterConfig)
     if cfg.plotter.port is not None:
@@ -363,6 +414,107 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
         )
     v.positive(cfg.api.max_upload_mb, "api.max_upload_mb")
     return cfg
+
+
+def _folder_name(v: _Validator, name: Any, key: str) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise v.err(key, "must be a plain subfolder name")
+    if name in ("done", "failed"):
+        raise v.err(key, "'done' and 'failed' are reserved inbox folders")
+
+
+def _folders(v: _Validator, raw: Any, cfg: Config) -> dict[str, FolderConfig]:
+    """``folders: {name: {pipeline, set, vector}}``. The dotted keys are parsed here; their
+    values are checked against the pipeline by :func:`check_folder_pipelines` at start."""
+    from plotterd.pipeline import dotted_overrides
+
+    out: dict[str, FolderConfig] = {}
+    for name, body in v.mapping(raw or {}, "folders").items():
+        key = f"folders.{name}"
+        _folder_name(v, name, key)
+        body = v.mapping(body or {}, key)
+        v.no_unknown(body, {"pipeline", "set", "vector"}, key + ".")
+        if name in cfg.pipelines and "pipeline" in body:
+            raise v.err(f"{key}.pipeline", f"also set by pipelines.{name}: keep one")
+        fc = FolderConfig(pipeline=cfg.pipelines.get(name))
+        if body.get("pipeline") is not None:
+            fc.pipeline = v.string(body["pipeline"], f"{key}.pipeline")
+        fc.set = dict(v.mapping(body.get("set") or {}, f"{key}.set"))
+        try:
+            fc.overrides = dotted_overrides(fc.set, fc.pipeline or cfg.pipeline,
+                                            tuple(cfg.pipeline_dirs))
+        except ConfigError as e:
+            sub = "pipeline" if e.key == "pipeline" else f"set.{e.key}"
+            raise v.err(f"{key}.{sub}", e.message) from e
+        if body.get("vector") is not None:
+            fc.vector = _vector(v, body["vector"], f"{key}.vector", cfg.vector)
+        out[name] = fc
+    return out
+
+
+def _vector(v: _Validator, raw: Any, key: str, base: VectorConfig) -> VectorConfig:
+    """A ``vector:`` section over ``base`` (pens replaced whole), checked by the vector
+    stage's own VectorOptions.check so the rules are the ones ``plotterd gcode`` applies."""
+    if raw is None:
+        return base
+    raw = v.mapping(raw, key)
+    v.no_unknown(raw, set(VECTOR_KEYS), key + ".")
+    merged = {**base.to_dict(), **raw}
+    pens = merged["pens"]
+    if not isinstance(pens, list) or not pens:
+        raise v.err(f"{key}.pens", "must be a list of pens ({color, width_mm, name}), "
+                    "in plot order")
+    for i, pen in enumerate(pens):
+        pk = f"{key}.pens[{i}]"
+        pen = v.mapping(pen, pk)
+        v.no_unknown(pen, set(PEN_KEYS), pk + ".")
+        if "name" in pen and pen["name"] is not None:
+            v.string(pen["name"], f"{pk}.name")
+    for flag in ("two_opt", "per_pen"):
+        if not isinstance(merged[flag], bool):
+            raise v.err(f"{key}.{flag}", "must be true or false")
+    out = VectorConfig(**merged)
+    out.pens = [dict(p) for p in pens]
+    try:
+        vector_options(out).check()
+    except ConfigError as e:  # its keys read vector.<field>
+        raise v.err(key + e.key[len("vector"):], e.message) from e
+    return out
+
+
+def vector_options(vc: VectorConfig):
+    """The plotterd.vector VectorOptions of a vector section."""
+    from plotterd.vector import Pen, VectorOptions
+
+    pens = [Pen(**p) for p in vc.pens]
+    return VectorOptions(tolerance_mm=vc.tolerance_mm, min_length_mm=vc.min_length_mm,
+                         merge_tolerance_mm=vc.merge_tolerance_mm, two_opt=vc.two_opt,
+                         pens=pens)
+
+
+def check_folder_pipelines(cfg: Config) -> None:
+    """Load every inbox folder's pipeline with its ``set`` keys, so that a bad key or value
+    is refused at start naming ``folders.<name>.set.<key>``, not at the folder's first job.
+    Loading a pipeline imports torch (the loss checks), so the daemon does it in a child
+    process (plotterd.service.stages.check_pipelines)."""
+    from plotterd.service.stages import check_pipelines
+
+    checks = [(name, fc.pipeline or cfg.pipeline, fc.overrides)
+              for name, fc in cfg.folders.items() if fc.pipeline or fc.overrides]
+    if not checks:
+        return
+    bad = check_pipelines(checks, cfg.pipeline_dirs)
+    if bad is not None:
+        name, key, message = bad
+        fc = cfg.folders[name]
+        if key == "pipeline":
+            where = "pipeline"
+        else:
+            # the dotted key as the user wrote it, when one matches the error's key
+            written = next((k for k in fc.set if key == k or key.startswith(k + ".")
+                            or k.startswith(key + ".")), key)
+            where = f"set.{written}"
+        raise ConfigError(f"folders.{name}.{where}", message, cfg.source)
 
 
 def _check_machine(v: _Validator, plotter: PlotterConfig) -> None:

@@ -183,6 +183,10 @@ class Inbox:
         self._folder_pipeline = folder_pipeline or (lambda name: None)
         self._lock = threading.Lock()  # one scan at a time
         self._failing: dict[str, str] = {}  # path -> why it could not be taken (logged once)
+        if cfg.folders:
+            from plotterd.service.config import check_folder_pipelines
+
+            check_folder_pipelines(cfg)  # a bad folders.<name>.set key fails the start
         for d in (self.root, self.root / "done", self.root / "failed", cfg.jobs_dir):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -270,6 +274,9 @@ class Inbox:
 
     def pipeline_for(self, sub: str | None) -> str:
         if sub is not None:
+            folder = self.cfg.folders.get(sub)
+            if folder is not None and folder.pipeline:
+                return folder.pipeline
             if sub in self.cfg.pipelines:
                 return self.cfg.pipelines[sub]
             named = self._folder_pipeline(sub)
@@ -305,6 +312,12 @@ class Inbox:
                 options, pipeline = _read_sidecar(sidecar, pipeline)
             except ValueError as e:
                 error = str(e)
+        folder = self.cfg.folders.get(sub) if sub is not None else None
+        if folder is not None and folder.overrides and input_kind(name) == "image":
+            from plotterd.pipeline import merge_overrides
+
+            # the folder's `set` keys, then the sidecar's over them
+            options = merge_overrides(folder.overrides, options)
         suffix = safe_suffix(name) or (".svg" if input_kind(name) == "svg" else "")
         moves = [(str(path), "{dir}/input" + suffix)]
         if sidecar is not None:

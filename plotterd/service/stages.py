@@ -31,6 +31,46 @@ def pipeline_for_folder(sub: str, search_dirs: list[Path] | tuple = ()) -> str |
     return prefixed[0] if len(prefixed) == 1 else None
 
 
+def check_pipelines(checks: list[tuple[str, str, dict[str, Any]]],
+                    search_dirs: list[Path] | tuple = ()) -> tuple[str, str, str] | None:
+    """Load each (label, pipeline, overrides) in a child process (loading a pipeline
+    imports torch, which the daemon process never does); the first failure as (label,
+    key, message), else None."""
+    import subprocess
+    import sys
+
+    payload = json.dumps({"checks": checks, "dirs": [str(d) for d in search_dirs]})
+    proc = subprocess.run([sys.executable, "-c", "from plotterd.service.stages import "
+                           "_check_pipelines_main as m; m()"], input=payload,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        from plotterd.errors import PlotterdError
+
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PlotterdError(f"cannot check the folders' pipelines: {tail}")
+    bad = json.loads(proc.stdout)
+    return None if bad is None else (bad[0], bad[1], bad[2])
+
+
+def _check_pipelines_main() -> None:
+    """The child of :func:`check_pipelines`: JSON checks on stdin, the first error out."""
+    import sys
+
+    from plotterd.errors import ConfigError
+    from plotterd.pipeline import load_pipeline
+
+    data = json.load(sys.stdin)
+    bad = None
+    for label, pipeline, overrides in data["checks"]:
+        try:
+            load_pipeline(pipeline, overrides=overrides or None,
+                          search_dirs=tuple(data["dirs"]))
+        except ConfigError as e:
+            bad = [label, e.key, e.message]
+            break
+    print(json.dumps(bad))
+
+
 def page_spec(page: dict[str, Any]):
     from plotterd.vector import PageSpec
 
@@ -55,17 +95,52 @@ def optimise_image(spec: dict[str, Any], job_dir: Path,
     return result.strokes, {k: Path(v) for k, v in paths.items()}
 
 
+def vector_options(vector: dict[str, Any] | None):
+    """The job's ``vector`` settings (config ``vector:`` / ``folders.<name>.vector``) as
+    VectorOptions; None = the vector stage's defaults. Strokes optimised for paper still
+    draw with their own nib (the vector stage reads it from their metadata)."""
+    from plotterd.service.config import VectorConfig
+    from plotterd.service.config import vector_options as _options
+
+    if not vector:
+        return None
+    return _options(VectorConfig(**vector))
+
+
+def sequence_source(path: str | Path, options: dict[str, Any] | None):
+    """A QuickDraw / Sketch-RNN file with the job's sidecar options (index, grid, split);
+    a bad option fails the job naming it."""
+    from plotterd.errors import ConfigError
+    from plotterd.vector.sequences import source_with_options
+
+    try:
+        return source_with_options(path, options)
+    except ConfigError as e:
+        raise ConfigError(e.key, e.message, "job options (sidecar)") from e
+
+
 def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path) -> tuple[dict[str, Path], dict]:
-    """Strokes or an SVG path -> page layout -> G-code in ``job_dir/plot.gcode``."""
+    """Strokes or an SVG / stroke-sequence path -> page layout -> G-code in
+    ``job_dir/plot.gcode`` (and one file per pen with ``vector.per_pen``)."""
     from plotterd.gcode import load_profile
     from plotterd.gcode import make_gcode as _make_gcode
+    from plotterd.vector.sequences import is_sequence_file
 
     profile = load_profile(spec["profile"])
     if isinstance(source, str | Path) and Path(source).suffix.lower() in FOREIGN_GCODE:
         return _take_foreign_gcode(Path(source), profile, job_dir)
-    result = _make_gcode(source, profile=profile, page=page_spec(spec["page"]))
-    paths = result.save(job_dir / "plot.gcode")
-    return {k: Path(v) for k, v in paths.items()}, jsonable(getattr(result, "stats", {}))
+    if isinstance(source, str | Path) and is_sequence_file(source):
+        source = sequence_source(source, spec.get("overrides"))
+    vector = spec.get("vector") or {}
+    result = _make_gcode(source, profile=profile, page=page_spec(spec["page"]),
+                         options=vector_options(vector))
+    out = job_dir / "plot.gcode"
+    paths = {k: Path(v) for k, v in result.save(out).items()}
+    if vector.get("per_pen"):
+        # the library function `plotterd gcode --per-pen` uses: plot-penN-COLOUR.gcode
+        for k, path in enumerate(result.save_per_pen(out), start=1):
+            paths[f"pen{k}"] = Path(path)
+    return paths, jsonable(getattr(result, "stats", {}))
 
 
 FOREIGN_GCODE = (".gcode", ".nc", ".ngc", ".gc")  # G-code made by other tools

@@ -89,6 +89,7 @@ class OptimiserWorker(threading.Thread):
             "pipeline_dirs": [str(p) for p in cfg.pipeline_dirs],
             "page": {"paper": cfg.page.paper, "orientation": cfg.page.orientation,
                      "margin_mm": cfg.page.margin_mm},
+            "vector": cfg.vector_for(cfg.folder_of(job.get("origin"))).to_dict(),
             "profile": cfg.plotter.profile, "device": cfg.optimiser.device,
             "threads": cfg.optimiser.threads, "checkpoint_every": cfg.optimiser.checkpoint_every,
             "iterations": cfg.optimiser.iterations, "seed": cfg.optimiser.seed,
