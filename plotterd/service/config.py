@@ -13,6 +13,15 @@ Example (all keys, with their defaults)::
     pipeline: paper                      # default pipeline
     pipelines: {}                        # inbox subfolder -> pipeline name or path
     pipeline_dirs: []                    # extra folders searched for <name>.yaml pipelines
+    folders: {}                          # inbox subfolder -> {pipeline: NAME, set: {dotted.key:
+                                         # value}, vector: {...as below}}
+    vector:                              # the vector stage (as `plotterd gcode`)
+      pens: [{color: black, width_mm: 0.3, name: null}]   # in plot order
+      tolerance_mm: 0.05
+      two_opt: false
+      merge_tolerance_mm: 0.05
+      min_length_mm: 0.2
+      per_pen: false                     # also plot-penN-COLOUR.gcode per pen
     plotter:
       port: null                         # serial port or pyserial URL; null = simulator (dry-run)
       profile: grbl-servo                # firmware profile name or path
@@ -511,8 +520,8 @@ def check_folder_pipelines(cfg: Config) -> None:
             where = "pipeline"
         else:
             # the dotted key as the user wrote it, when one matches the error's key
-            written = next((k for k in fc.set if key == k or key.startswith(k + ".")
-                            or k.startswith(key + ".")), key)
+            written = next((k for k in fc.set if key == k or key.startswith((k + ".", k + "["))
+                            or k.startswith((key + ".", key + "["))), key)
             where = f"set.{written}"
         raise ConfigError(f"folders.{name}.{where}", message, cfg.source)
 

@@ -65,6 +65,8 @@ def test_full_file_relative_paths(tmp_path):
     ({"plotter": {"machine": {"unlock_alarm": "yes"}}}, "plotter.machine.unlock_alarm"),
     ({"plotter": {"machine": {"unlock": True}}}, "plotter.machine.unlock"),
     ({"pipelines": {"done": "tiny"}}, "pipelines.done"),
+    ({"folders": {"failed": {"pipeline": "tiny"}}}, "folders.failed"),
+    ({"vector": {"pens": [{"color": "red", "width_mm": 0}]}}, "vector.pens[0].width_mm"),
     ({"optimiser": {"threads": 0}}, "optimiser.threads"),
     ({"page": {"orientation": "diagonal"}}, "page.orientation"),
     ([1, 2], "config"),
