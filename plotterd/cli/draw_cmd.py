@@ -69,6 +69,9 @@ def parse_sets(items: tuple[str, ...] | list[str], pipeline: str) -> dict[str, A
               help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Override the pipeline's random seed.")
+@click.option("--threads", default="auto", show_default=True,
+              help="CPU threads for the optimiser: a number, or auto (the cores idle now; "
+                   "fewer threads than busy cores would be slower, see plotterd/cpu.py).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a pipeline key (repeatable): loss.sigma=2, iterations=50, "
                    "strokes[0].count=500. Checked like the YAML.")
@@ -79,11 +82,22 @@ def draw(
     iterations: int | None,
     device: str,
     seed: int | None,
+    threads: str,
     sets: tuple[str, ...],
 ) -> None:
     """Draw IMAGE with strokes: writes strokes.json, drawing.svg, preview.png, loss.csv and
     loss.png into the output directory."""
+    import torch
+
+    from plotterd.cpu import auto_threads
     from plotterd.draw import draw_image  # torch is heavy: only when drawing
+
+    if threads == "auto":
+        torch.set_num_threads(auto_threads())
+    elif threads.isdigit() and int(threads) >= 1:
+        torch.set_num_threads(int(threads))
+    else:
+        raise click.BadParameter(f"{threads!r}: a number >= 1, or auto", param_hint="--threads")
 
     chosen: Any = pipeline
     if sets:
