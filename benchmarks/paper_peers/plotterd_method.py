@@ -40,10 +40,14 @@ def one_core_busy() -> Iterator[int]:
 def optimise_strokes(photo: Photo, pipeline_name: str, seed: int = 0,
                      iterations: int | None = None):
     """(Strokes, wall seconds) for ``photo`` through the named pipeline."""
+    import torch
+
     import plotterd.draw as draw
+    from plotterd.cpu import auto_threads
 
     pipeline = draw.load_pipeline(pipeline_name)
     t0 = time.perf_counter()
+    torch.set_num_threads(auto_threads())  # as `plotterd draw` does (counted in the time)
     result = draw.optimise(str(photo.path), pipeline, device="cpu", seed=seed,
                            iterations=iterations)
     return result, time.perf_counter() - t0
