@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,11 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
 
     cfg.optimiser = v.section(top.get("optimiser"), "optimiser", OptimiserConfig)
     v.string(cfg.optimiser.device, "optimiser.device")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.optimiser.device):
+        # which GPUs exist is checked in the optimiser process (it imports torch; we do not)
+        raise ConfigError("optimiser.device",
+                          f"expected auto, cpu, cuda or cuda:N, got {cfg.optimiser.device!r}",
+                          source)
     v.positive(cfg.optimiser.threads, "optimiser.threads", integer=True)
     v.positive(cfg.optimiser.checkpoint_every, "optimiser.checkpoint_every", integer=True)
     if cfg.optimiser.iterations is not None:

@@ -68,6 +68,7 @@ def test_full_file_relative_paths(tmp_path):
     ({"folders": {"failed": {"pipeline": "tiny"}}}, "folders.failed"),
     ({"vector": {"pens": [{"color": "red", "width_mm": 0}]}}, "vector.pens[0].width_mm"),
     ({"optimiser": {"threads": 0}}, "optimiser.threads"),
+    ({"optimiser": {"device": "gpu1"}}, "optimiser.device"),
     ({"page": {"orientation": "diagonal"}}, "page.orientation"),
     ([1, 2], "config"),
 ])
