@@ -377,14 +377,12 @@ def _pixel_lines(groups: list[_Group]) -> list:
 
 @torch.no_grad()
 def _keep_refinement_if_paper_agrees(groups, params, start_params, pipeline, loss_fn,
-                                     target, info: dict[str, Any]) -> bool:
+                                     target, canvas: Canvas, info: dict[str, Any]) -> bool:
     """Compare the refined strokes with their start as the pen draws them; go back to the
     start if the refinement drew worse on paper. Records both figures in ``info``."""
     from plotterd.draw.structure_start import paper_loss
 
-    ox, oy = _canvas_offset(groups, target)
-    refined = paper_loss(loss_fn, [p + [ox, oy] for p in _pixel_lines(groups)], target,
-                         pipeline)
+    refined = paper_loss(loss_fn, _canvas_lines(groups, canvas), target, pipeline)
     info["final_paper_loss"] = round(refined, 6)
     info["refinement_kept"] = refined <= info["init_paper_loss"]
     if not info["refinement_kept"]:
@@ -400,15 +398,15 @@ def _on_paper_straight_through(image: torch.Tensor, groups: list[_Group], pipeli
     what the paper will show, while the smooth raster says which way to move."""
     from plotterd.draw.structure_start import render_on_paper
 
-    ox, oy = canvas.offset
-    lines = [p + [ox, oy] for p in _pixel_lines(groups)]
+    lines = _canvas_lines(groups, canvas)
     paper = render_on_paper(lines, canvas.height, canvas.width, pipeline).to(image)
     return image + (paper - image).detach()
 
 
-def _canvas_offset(groups, target) -> tuple[float, float]:
-    h, w = target.shape[-2:]
-    return (w - 1) / 2.0, (h - 1) / 2.0
+def _canvas_lines(groups: list[_Group], canvas: Canvas) -> list:
+    """Every polyline in canvas pixel coordinates."""
+    ox, oy = canvas.offset
+    return [p + [ox, oy] for p in _pixel_lines(groups)]
 
 
 def _paper_metadata(pipeline: Pipeline, canvas: Canvas, groups: list[_Group]) -> dict[str, Any]:
@@ -674,7 +672,7 @@ def optimise(
             final_loss = objective(rendering)
         if start_info:  # the paper has the last word (see plotterd.draw.structure_start)
             kept = _keep_refinement_if_paper_agrees(groups, params, start_params, pipeline,
-                                                    fine_loss, tgt, start_info)
+                                                    fine_loss, tgt, canvas, start_info)
             if not kept:
                 rendering = draw(fine)
                 final_loss = objective(rendering)
