@@ -498,6 +498,36 @@ def _loss_config(pipeline: Pipeline) -> dict[str, Any]:
     return cfg
 
 
+def _coarse_stage(pipeline: Pipeline, iters: int, tgt: torch.Tensor, loss_cfg: dict[str, Any]
+                  ) -> tuple[int, _Level | None, Any]:
+    """(iterations at the coarse level, the level, its loss) of a coarse-to-fine run, or
+    (0, None, None)."""
+    h, w = int(tgt.shape[-2]), int(tgt.shape[-1])
+    if pipeline.coarse_to_fine is None or iters <= 0:
+        return 0, None, None
+    switch = int(round(iters * pipeline.coarse_to_fine.fraction))
+    hc = max(8, round(h * pipeline.coarse_to_fine.scale))
+    wc = max(8, round(w * pipeline.coarse_to_fine.scale))
+    if switch <= 0 or (hc, wc) == (h, w):
+        return 0, None, None
+    coarse = _Level(hc, wc, coarse=True, rx=wc / w, ry=hc / h)
+    return switch, coarse, build_loss(loss_cfg, F.interpolate(tgt, size=(hc, wc), mode="area"))
+
+
+def _adam(groups: list[_Group], pipeline: Pipeline) -> torch.optim.Adam:
+    """Adam over points, learned widths and inks, each with the pipeline's learning rate."""
+    param_groups: list[dict[str, Any]] = [
+        {"params": [g.points for g in groups], "lr": pipeline.lr, "name": "points"}
+    ]
+    widths = [g.width for g in groups if g.spec.learn_width]
+    if widths:
+        param_groups.append({"params": widths, "lr": pipeline.width_lr, "name": "width"})
+    inks = [p for g in groups for p in (g.grey_raw, g.color_raw) if p is not None]
+    if inks:
+        param_groups.append({"params": inks, "lr": pipeline.ink_lr, "name": "ink"})
+    return torch.optim.Adam(param_groups)
+
+
 def optimise(
     target: str | Path | torch.Tensor,
     pipeline: Pipeline,
@@ -535,16 +565,7 @@ def optimise(
     loss_cfg = _loss_config(pipeline)
     fine_loss = build_loss(loss_cfg, tgt)
     fine = _Level(h, w)
-    switch, coarse, coarse_loss = 0, None, None
-    if pipeline.coarse_to_fine is not None and iters > 0:
-        switch = int(round(iters * pipeline.coarse_to_fine.fraction))
-        hc = max(8, round(h * pipeline.coarse_to_fine.scale))
-        wc = max(8, round(w * pipeline.coarse_to_fine.scale))
-        if switch > 0 and (hc, wc) != (h, w):
-            coarse = _Level(hc, wc, coarse=True, rx=wc / w, ry=hc / h)
-            coarse_loss = build_loss(loss_cfg, F.interpolate(tgt, size=(hc, wc), mode="area"))
-        else:
-            switch = 0
+    switch, coarse, coarse_loss = _coarse_stage(pipeline, iters, tgt, loss_cfg)
 
     gen = torch.Generator(device="cpu").manual_seed(seed)
     init = _Init(pipeline, canvas, tgt_cpu, gen)
@@ -555,16 +576,7 @@ def optimise(
         groups = _make_groups(pipeline, init, dev)
     params = [p for g in groups for p in g.params()]
     start_params = [p.detach().clone() for p in params]
-    param_groups: list[dict[str, Any]] = [
-        {"params": [g.points for g in groups], "lr": pipeline.lr, "name": "points"}
-    ]
-    widths = [g.width for g in groups if g.spec.learn_width]
-    if widths:
-        param_groups.append({"params": widths, "lr": pipeline.width_lr, "name": "width"})
-    inks = [p for g in groups for p in (g.grey_raw, g.color_raw) if p is not None]
-    if inks:
-        param_groups.append({"params": inks, "lr": pipeline.ink_lr, "name": "ink"})
-    opt = torch.optim.Adam(param_groups)
+    opt = _adam(groups, pipeline)
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
     fp = _fingerprint(pipeline, iters, seed, tgt_cpu)
