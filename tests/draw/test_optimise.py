@@ -31,12 +31,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 CAMERA = DATA / "camera_small.png"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pipe(**over):

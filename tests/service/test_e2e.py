@@ -8,8 +8,6 @@ import sys
 import zlib
 from pathlib import Path
 
-import pytest
-
 from .daemon_proc import DaemonProc, drop
 from .helpers import DATA, wait_for
 
@@ -33,11 +31,6 @@ def png_bomb(path: Path, w: int = 60000, h: int = 60000) -> Path:
     return path
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = DaemonProc(tmp_path).start()
-    yield d
-    d.stop()
 
 
 def test_inbox_good_and_bad_files(daemon, tmp_path):

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from .daemon_proc import DaemonProc, drop
+from .daemon_proc import drop
 
 SAMPLES = Path(__file__).resolve().parents[1] / "gcode" / "data"
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = DaemonProc(tmp_path).start()
-    yield d
-    d.stop()
 
 
 def test_foreign_gcode_in_the_inbox_is_checked_then_plotted(daemon, tmp_path):
