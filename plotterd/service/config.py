@@ -41,7 +41,16 @@ Example (all keys, with their defaults)::
                                          # write_settings (false: may set $10), jog_feed
     page: {paper: a4, orientation: auto, margin_mm: 10}
     optimiser: {device: auto, threads: 1, checkpoint_every: 25, iterations: null, seed: null,
-                timeout_s: null, stall_s: 600}
+                timeout_s: null, stall_s: 600,
+                backend: local}                  # local: a subprocess here; ray: a Ray task
+    ray:                                 # only with optimiser.backend: ray (pip install plotterd[ray])
+      address: auto                      # the cluster: auto (RAY_ADDRESS / a running local
+                                         # head), HOST:PORT, or ray://HOST:10001
+      num_gpus: 0                        # what each optimise task asks for
+      num_cpus: 1
+      max_attempts: 3                    # a worker dying mid-job: retried from its checkpoint
+      namespace: plotterd
+      connect_timeout_s: 30
     intake: {observer: auto, stable_s: 1.0, scan_interval_s: 1.0}
     camera:
       source: null                       # device index (0) or stream URL / video file path
@@ -73,6 +82,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 OBSERVERS = ("auto", "inotify", "polling")
 # manual: a sheet per job, confirmed by the user; auto / roll: the next job starts at once
 PAPER_MODES = ("manual", "auto", "roll")
+OPTIMISER_BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -107,6 +117,17 @@ class OptimiserConfig:
     # fail a job whose optimiser reports no progress for this long (a hung process would
     # otherwise hold the queue for good); None disables the check
     stall_s: float | None = 600.0
+    backend: str = "local"  # local | ray
+
+
+@dataclass
+class RayConfig:
+    address: str = "auto"
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    max_attempts: int = 3
+    namespace: str = "plotterd"
+    connect_timeout_s: float = 30.0
 
 
 @dataclass
@@ -201,6 +222,7 @@ class Config:
     plotter: PlotterConfig = field(default_factory=PlotterConfig)
     page: PageConfig = field(default_factory=PageConfig)
     optimiser: OptimiserConfig = field(default_factory=OptimiserConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -302,7 +324,7 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     known = {
         "state_dir", "inbox", "log_level", "weights_dir", "pipeline", "pipelines",
         "pipeline_dirs", "folders", "vector", "plotter", "page", "optimiser", "intake",
-        "camera", "api",
+        "camera", "api", "ray",
     }
     v.no_unknown(top, known, "")
     state_dir = v.path(top.get("state_dir"), "state_dir") or default_state_dir()
@@ -368,6 +390,8 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
         v.positive(cfg.optimiser.timeout_s, "optimiser.timeout_s")
     if cfg.optimiser.stall_s is not None:
         v.positive(cfg.optimiser.stall_s, "optimiser.stall_s")
+    v.choice(cfg.optimiser.backend, "optimiser.backend", OPTIMISER_BACKENDS)
+    cfg.ray = _ray(v, top.get("ray"), cfg.optimiser.backend)
 
     cfg.intake = v.section(top.get("intake"), "intake", IntakeConfig)
     v.choice(cfg.intake.observer, "intake.observer", OBSERVERS)
@@ -429,6 +453,25 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
         )
     v.positive(cfg.api.max_upload_mb, "api.max_upload_mb")
     return cfg
+
+
+def _ray(v: _Validator, raw: Any, backend: str) -> RayConfig:
+    """``ray:``; whether Ray is installed is checked at start only when it is used (the
+    daemon process itself never imports it)."""
+    rc = v.section(raw, "ray", RayConfig)
+    v.string(rc.address, "ray.address")
+    v.number(rc.num_gpus, "ray.num_gpus", minimum=0)
+    v.number(rc.num_cpus, "ray.num_cpus", minimum=0)
+    v.positive(rc.max_attempts, "ray.max_attempts", integer=True)
+    v.string(rc.namespace, "ray.namespace")
+    v.positive(rc.connect_timeout_s, "ray.connect_timeout_s")
+    if backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise v.err("optimiser.backend", "ray is not installed here: "
+                        "pip install 'plotterd[ray]' (or set optimiser.backend: local)")
+    return rc
 
 
 def _folder_name(v: _Validator, name: Any, key: str) -> None:
