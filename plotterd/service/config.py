@@ -82,11 +82,15 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 OBSERVERS = ("auto", "inotify", "polling")
 # manual: a sheet per job, confirmed by the user; auto / roll: the next job starts at once
 PAPER_MODES = ("manual", "auto", "roll")
+DEFAULT_PLOTTER = "plotter"  # the name of the one plotter of a `plotter:` config
+PLOTTER_NAME = re.compile(r"[a-z0-9_-]+")
+WHEN_GONE = ("wait", "same_tags")
 OPTIMISER_BACKENDS = ("local", "ray")
 
 
 @dataclass
 class PlotterConfig:
+    name: str = DEFAULT_PLOTTER  # [a-z0-9_-]+, unique; the legacy `plotter:` is "plotter"
     port: str | None = None
     profile: str = "grbl-servo"
     baudrate: int = 115200
@@ -97,6 +101,40 @@ class PlotterConfig:
     reconnect_s: float = 2.0
     timeouts: dict[str, float] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    page: PageConfig | None = None  # None: the top-level page (filled in by parse_config)
+    # the vector keys this plotter sets itself (its pens): they win over a job's folder
+    # `vector:` and the top-level one, since they describe what is mounted on the machine
+    vector_keys: dict[str, Any] = field(default_factory=dict)
+    key: str = "plotter"  # where it was configured, for messages (plotters[1])
+
+    @property
+    def dry_run(self) -> bool:
+        return self.port is None
+
+    @property
+    def auto_resume_on(self) -> bool:
+        return self.dry_run if self.auto_resume is None else self.auto_resume
+
+    @property
+    def paper_mode(self) -> str:
+        """manual (wait for a new sheet after each job) or auto (no wait; also roll)."""
+        mode = self.paper or ("auto" if self.dry_run else "manual")
+        return "auto" if mode == "roll" else mode
+
+    def paper_trigger(self, state_dir: Path, several: bool) -> Path:
+        if self.paper_trigger_file:
+            return Path(self.paper_trigger_file)
+        return state_dir / (f"paper-changed.{self.name}" if several else "paper-changed")
+
+
+@dataclass
+class RoutingConfig:
+    """What happens to a job bound to a plotter (by name) that is gone (its port absent or
+    not answering for ``gone_after_s``): ``wait`` for it, or go to another plotter that has
+    all of its tags (``same_tags``). A plot that has started always stays on its plotter."""
+    when_gone: str = "wait"
+    gone_after_s: float = 60.0
 
 
 @dataclass
@@ -206,6 +244,8 @@ class FolderConfig:
     set: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, as written
     overrides: dict[str, Any] = field(default_factory=dict)  # the same, nested
     vector: VectorConfig | None = None
+    plotter: str | None = None  # its jobs go to this plotter (by name)...
+    tags: list[str] = field(default_factory=list)  # ...or to a plotter with all these tags
 
 
 @dataclass
@@ -219,7 +259,8 @@ class Config:
     pipeline_dirs: list[Path] = field(default_factory=list)
     folders: dict[str, FolderConfig] = field(default_factory=dict)
     vector: VectorConfig = field(default_factory=VectorConfig)
-    plotter: PlotterConfig = field(default_factory=PlotterConfig)
+    plotters: list[PlotterConfig] = field(default_factory=lambda: [PlotterConfig()])
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     page: PageConfig = field(default_factory=PageConfig)
     optimiser: OptimiserConfig = field(default_factory=OptimiserConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -229,26 +270,45 @@ class Config:
     source: str | None = None  # the file it came from, for messages
 
     @property
+    def plotter(self) -> PlotterConfig:
+        """The first plotter (the only one of a `plotter:` config)."""
+        return self.plotters[0]
+
+    def plotter_named(self, name: str) -> PlotterConfig | None:
+        return next((p for p in self.plotters if p.name == name), None)
+
+    @property
     def dry_run(self) -> bool:
-        return self.plotter.port is None
+        """Every plotter is simulated."""
+        return all(p.dry_run for p in self.plotters)
 
     @property
     def auto_resume(self) -> bool:
-        if self.plotter.auto_resume is None:
-            return self.dry_run
-        return self.plotter.auto_resume
+        return self.plotter.auto_resume_on
 
     @property
     def paper_mode(self) -> str:
-        """manual (wait for a new sheet after each job) or auto (no wait; also roll)."""
-        mode = self.plotter.paper or ("auto" if self.dry_run else "manual")
-        return "auto" if mode == "roll" else mode
+        return self.plotter.paper_mode
 
     @property
     def paper_trigger(self) -> Path:
-        if self.plotter.paper_trigger_file:
-            return Path(self.plotter.paper_trigger_file)
-        return self.state_dir / "paper-changed"
+        return self.paper_trigger_of(self.plotter)
+
+    def paper_trigger_of(self, pc: PlotterConfig) -> Path:
+        return pc.paper_trigger(self.state_dir, len(self.plotters) > 1)
+
+    def page_of(self, pc: PlotterConfig) -> PageConfig:
+        return pc.page or self.page
+
+    def vector_of(self, pc: PlotterConfig, folder: str | None) -> VectorConfig:
+        """The vector settings of a job from ``folder`` drawn on ``pc``: the folder's (else
+        the top-level), with the plotter's own keys (its pens) over them."""
+        base = self.vector_for(folder)
+        if not pc.vector_keys:
+            return base
+        out = VectorConfig(**{**base.to_dict(), **pc.vector_keys})
+        out.pens = [dict(p) for p in out.pens]
+        return out
 
     def folder_of(self, origin: str | None) -> str | None:
         """The inbox subfolder a job's original came from (``origin``), else None."""
@@ -312,7 +372,8 @@ def load_config(path: str | Path | None = None, *, dry_run: bool = False) -> Con
             data = {}
     cfg = parse_config(data, source=src, base_dir=Path(path).parent if path else None)
     if dry_run:
-        cfg.plotter.port = None
+        for pc in cfg.plotters:
+            pc.port = None
     return cfg
 
 
@@ -323,8 +384,8 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     top = v.mapping(data, "config")
     known = {
         "state_dir", "inbox", "log_level", "weights_dir", "pipeline", "pipelines",
-        "pipeline_dirs", "folders", "vector", "plotter", "page", "optimiser", "intake",
-        "camera", "api", "ray",
+        "pipeline_dirs", "folders", "vector", "plotter", "plotters", "routing", "page",
+        "optimiser", "intake", "camera", "api", "ray",
     }
     v.no_unknown(top, known, "")
     state_dir = v.path(top.get("state_dir"), "state_dir") or default_state_dir()
@@ -349,29 +410,12 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     cfg.vector = _vector(v, top.get("vector"), "vector", VectorConfig())
     cfg.folders = _folders(v, top.get("folders"), cfg)
 
-    cfg.plotter = v.section(top.get("plotter"), "plotter", PlotterConfig)
-    if cfg.plotter.port is not None:
-        cfg.plotter.port = v.string(cfg.plotter.port, "plotter.port")
-    v.string(cfg.plotter.profile, "plotter.profile")
-    v.positive(cfg.plotter.baudrate, "plotter.baudrate", integer=True)
-    _check_speed(cfg.plotter.sim_speed, source)
-    if cfg.plotter.auto_resume is not None and not isinstance(cfg.plotter.auto_resume, bool):
-        raise ConfigError("plotter.auto_resume", "must be true, false or null", source)
-    if cfg.plotter.paper is not None:
-        if cfg.plotter.paper == "layout":
-            raise ConfigError("plotter.paper", "layout (several jobs on one sheet) is not "
-                              "implemented; use manual, auto or roll", source)
-        v.choice(cfg.plotter.paper, "plotter.paper", PAPER_MODES)
-    if cfg.plotter.paper_trigger_file is not None:
-        cfg.plotter.paper_trigger_file = str(v.path(cfg.plotter.paper_trigger_file,
-                                                    "plotter.paper_trigger_file"))
-    v.positive(cfg.plotter.reconnect_s, "plotter.reconnect_s")
-    _check_machine(v, cfg.plotter)
-
-    cfg.page = v.section(top.get("page"), "page", PageConfig)
-    v.string(cfg.page.paper, "page.paper")
-    v.choice(cfg.page.orientation, "page.orientation", ("auto", "portrait", "landscape"))
-    v.number(cfg.page.margin_mm, "page.margin_mm", minimum=0)
+    cfg.page = _page(v, top.get("page"), "page", PageConfig())
+    cfg.plotters = _plotters(v, top, cfg)
+    cfg.routing = v.section(top.get("routing"), "routing", RoutingConfig)
+    v.choice(cfg.routing.when_gone, "routing.when_gone", WHEN_GONE)
+    v.positive(cfg.routing.gone_after_s, "routing.gone_after_s")
+    _folder_routes(v, top.get("folders"), cfg)
 
     cfg.optimiser = v.section(top.get("optimiser"), "optimiser", OptimiserConfig)
     v.string(cfg.optimiser.device, "optimiser.device")
@@ -491,7 +535,7 @@ def _folders(v: _Validator, raw: Any, cfg: Config) -> dict[str, FolderConfig]:
         key = f"folders.{name}"
         _folder_name(v, name, key)
         body = v.mapping(body or {}, key)
-        v.no_unknown(body, {"pipeline", "set", "vector"}, key + ".")
+        v.no_unknown(body, {"pipeline", "set", "vector", "plotter", "tags"}, key + ".")
         if name in cfg.pipelines and "pipeline" in body:
             raise v.err(f"{key}.pipeline", f"also set by pipelines.{name}: keep one")
         fc = FolderConfig(pipeline=cfg.pipelines.get(name))
@@ -508,6 +552,123 @@ def _folders(v: _Validator, raw: Any, cfg: Config) -> dict[str, FolderConfig]:
             fc.vector = _vector(v, body["vector"], f"{key}.vector", cfg.vector)
         out[name] = fc
     return out
+
+
+PLOTTER_KEYS = {f.name for f in fields(PlotterConfig)} - {"vector_keys", "key"} | {
+    "vector", "pens"}
+
+
+def _page(v: _Validator, raw: Any, key: str, base: PageConfig) -> PageConfig:
+    """A ``page:`` section; a plotter's is merged key by key over the top-level one."""
+    if raw is None:
+        return base
+    raw = v.mapping(raw, key)
+    v.no_unknown(raw, {f.name for f in fields(PageConfig)}, key + ".")
+    page = PageConfig(**{**{f.name: getattr(base, f.name) for f in fields(PageConfig)}, **raw})
+    v.string(page.paper, f"{key}.paper")
+    v.choice(page.orientation, f"{key}.orientation", ("auto", "portrait", "landscape"))
+    v.number(page.margin_mm, f"{key}.margin_mm", minimum=0)
+    return page
+
+
+def _plotters(v: _Validator, top: dict, cfg: Config) -> list[PlotterConfig]:
+    """``plotter:`` (one plotter, named "plotter") or ``plotters:`` (a list), never both."""
+    if "plotter" in top and "plotters" in top:
+        raise v.err("plotters", "give either plotter: (one plotter) or plotters: (a list), "
+                    "not both")
+    if "plotters" not in top:
+        raw = top.get("plotter")
+        if raw is not None:
+            raw = v.mapping(raw, "plotter")
+        return [_plotter(v, raw or {}, "plotter", cfg)]
+    items = top["plotters"]
+    if not isinstance(items, list) or not items:
+        raise v.err("plotters", "must be a non-empty list of plotters ({name, port, ...})")
+    out: list[PlotterConfig] = []
+    for i, raw in enumerate(items):
+        key = f"plotters[{i}]"
+        raw = v.mapping(raw, key)
+        if "name" not in raw:
+            raise v.err(f"{key}.name", "every plotter needs a name ([a-z0-9_-])")
+        pc = _plotter(v, raw, key, cfg)
+        if any(o.name == pc.name for o in out):
+            raise v.err(f"{key}.name", f"{pc.name!r} is already the name of another plotter")
+        for o in out:
+            if pc.port is not None and pc.port == o.port:
+                raise v.err(f"{key}.port", f"{pc.port} is also {o.name}'s port")
+            if pc.paper_trigger_file and pc.paper_trigger_file == o.paper_trigger_file:
+                raise v.err(f"{key}.paper_trigger_file", f"also {o.name}'s trigger file")
+        out.append(pc)
+    return out
+
+
+def _plotter(v: _Validator, raw: dict, key: str, cfg: Config) -> PlotterConfig:
+    v.no_unknown(raw, PLOTTER_KEYS, key + ".")
+    body = {k: val for k, val in raw.items() if k not in ("page", "vector", "pens")}
+    pc = PlotterConfig(**body, key=key)
+    if not isinstance(pc.name, str) or not PLOTTER_NAME.fullmatch(pc.name):
+        raise v.err(f"{key}.name", f"must be letters a-z, digits, _ or - (got {pc.name!r})")
+    pc.tags = _tags(v, pc.tags, f"{key}.tags")
+    if pc.port is not None:
+        pc.port = v.string(pc.port, f"{key}.port")
+    v.string(pc.profile, f"{key}.profile")
+    v.positive(pc.baudrate, f"{key}.baudrate", integer=True)
+    _check_speed(pc.sim_speed, v.source, f"{key}.sim_speed")
+    if pc.auto_resume is not None and not isinstance(pc.auto_resume, bool):
+        raise v.err(f"{key}.auto_resume", "must be true, false or null")
+    if pc.paper is not None:
+        if pc.paper == "layout":
+            raise v.err(f"{key}.paper", "layout (several jobs on one sheet) is not "
+                        "implemented; use manual, auto or roll")
+        v.choice(pc.paper, f"{key}.paper", PAPER_MODES)
+    if pc.paper_trigger_file is not None:
+        pc.paper_trigger_file = str(v.path(pc.paper_trigger_file, f"{key}.paper_trigger_file"))
+    v.positive(pc.reconnect_s, f"{key}.reconnect_s")
+    _check_machine(v, pc, key)
+    if raw.get("page") is not None:
+        pc.page = _page(v, raw["page"], f"{key}.page", cfg.page)
+    vec = dict(v.mapping(raw.get("vector") or {}, f"{key}.vector"))
+    if "pens" in raw:
+        if "pens" in vec:
+            raise v.err(f"{key}.pens", f"also set by {key}.vector.pens: keep one")
+        vec["pens"] = raw["pens"]
+    if vec:
+        # checked as a whole over the top-level vector:, naming the plotter's key
+        where = f"{key}.vector" if "pens" not in raw else key
+        _vector(v, vec, where, cfg.vector)
+        pc.vector_keys = vec
+    return pc
+
+
+def _tags(v: _Validator, raw: Any, key: str) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise v.err(key, "must be a list of tags (strings)")
+    for i, t in enumerate(raw):
+        if not isinstance(t, str) or not t.strip():
+            raise v.err(f"{key}[{i}]", "must be a non-empty string")
+    return [t.strip() for t in raw]
+
+
+def _folder_routes(v: _Validator, raw: Any, cfg: Config) -> None:
+    """``folders.<sub>.plotter`` / ``.tags``: checked against the plotters at start."""
+    from plotterd.service.routing import unsatisfiable
+
+    for name, body in (raw or {}).items():
+        body = body or {}
+        fc = cfg.folders[name]
+        key = f"folders.{name}"
+        if body.get("plotter") is not None:
+            fc.plotter = v.string(body["plotter"], f"{key}.plotter")
+        fc.tags = _tags(v, body.get("tags"), f"{key}.tags")
+        if fc.plotter and fc.tags:
+            raise v.err(f"{key}.tags", "give a plotter or tags, not both")
+        why = unsatisfiable({"plotter": fc.plotter, "tags": fc.tags}, cfg)
+        if why:
+            raise v.err(f"{key}.plotter" if fc.plotter else f"{key}.tags", why)
 
 
 def _vector(v: _Validator, raw: Any, key: str, base: VectorConfig) -> VectorConfig:
@@ -575,27 +736,27 @@ def check_folder_pipelines(cfg: Config) -> None:
         raise ConfigError(f"folders.{name}.{where}", message, cfg.source)
 
 
-def _check_machine(v: _Validator, plotter: PlotterConfig) -> None:
-    """plotter.timeouts and plotter.machine: the machine stage's own fields, checked here so
+def _check_machine(v: _Validator, plotter: PlotterConfig, key: str = "plotter") -> None:
+    """<plotter>.timeouts and .machine: the machine stage's own fields, checked here so
     that a typo fails at start, not at the first job."""
     from plotterd.machine.base import Timeouts
 
-    t = v.mapping(plotter.timeouts or {}, "plotter.timeouts")
-    v.no_unknown(t, {f.name for f in fields(Timeouts)}, "plotter.timeouts.")
+    t = v.mapping(plotter.timeouts or {}, f"{key}.timeouts")
+    v.no_unknown(t, {f.name for f in fields(Timeouts)}, f"{key}.timeouts.")
     for k, val in t.items():
         integer = k in ("reconnect_attempts", "max_resumes")
-        v.positive(val, f"plotter.timeouts.{k}", integer=integer)
+        v.positive(val, f"{key}.timeouts.{k}", integer=integer)
     plotter.timeouts = dict(t)
-    m = v.mapping(plotter.machine or {}, "plotter.machine")
+    m = v.mapping(plotter.machine or {}, f"{key}.machine")
     v.no_unknown(m, {"homing", "unlock_alarm", "write_settings", "jog_feed"},
-                 "plotter.machine.")
+                 f"{key}.machine.")
     for k in ("homing", "unlock_alarm"):
         if m.get(k) is not None and not isinstance(m[k], bool):
-            raise v.err(f"plotter.machine.{k}", "must be true, false or null")
+            raise v.err(f"{key}.machine.{k}", "must be true, false or null")
     if "write_settings" in m and not isinstance(m["write_settings"], bool):
-        raise v.err("plotter.machine.write_settings", "must be true or false")
+        raise v.err(f"{key}.machine.write_settings", "must be true or false")
     if "jog_feed" in m:
-        v.positive(m["jog_feed"], "plotter.machine.jog_feed")
+        v.positive(m["jog_feed"], f"{key}.machine.jog_feed")
     plotter.machine = dict(m)
 
 
@@ -603,7 +764,7 @@ def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_speed(speed: Any, source: str | None) -> None:
+def _check_speed(speed: Any, source: str | None, key: str = "plotter.sim_speed") -> None:
     if speed in ("instant", "realtime"):
         return
     if isinstance(speed, str) and speed.startswith("scaled:"):
@@ -612,8 +773,7 @@ def _check_speed(speed: Any, source: str | None) -> None:
                 return
         except ValueError:
             pass
-    raise ConfigError("plotter.sim_speed", "must be instant, realtime or scaled:<factor > 0>",
-                      source)
+    raise ConfigError(key, "must be instant, realtime or scaled:<factor > 0>", source)
 
 
 class _Validator:

@@ -1,8 +1,8 @@
 """The daemon: recovery at start-up, then intake, camera, optimiser, plotter and the API.
 
 Threads: ``intake`` (inbox scans, camera timer and trigger file), ``optimiser`` (drives one
-subprocess per job), ``plotter`` (streams to the one port), ``api`` (uvicorn). The main
-thread waits for a signal and pings the systemd watchdog.
+subprocess per job), one ``plotter`` thread per configured plotter (each streams to its own
+port), ``api`` (uvicorn). The main thread waits for a signal and pings the systemd watchdog.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ from plotterd.service.workers import OptimiserWorker, PlotterWorker
 log = logging.getLogger("plotterd.daemon")
 
 
+class AmbiguousPlotter(PlotterdError):
+    """A command for "the plotter" when several are configured (the API answers 400)."""
+
+
 class Daemon:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -43,12 +47,46 @@ class Daemon:
         self.watcher = InboxWatcher(cfg.inbox, self.wake_intake, cfg.intake.observer)
         self.camera = Camera(cfg.camera)
         self.optimiser = OptimiserWorker(self)
-        self.plotter = PlotterWorker(self)
+        # one worker per plotter, in config order (the first free one gets a job first)
+        self.plotters: dict[str, PlotterWorker] = {pc.name: PlotterWorker(self, pc)
+                                                   for pc in cfg.plotters}
         self._threads: list[threading.Thread] = []
         self.server: Any = None
         self.ready = threading.Event()
 
     # -- helpers used by workers and the API ------------------------------------------------
+    @property
+    def plotter(self) -> PlotterWorker:
+        """The first plotter's worker (the only one of a single-plotter config)."""
+        return next(iter(self.plotters.values()))
+
+    def plotter_gone(self, name: str) -> bool:
+        worker = self.plotters.get(name)
+        return worker is not None and worker.gone()
+
+    def wake_plotters(self) -> None:
+        for worker in self.plotters.values():
+            worker.wake.set()
+
+    def pick_plotter(self, name: str | None, *, waiting: str | None = None) -> PlotterWorker:
+        """The plotter a command is for: ``name``, else the only one, else (``waiting``: a
+        state such as ``pen_change``) the only one in that state. KeyError for an unknown
+        name, AmbiguousPlotter when several could be meant."""
+        if name:
+            if name not in self.plotters:
+                raise KeyError(f"no plotter is named {name!r} (plotters: "
+                               f"{', '.join(self.plotters)})")
+            return self.plotters[name]
+        if len(self.plotters) == 1:
+            return self.plotter
+        if waiting is not None:
+            hits = [w for w in self.plotters.values() if w.state_and_message()[0] == waiting]
+            if len(hits) == 1:
+                return hits[0]
+        raise AmbiguousPlotter(f"there are {len(self.plotters)} plotters "
+                               f"({', '.join(self.plotters)}): say which (plotter=NAME, "
+                               "--plotter NAME)")
+
     def _folder_pipeline(self, sub: str) -> str | None:
         return stages.pipeline_for_folder(sub, self.cfg.pipeline_dirs)
 
@@ -80,8 +118,9 @@ class Daemon:
             return f"already {state}"
         if state == "optimising" and self.optimiser.cancel(job_id):
             return "cancelling"
-        if state == "plotting" and self.plotter.current == job_id:
-            self.plotter.cancel()
+        worker = next((w for w in self.plotters.values() if w.current == job_id), None)
+        if state == "plotting" and worker is not None:
+            worker.cancel()
             return "cancelling"
         if self.finish(job_id, "cancelled", "cancelled", expect=["queued", "vectorised",
                                                                  "interrupted", "optimising"]):
@@ -101,7 +140,7 @@ class Daemon:
                                      resume_stroke=start, error=None,
                                      message=f"resume from stroke {start}"):
             raise PlotterdError(f"job {job_id} is {job['state']}, not interrupted")
-        self.plotter.wake.set()
+        self.wake_plotters()
         return self.store.get(job_id)  # type: ignore[return-value]
 
     def replot_job(self, job_id: int) -> dict:
@@ -117,7 +156,7 @@ class Daemon:
                                      last_acked_stroke=None, last_completed_stroke=None,
                                      message="replot"):
             raise PlotterdError(f"job {job_id} is {job['state']}: cannot replot it now")
-        self.plotter.wake.set()
+        self.wake_plotters()
         return self.store.get(job_id)  # type: ignore[return-value]
 
     def stage_file(self, name: str) -> Path:
@@ -126,9 +165,10 @@ class Daemon:
         return self.staging / f"{uuid.uuid4().hex}{safe_suffix(name)}"
 
     def submit_file(self, staged: Path, *, source: str, name: str,
-                    pipeline: str | None = None, options: dict | None = None) -> dict:
+                    pipeline: str | None = None, options: dict | None = None,
+                    request: dict | None = None) -> dict:
         job = self.inbox.add_file(staged, source=source, name=name, pipeline=pipeline,
-                                  options=options)
+                                  options=options, request=request)
         self.optimiser.wake.set()
         return job
 
@@ -142,7 +182,10 @@ class Daemon:
                                 pipeline=self.cfg.camera.pipeline)
 
     def status(self) -> dict[str, Any]:
-        return {**self.plotter.status(), "camera": self.camera.status(),
+        """The first plotter's status at the top level (as with one plotter), every
+        plotter's under ``plotters``."""
+        plotters = [w.status() for w in self.plotters.values()]
+        return {**plotters[0], "plotters": plotters, "camera": self.camera.status(),
                 "optimising": self.optimiser.current, "watcher": self.watcher.kind,
                 "inbox": str(self.cfg.inbox), "jobs": self.store.counts()}
 
@@ -161,10 +204,11 @@ class Daemon:
                                   message="the daemon stopped while plotting")
             log.warning("job %d: was plotting when the daemon stopped: interrupted at stroke %d",
                         job["id"], start)
-        if self.cfg.auto_resume:
-            for job in self.store.list(states=["interrupted"], newest_first=False):
+        for job in self.store.list(states=["interrupted"], newest_first=False):
+            pc = self.cfg.plotter_named(job["plotter"] or "") or self.cfg.plotter
+            if pc.auto_resume_on:
                 self.resume_job(job["id"])
-                log.info("job %d: resuming the plot by itself (dry-run)", job["id"])
+                log.info("job %d: resuming the plot on %s by itself", job["id"], pc.name)
         # staged uploads / frames that never became a job (crash before the row)
         claimed = {src for j in self.store.list(states=["claiming"])
                    for src, _ in (j["claim"] or [])}
@@ -231,7 +275,7 @@ class Daemon:
         self.server = make_server(self)
         api = threading.Thread(target=self._serve, name="api", daemon=True)
         intake = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
-        self._threads = [self.optimiser, self.plotter, intake, api]
+        self._threads = [self.optimiser, *self.plotters.values(), intake, api]
         for t in self._threads:
             t.start()
         deadline = time.monotonic() + 30
@@ -246,9 +290,8 @@ class Daemon:
         self.ready.set()
         sd_notify(f"READY=1\nSTATUS=listening on {self.cfg.api.url}\nMAINPID={os.getpid()}")
         log.info("plotterd %s ready: API %s, inbox %s, %s", __version__, self.cfg.api.url,
-                 self.cfg.inbox,
-                 "dry-run (simulated plotter)" if self.cfg.dry_run
-                 else f"plotter {self.cfg.plotter.port}")
+                 self.cfg.inbox, ", ".join(
+                     f"{pc.name}: {pc.port or 'simulated (dry-run)'}" for pc in self.cfg.plotters))
 
     def _serve(self) -> None:
         try:
@@ -259,20 +302,23 @@ class Daemon:
             log.exception("the HTTP API stopped")
 
     def stop(self) -> None:
-        if self.stopping.is_set() and not self._threads and not self.plotter.is_alive():
+        workers = list(self.plotters.values())
+        if self.stopping.is_set() and not self._threads and not any(w.is_alive()
+                                                                   for w in workers):
             return
         log.info("stopping")
         sd_notify("STOPPING=1")
         self.stopping.set()
         self.optimiser.wake.set()
-        self.plotter.wake.set()
+        self.wake_plotters()
         self.wake_intake.set()
-        if self.plotter.control is not None:
-            self.plotter.control.cancel()  # recorded as interrupted, resumable
+        for w in workers:
+            if w.control is not None:
+                w.control.cancel()  # recorded as interrupted, resumable
         self.watcher.stop()
         if self.server is not None:
             self.server.should_exit = True
-        for t in {*self._threads, self.optimiser, self.plotter}:
+        for t in {*self._threads, self.optimiser, *workers}:
             if t.is_alive():
                 t.join(timeout=30)
         self._threads = []

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from plotterd.service.config import Config
+from plotterd.service.routing import parse_request, unsatisfiable
 from plotterd.service.store import TERMINAL, JobStore
 
 log = logging.getLogger("plotterd.intake")
@@ -307,12 +308,18 @@ class Inbox:
         pipeline = self.pipeline_for(sub)
         options: dict[str, Any] = {}
         error = None
+        folder = self.cfg.folders.get(sub) if sub is not None else None
+        request = None
+        if folder is not None and (folder.plotter or folder.tags):
+            request = parse_request(folder.plotter, folder.tags, f"folders.{sub}")
         if sidecar is not None:
             try:
-                options, pipeline = _read_sidecar(sidecar, pipeline)
+                options, pipeline, asked = _read_sidecar(sidecar, pipeline)
+                request = asked or request  # the sidecar's request wins over the folder's
             except ValueError as e:
                 error = str(e)
-        folder = self.cfg.folders.get(sub) if sub is not None else None
+        if error is None and (why := unsatisfiable(request, self.cfg)):
+            error = f"plotter request: {why}"
         if folder is not None and folder.overrides and input_kind(name) == "image":
             from plotterd.pipeline import merge_overrides
 
@@ -326,6 +333,7 @@ class Inbox:
             source="inbox", name=name, kind=input_kind(name), jobs_dir=self.cfg.jobs_dir,
             pipeline=pipeline if input_kind(name) == "image" else None, options=options,
             claim=moves, origin=str(path), input_name="input" + suffix, error=error,
+            plotter_request=request,
         )
         log.info("job %d: took %s%s", job["id"], path.relative_to(self.root),
                  f" (pipeline {pipeline})" if input_kind(name) == "image" else " (svg)")
@@ -333,16 +341,17 @@ class Inbox:
         return self.store.get(job["id"])
 
     def add_file(self, staged: Path, *, source: str, name: str, pipeline: str | None = None,
-                 options: dict | None = None) -> dict:
+                 options: dict | None = None, request: dict | None = None) -> dict:
         """Queue a file staged outside the inbox (an upload, a camera frame) through the
-        same crash-safe claim as inbox files."""
+        same crash-safe claim as inbox files. ``request``: the plotter it asks for (already
+        checked by the caller)."""
         kind = input_kind(name)
         suffix = safe_suffix(name) or (".svg" if kind == "svg" else "")
         job = self.store.create(
             source=source, name=name, kind=kind, jobs_dir=self.cfg.jobs_dir,
             pipeline=(pipeline or self.cfg.pipeline) if kind == "image" else None,
             options=options or {}, claim=[(str(staged), "{dir}/input" + suffix)],
-            input_name="input" + suffix,
+            input_name="input" + suffix, plotter_request=request,
         )
         log.info("job %d: %s %s", job["id"], source, name)
         self._finish_claim(job)
@@ -424,14 +433,15 @@ def _write_reason(dst: Path, reason: str) -> None:
     os.replace(tmp, rp)
 
 
-def _read_sidecar(path: Path, pipeline: str) -> tuple[dict, str]:
-    """A sidecar holds pipeline overrides; its ``pipeline`` key picks the pipeline."""
+def _read_sidecar(path: Path, pipeline: str) -> tuple[dict, str, dict | None]:
+    """A sidecar holds pipeline overrides; its ``pipeline`` key picks the pipeline, its
+    ``plotter`` or ``tags`` key the plotter (the request; None when it names none)."""
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"sidecar {path.name}: cannot read: {e}") from e
     if data is None:
-        return {}, pipeline
+        return {}, pipeline, None
     if not isinstance(data, dict):
         raise ValueError(f"sidecar {path.name}: must be a mapping of pipeline keys")
     data = dict(data)
@@ -440,7 +450,9 @@ def _read_sidecar(path: Path, pipeline: str) -> tuple[dict, str]:
         if not isinstance(p, str) or not p:
             raise ValueError(f"sidecar {path.name}: pipeline: must be a pipeline name")
         pipeline = p
-    return data, pipeline
+    request = parse_request(data.pop("plotter", None), data.pop("tags", None),
+                            f"sidecar {path.name}")
+    return data, pipeline, request
 
 
 class InboxWatcher:

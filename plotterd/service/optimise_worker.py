@@ -77,7 +77,7 @@ def run(job_dir: Path, parent_pid: int | None = None) -> int:
     else:
         source = str(job_dir / spec["input"])
     store.progress(job_id, "vectorise", 0.0, {})
-    paths, stats = stages.make_gcode(source, spec, job_dir)
+    paths, stats = stages.make_gcodes(source, spec, job_dir)  # one per plotter it may go to
     rename = {"svg": "page", "stats": "gcode_stats"}  # draw's svg is the drawing
     for k, v in paths.items():
         k = rename.get(k, k)

@@ -16,6 +16,7 @@ While a job plots: ``plotting``, ``paused``, ``pen_change`` (an M0 waits for the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -25,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from plotterd.errors import PlotterdError
 from plotterd.progress import Progress
-from plotterd.service import stages
+from plotterd.service import routing, stages
+from plotterd.service.config import DEFAULT_PLOTTER
 
 if TYPE_CHECKING:
+    from plotterd.service.config import PlotterConfig
     from plotterd.service.daemon import Daemon
 
 log = logging.getLogger("plotterd.plotter")
@@ -66,13 +69,20 @@ class Paper:
 
     ``ready``: a fresh sheet is in; ``job``: the job whose drawing is on it. A job starts on a
     fresh sheet, or (a resume) on its own sheet; ``auto`` (roll feeders, dry-run) never waits.
+    Each plotter has its own sheet (setting ``paper``, or ``paper:<name>`` for a plotter not
+    named ``plotter``).
     """
 
     KEY = "paper"
 
-    def __init__(self, store: Any, mode: str):
+    def __init__(self, store: Any, mode: str, key: str = KEY):
         self.store = store
         self.mode = mode
+        self.KEY = key
+
+    def fresh(self) -> bool:
+        """A job that is not a resume may start now."""
+        return self.mode == "auto" or self.state()["ready"]
 
     def state(self) -> dict[str, Any]:
         value = self.store.setting(self.KEY) or {}
@@ -110,23 +120,33 @@ class Paper:
 
 
 class PlotterWorker(threading.Thread):
-    """Streams ready jobs to the one plotter, with pause/resume/cancel, paper and position."""
+    """Streams ready jobs to one plotter, with pause/resume/cancel, paper and position. The
+    daemon runs one per configured plotter; each has its own connection, sheet and state,
+    so one that is away or waiting never holds up the others."""
 
-    def __init__(self, daemon: Daemon):
-        super().__init__(name="plotter", daemon=True)
+    def __init__(self, daemon: Daemon, pc: PlotterConfig | None = None):
+        pc = pc or daemon.cfg.plotter
+        super().__init__(name="plotter" if pc.name == DEFAULT_PLOTTER else f"plotter {pc.name}",
+                         daemon=True)
         self.d = daemon
-        cfg = daemon.cfg
+        self.pc = pc
+        self.name = pc.name
+        self.dry_run = pc.dry_run
+        self.trigger = daemon.cfg.paper_trigger_of(pc)
         self.wake = threading.Event()
         self.current: int | None = None
         self.control: Any = None
         self.paused = False
         self.last_error: str | None = None
-        self.paper = Paper(daemon.store, cfg.paper_mode)
+        self.paper = Paper(daemon.store, pc.paper_mode,
+                           Paper.KEY if pc.name == DEFAULT_PLOTTER else f"paper:{pc.name}")
+        self.free = False  # idle and able to start a fresh job (routing prefers it)
+        self.gone_since: float | None = None  # when the plotter went away (routing)
         # one user of the machine at a time: a job, or a command from the API
         self.machine_lock = threading.Lock()
         self.link: Any = None  # the open plotterd.machine.Plotter (kept between jobs)
         # the port, by its stable /dev/serial/by-id name once the machine stage found it
-        self.port: str | None = cfg.plotter.port
+        self.port: str | None = pc.port
         self.link_error: str | None = None  # why the plotter is not connected
         self.link_alarm = False  # ... because the firmware is in alarm
         self.asleep = False  # motors off (GRBL $SLP): no job until the origin is set
@@ -145,7 +165,7 @@ class PlotterWorker(threading.Thread):
             self.paused = True
             if self.control is not None:
                 self.control.pause()
-        log.info("plotter paused")
+        log.info("%s paused", self.name)
 
     def resume(self) -> None:
         with self._lock:
@@ -153,7 +173,7 @@ class PlotterWorker(threading.Thread):
             if self.control is not None:
                 self.control.resume()
         self.wake.set()
-        log.info("plotter resumed")
+        log.info("%s resumed", self.name)
 
     def cancel(self) -> int | None:
         with self._lock:
@@ -167,7 +187,7 @@ class PlotterWorker(threading.Thread):
         if self.current is not None:
             raise Busy(f"job {self.current} is plotting on this sheet")
         self.paper.changed()
-        log.info("paper changed (%s)", source)
+        log.info("%s: paper changed (%s)", self.name, source)
         self.wake.set()
         return self.paper.state()
 
@@ -193,19 +213,35 @@ class PlotterWorker(threading.Thread):
             return None
 
     def connected(self) -> bool:
-        if self.d.cfg.dry_run:
+        if self.dry_run:
             return True
         return self.link is not None and bool(_get(self._link_status(), "connected", True))
 
     def _ready_jobs(self) -> list[dict]:
-        return self.d.store.list(states=["vectorised"], newest_first=False)
+        """Ready jobs this plotter may draw (routing: request, stand-in, page fit)."""
+        cfg = self.d.cfg
+        return [j for j in self.d.store.list(states=["vectorised"], newest_first=False)
+                if routing.may_draw(j, self.pc, cfg, self.d.plotter_gone)]
+
+    def mine(self, job: dict) -> bool:
+        """A job drawn (or being drawn) on this plotter; rows from before several plotters
+        belong to the first one."""
+        if job.get("plotter"):
+            return job["plotter"] == self.name
+        return self.pc is self.d.cfg.plotters[0]
+
+    def gone(self) -> bool:
+        """Away (port absent, no answer) for routing.gone_after_s: stand-ins may take its
+        jobs (routing.when_gone: same_tags)."""
+        since = self.gone_since
+        return since is not None and time.monotonic() - since >= self.d.cfg.routing.gone_after_s
 
     def state_and_message(self) -> tuple[str, str]:
         """What the plotter does or waits for (one of STATES), and a line saying so."""
         link = self._link_status()
         if self.current is not None:
             return self._job_state(link)
-        port = self.d.cfg.plotter.port
+        port = self.pc.port
         if not self.connected():
             why = f": {self.link_error}" if self.link_error else ""
             if self.link_alarm:
@@ -233,13 +269,14 @@ class PlotterWorker(threading.Thread):
             return "paused", f"job {job} paused (plotterd resume)"
         if stream_state == "recovering":
             return "disconnected", (f"job {job}: link lost, reconnecting to "
-                                    f"{self.d.cfg.plotter.port}")
+                                    f"{self.pc.port}")
         done, total = self._progress.get("completed_stroke"), self._progress.get("strokes")
         where = f" (stroke {done + 1}/{total})" if isinstance(done, int) and total else ""
         return "plotting", f"plotting job {job}{where}"
 
     def _between_jobs_state(self) -> tuple[str, str]:
-        interrupted = self.d.store.list(states=["interrupted"], newest_first=False)
+        interrupted = [j for j in self.d.store.list(states=["interrupted"], newest_first=False)
+                       if self.mine(j)]
         lost = [j for j in interrupted if waits_for_origin(j)]
         if lost or self.position_lost:
             which = f"job {lost[0]['id']} interrupted: " if lost else ""
@@ -251,7 +288,7 @@ class PlotterWorker(threading.Thread):
             on = f"job {paper['job']} is on the sheet; " if paper["job"] else ""
             return "waiting_for_paper", (
                 f"waiting for paper: {on}put in a new sheet and confirm (plotterd "
-                f"paper-changed, POST /api/paper/changed or touch {self.d.cfg.paper_trigger})")
+                f"paper-changed, POST /api/paper/changed or touch {self.trigger})")
         if interrupted:
             j = (on_sheet or interrupted)[0]
             also = " or plotterd paper-changed for the next job" if on_sheet else ""
@@ -265,9 +302,13 @@ class PlotterWorker(threading.Thread):
         state, message = self.state_and_message()
         link = self._link_status()
         pos = _get(link, "position")
+        page = cfg.page_of(self.pc)
         return {
-            "port": self.port or f"simulator ({cfg.plotter.sim_speed})",
-            "dry_run": cfg.dry_run, "profile": cfg.plotter.profile,
+            "name": self.name, "tags": list(self.pc.tags),
+            "page": {"paper": page.paper, "orientation": page.orientation,
+                     "margin_mm": page.margin_mm},
+            "port": self.port or f"simulator ({self.pc.sim_speed})",
+            "dry_run": self.dry_run, "profile": self.pc.profile, "gone": self.gone(),
             "state": state, "message": message, "connected": self.connected(),
             "position": list(pos) if pos is not None else None,
             "position_known": (self.position_lost is None
@@ -287,8 +328,7 @@ class PlotterWorker(threading.Thread):
     def _ensure_connection(self) -> bool:
         """True when a job can start: dry-run, or the plotter is there (connected, with the
         machine stage's Plotter). Retries at most every ``plotter.reconnect_s``."""
-        cfg = self.d.cfg
-        if cfg.dry_run:
+        if self.dry_run:
             return True
         if self.link is not None:
             if self._present() and self._alive():
@@ -297,14 +337,14 @@ class PlotterWorker(threading.Thread):
         now = time.monotonic()
         if now < self._next_connect:
             return False
-        self._next_connect = now + cfg.plotter.reconnect_s
+        self._next_connect = now + self.pc.reconnect_s
         if not self._present():
             self._set_link_error(f"{self.port} is not there (unplugged or off?)")
             return False
         try:
-            self.link = stages.connect_plotter(self.port, cfg.plotter.profile,
-                                               cfg.plotter.baudrate, cfg.plotter.timeouts,
-                                               cfg.plotter.machine)
+            self.link = stages.connect_plotter(self.port, self.pc.profile,
+                                               self.pc.baudrate, self.pc.timeouts,
+                                               self.pc.machine)
         except (PlotterdError, OSError) as e:
             self.link = None
             # a board locked in alarm (homing needed, unlocking not allowed) is there, but
@@ -320,8 +360,9 @@ class PlotterWorker(threading.Thread):
                      self.port, stable)
             self.port = stable
         if self.link_error is not None:
-            log.info("plotter %s is back", self.port)
+            log.info("%s: plotter %s is back", self.name, self.port)
         self.link_error = None
+        self.gone_since = None
         if self.position_lost and _get(self._link_status(), "position_known"):
             self.position_reestablished("homed on connecting")  # a machine that homes
         return True
@@ -329,7 +370,7 @@ class PlotterWorker(threading.Thread):
     def _alive(self) -> bool:
         """Between jobs, ask the board where it is now and then (a lost link shows)."""
         now = time.monotonic()
-        if self.current is None and now - self._last_refresh >= self.d.cfg.plotter.reconnect_s:
+        if self.current is None and now - self._last_refresh >= self.pc.reconnect_s:
             self._last_refresh = now
             try:
                 self.link.refresh()
@@ -340,8 +381,10 @@ class PlotterWorker(threading.Thread):
 
     def _set_link_error(self, error: str) -> None:
         if error != self.link_error:
-            log.warning("plotter: %s; jobs wait for it", error)
+            log.warning("%s: %s; jobs wait for it", self.name, error)
         self.link_error = error
+        if self.link is None and self.gone_since is None:
+            self.gone_since = time.monotonic()
 
     def _drop_link(self, why: str) -> None:
         link, self.link = self.link, None
@@ -371,7 +414,7 @@ class PlotterWorker(threading.Thread):
                 if job is not None:
                     self._run_job(job)
             if job is None:
-                self.wake.wait(min(1.0, self.d.cfg.plotter.reconnect_s))
+                self.wake.wait(min(1.0, self.pc.reconnect_s))
                 self.wake.clear()
         for link in (self.link, self._sim_link):
             if link is not None:
@@ -392,7 +435,7 @@ class PlotterWorker(threading.Thread):
             self._progress = {}
 
     def _check_trigger(self) -> None:
-        trigger = self.d.cfg.paper_trigger
+        trigger = self.trigger
         try:
             touched = trigger.stat().st_mtime
         except OSError:
@@ -412,28 +455,64 @@ class PlotterWorker(threading.Thread):
             log.warning("paper trigger ignored: %s", e)
 
     def _next_job(self) -> dict | None:
-        """The next job allowed to start, moved to ``plotting`` (compare-and-set)."""
-        if self.paused:
+        """The next job allowed to start, moved to ``plotting`` and assigned to this plotter
+        in one compare-and-set (two plotters never take one job)."""
+        self.free = (self._can_plot and not self.paused and self.current is None
+                     and self.paper.fresh() and self._position_known())
+        if self.paused or not self._can_plot:
             return None
         ready = self._ready_jobs()
-        if not ready or not self._can_plot:
+        if not ready:
             return None
         sheet = self.paper.state()["job"]
         ready.sort(key=lambda j: j["id"] != sheet)  # the sheet's own job (a resume) first
         for job in ready:
-            if not self.paper.may_start(job):
+            if not self.paper.may_start(job) or self._defer(job):
                 continue
             if job["resume_stroke"] is not None and not self._position_known():
                 self.d.store.transition(job["id"], "interrupted", expect=["vectorised"],
                                         error=POSITION_LOST, message=POSITION_LOST)
                 log.warning("job %d: %s", job["id"], POSITION_LOST)
                 continue
-            if self.d.store.transition(job["id"], "plotting", expect=["vectorised"]):
+            if self.d.store.transition(job["id"], "plotting", expect=["vectorised"],
+                                       plotter=self.name, **self._own_gcode(job)):
                 return self.d.store.get(job["id"])
         return None
 
+    def _defer(self, job: dict) -> bool:
+        """Leave a job any plotter may draw to a free plotter listed before this one (the
+        first free plotter gets it), waking it."""
+        if job["resume_stroke"] is not None:
+            return False
+        cfg = self.d.cfg
+        for other in self.d.plotters.values():
+            if other is self:
+                return False
+            if other.free and routing.may_draw(job, other.pc, cfg, self.d.plotter_gone):
+                other.wake.set()
+                return True
+        return False
+
+    def _own_gcode(self, job: dict) -> dict[str, Any]:
+        """Artefacts (and G-code stats) pointed at this plotter's G-code, made for its
+        profile, page and pens: what it plots, what the page and a replot show."""
+        mine = (job.get("stats") or {}).get("gcode_for", {}).get(self.name)
+        if not mine or not mine.get("files"):
+            return {}
+        artefacts = {k: v for k, v in job["artefacts"].items()
+                     if not (k.startswith("pen") and k[3:].isdigit())}
+        artefacts.update(mine["files"])
+        if artefacts == job["artefacts"]:
+            return {}
+        stats = dict(job["stats"])
+        try:
+            stats.update(json.loads((Path(job["dir"]) / artefacts["gcode_stats"]).read_text()))
+        except (KeyError, OSError, ValueError):
+            pass  # the figures stay those of the first plotter's G-code
+        return {"artefacts": artefacts, "stats": stats}
+
     def _position_known(self) -> bool:
-        if self.d.cfg.dry_run:
+        if self.dry_run:
             return True  # every dry-run job gets a fresh simulator, at its origin
         if self.position_lost is not None:
             return False
@@ -443,14 +522,14 @@ class PlotterWorker(threading.Thread):
     def process(self, job: dict) -> None:
         job_id = job["id"]
         job_dir = Path(job["dir"])
-        cfg = self.d.cfg
         gcode = job_dir / (job["artefacts"].get("gcode") or "plot.gcode")
         start = job["resume_stroke"]
-        render = job_dir / "render.png" if cfg.dry_run else None
+        render = job_dir / "render.png" if self.dry_run else None
         record = job_dir / "plot.record"
         if start is None:
             record.unlink(missing_ok=True)  # a fresh plot starts a fresh drawing
         control = stages.new_control()
+        self.free = False
         with self._lock:
             self.current, self.control = job_id, control
             if self.paused:
@@ -474,16 +553,15 @@ class PlotterWorker(threading.Thread):
 
     def _stream(self, gcode: Path, start: int | None, report: Any, control: Any,
                 record: Path, render: Path | None) -> Any:
-        cfg = self.d.cfg
         if self.link is not None:  # the real plotter, on the connection kept open
             program = stages.load_program(gcode)
             return stages.plot_on(self.link, program, start_stroke=start, progress=report,
                                   control=control)
-        if cfg.dry_run:
+        if self.dry_run:
             # a fresh simulator per job, shaped like the program's machine, recording what
             # it draws (the job's render; a resume after a restart adds to the drawing)
             program = stages.load_program(gcode)
-            sim = stages.sim_job_plotter(program, cfg.plotter.sim_speed, record)
+            sim = stages.sim_job_plotter(program, self.pc.sim_speed, record)
             self._active = sim
             try:
                 if start is not None:
@@ -523,7 +601,6 @@ class PlotterWorker(threading.Thread):
 
     def _finish(self, job: dict, result: Any, ckpt: dict[str, Any],
                 sheet_before: dict[str, Any], record: Path, render: Path | None) -> None:
-        cfg = self.d.cfg
         status = getattr(result, "status", "failed")
         error = getattr(result, "error", None)
         for key in ("last_acked_stroke", "last_completed_stroke"):
@@ -534,8 +611,8 @@ class PlotterWorker(threading.Thread):
         if status in ("failed", "interrupted") and not getattr(result, "connected", True):
             # the plotter could not be reached and nothing was sent: the job waits for it
             self.paper.put_back(sheet_before)
-            if not cfg.dry_run:
-                self._drop_link(error or f"{cfg.plotter.port}: no answer")
+            if not self.dry_run:
+                self._drop_link(error or f"{self.pc.port}: no answer")
                 self.d.store.transition(job["id"], "vectorised", expect=["plotting"],
                                         message=f"waiting for the plotter: {error}")
                 log.warning("job %d: the plotter cannot be reached (%s); the job waits",
@@ -556,7 +633,7 @@ class PlotterWorker(threading.Thread):
         if status == "cancelled" and self.d.stopping.is_set():
             status = "interrupted"  # a shutdown, not a user's cancel: resumable
             error = error or "the daemon stopped while plotting"
-        elif status == "interrupted" and not cfg.dry_run and self._lost_position(result):
+        elif status == "interrupted" and not self.dry_run and self._lost_position(result):
             # the board reset (or the link was lost, which resets it): the head is not where
             # the program thinks; only homing or the user's word re-establishes it
             error = f"{error}; {POSITION_LOST}" if error and POSITION_LOST not in error \
@@ -623,8 +700,7 @@ class PlotterWorker(threading.Thread):
     def _wake(self) -> Any:
         """GRBL leaves $SLP only through a reset: reconnecting gives it one (its position
         was lost with the motors anyway)."""
-        cfg = self.d.cfg
-        if cfg.dry_run:
+        if self.dry_run:
             self._sim_link.close()
             self._sim_link = None
         else:
@@ -635,14 +711,13 @@ class PlotterWorker(threading.Thread):
         return self._command_link()
 
     def _command_link(self) -> Any:
-        cfg = self.d.cfg
-        if cfg.dry_run:
+        if self.dry_run:
             if self._sim_link is None:
-                self._sim_link = stages.sim_plotter(cfg.plotter.profile, cfg.plotter.sim_speed)
+                self._sim_link = stages.sim_plotter(self.pc.profile, self.pc.sim_speed)
             return self._sim_link
         self._next_connect = 0.0  # a user waits: try now
         if not self._ensure_connection() or self.link is None:
-            raise NotConnected(f"plotter {cfg.plotter.port} is not connected: "
+            raise NotConnected(f"plotter {self.pc.port} is not connected: "
                                f"{self.link_error or 'no answer'}")
         return self.link
 
@@ -653,7 +728,7 @@ class PlotterWorker(threading.Thread):
         self.position_lost = None
         resumed = []
         for job in self.d.store.list(states=["interrupted"], newest_first=False):
-            if waits_for_origin(job):
+            if waits_for_origin(job) and self.mine(job):
                 self.d.resume_job(job["id"])
                 resumed.append(job["id"])
                 log.info("job %d: position re-established (%s): resumes from stroke %s",

@@ -119,22 +119,72 @@ def sequence_source(path: str | Path, options: dict[str, Any] | None):
         raise ConfigError(e.key, e.message, "job options (sidecar)") from e
 
 
-def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path) -> tuple[dict[str, Path], dict]:
+# the names the job's artefacts give make_gcode's files (draw's svg is the drawing)
+GCODE_ARTEFACTS = {"svg": "page", "stats": "gcode_stats"}
+# a drawing clipped by more than this on a plotter's page does not fit that plotter
+FIT_CLIPPED_MM = 1.0
+
+
+def make_gcodes(source: Any, spec: dict[str, Any], job_dir: Path
+                ) -> tuple[dict[str, Path], dict]:
+    """The job's G-code for each plotter that may draw it (``spec["plotters"]``: name,
+    profile, page, vector, out), made once per distinct (profile, page, vector). Returns the
+    first plotter's files and stats as :func:`make_gcode` does, with ``stats["gcode_for"]``:
+    per plotter its artefact files, whether the drawing fits its page unclipped, and the
+    error if its G-code could not be made. When no plotter's could, the first error is
+    raised (fails the job, as with one plotter)."""
+    from plotterd.errors import PlotterdError
+
+    targets = spec.get("plotters") or [{"name": None, "out": "plot.gcode"}]
+    made: dict[str, Any] = {}
+    gcode_for: dict[str, Any] = {}
+    first: tuple | None = None
+    errors: list[PlotterdError] = []
+    for t in targets:
+        one = {**spec, **{k: v for k, v in t.items() if k not in ("name", "out")}}
+        key = json.dumps([one["profile"], one["page"], one.get("vector")], sort_keys=True)
+        if key not in made:
+            try:
+                made[key] = make_gcode(source, one, job_dir, out=t.get("out", "plot.gcode"))
+            except PlotterdError as e:
+                made[key] = e
+        got = made[key]
+        if isinstance(got, PlotterdError):
+            errors.append(got)
+            gcode_for[t["name"]] = {"error": str(got)}
+            continue
+        paths, stats = got
+        first = first or got
+        clipped = stats.get("clipped_mm") or 0.0
+        files = {GCODE_ARTEFACTS.get(k, k): str(Path(v).relative_to(job_dir))
+                 for k, v in paths.items() if Path(v).is_relative_to(job_dir)}
+        gcode_for[t["name"]] = {"files": files, "clipped_mm": clipped,
+                                "fits": clipped <= FIT_CLIPPED_MM, "error": None}
+    if first is None:
+        raise errors[0]
+    paths, stats = first
+    if targets[0].get("name") is not None:
+        stats = {**stats, "gcode_for": gcode_for}
+    return paths, stats
+
+
+def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path, out: str = "plot.gcode"
+               ) -> tuple[dict[str, Path], dict]:
     """Strokes or an SVG / stroke-sequence path -> page layout -> G-code in
-    ``job_dir/plot.gcode`` (and one file per pen with ``vector.per_pen``)."""
+    ``job_dir/<out>`` (and one file per pen with ``vector.per_pen``)."""
     from plotterd.gcode import load_profile
     from plotterd.gcode import make_gcode as _make_gcode
     from plotterd.vector.sequences import is_sequence_file
 
     profile = load_profile(spec["profile"])
     if isinstance(source, str | Path) and Path(source).suffix.lower() in FOREIGN_GCODE:
-        return _take_foreign_gcode(Path(source), profile, job_dir)
+        return _take_foreign_gcode(Path(source), profile, job_dir / out)
     if isinstance(source, str | Path) and is_sequence_file(source):
         source = sequence_source(source, spec.get("overrides"))
     vector = spec.get("vector") or {}
     result = _make_gcode(source, profile=profile, page=page_spec(spec["page"]),
                          options=vector_options(vector))
-    out = job_dir / "plot.gcode"
+    out = job_dir / out
     paths = {k: Path(v) for k, v in result.save(out).items()}
     if vector.get("per_pen"):
         # the library function `plotterd gcode --per-pen` uses: plot-penN-COLOUR.gcode
@@ -146,7 +196,7 @@ def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path) -> tuple[dict[s
 FOREIGN_GCODE = (".gcode", ".nc", ".ngc", ".gc")  # G-code made by other tools
 
 
-def _take_foreign_gcode(source: Path, profile: Any, job_dir: Path
+def _take_foreign_gcode(source: Path, profile: Any, out: Path
                         ) -> tuple[dict[str, Path], dict]:
     """G-code from another tool (vpype-gcode, DrawingBotV3, by hand): parsed into moves
     and strokes against the daemon's profile, every move bounds-checked and coordinate
@@ -155,7 +205,6 @@ def _take_foreign_gcode(source: Path, profile: Any, job_dir: Path
     from plotterd.gcode.program import Program
 
     program = Program.load(source, profile=profile)
-    out = job_dir / "plot.gcode"
     meta = program.save(out)
     header = program.header
     stats = {"source": source.name, "foreign_gcode": True, "profile": profile.name,

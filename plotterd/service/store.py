@@ -28,7 +28,8 @@ from typing import Any
 from plotterd.errors import PlotterdError
 
 # 2: the ``settings`` table (daemon state that outlives a restart: the paper)
-SCHEMA_VERSION = 2
+# 3: several plotters: ``plotter_request`` (what the job asked for), ``plotter`` (assigned)
+SCHEMA_VERSION = 3
 
 STATES = (
     "claiming", "queued", "optimising", "vectorised", "plotting",
@@ -65,7 +66,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_completed_stroke INTEGER,
     resume_stroke INTEGER,          -- start stroke of the next plot (resume), NULL = start
     plot_attempts INTEGER NOT NULL DEFAULT 0,
-    optimise_attempts INTEGER NOT NULL DEFAULT 0
+    optimise_attempts INTEGER NOT NULL DEFAULT 0,
+    plotter_request TEXT,           -- what the job asked for: {"plotter": NAME} | {"tags": [..]}
+    plotter TEXT                    -- the plotter that took it (plots / plotted it)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -82,7 +85,9 @@ CREATE TABLE IF NOT EXISTS settings (
 );
 """
 
-_JSON_FIELDS = ("options", "info", "artefacts", "stats", "claim")
+_JSON_FIELDS = ("options", "info", "artefacts", "stats", "claim", "plotter_request")
+# columns added after schema 1, with their type: added to older databases on opening
+_ADDED_COLUMNS = (("plotter_request", "TEXT"), ("plotter", "TEXT"))
 
 
 class StoreError(PlotterdError):
@@ -108,6 +113,10 @@ class JobStore:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            have = {r[1] for r in c.execute("PRAGMA table_info(jobs)").fetchall()}
+            for col, kind in _ADDED_COLUMNS:  # an older database: same rows, new columns
+                if col not in have:
+                    c.execute(f"ALTER TABLE jobs ADD COLUMN {col} {kind}")
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections -------------------------------------------------------------------
@@ -212,7 +221,8 @@ class JobStore:
                pipeline: str | None = None, options: dict | None = None,
                claim: list[tuple[str, str]] | None = None, origin: str | None = None,
                input_name: str | None = None, state: str = "claiming",
-               error: str | None = None, archive: str | None = None) -> dict[str, Any]:
+               error: str | None = None, archive: str | None = None,
+               plotter_request: dict | None = None) -> dict[str, Any]:
         """Insert a job. Its directory is ``jobs_dir/<id>`` (not created here)."""
         if source not in SOURCES:
             raise ValueError(f"bad source {source!r}")
@@ -222,11 +232,12 @@ class JobStore:
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO jobs (source, name, kind, pipeline, options, state, created, "
-                "updated, dir, input, claim, origin, error, archive, finished) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)",
+                "updated, dir, input, claim, origin, error, archive, finished, "
+                "plotter_request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?)",
                 (source, name, kind, pipeline, json.dumps(options or {}), state, now, now,
                  input_name, None if claim is None else json.dumps(claim), origin, error,
-                 archive, now if state in TERMINAL else None),
+                 archive, now if state in TERMINAL else None,
+                 None if not plotter_request else json.dumps(plotter_request)),
             )
             job_id = cur.lastrowid
             job_dir = str(Path(jobs_dir) / str(job_id))

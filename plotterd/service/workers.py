@@ -82,6 +82,8 @@ class OptimiserWorker(threading.Thread):
         self._stop_worker()
 
     def spec(self, job: dict) -> dict[str, Any]:
+        from plotterd.service.routing import gcode_targets
+
         cfg = self.d.cfg
         return {
             "job_id": job["id"], "db": str(cfg.db_path), "kind": job["kind"],
@@ -94,6 +96,8 @@ class OptimiserWorker(threading.Thread):
             "threads": cfg.optimiser.threads, "checkpoint_every": cfg.optimiser.checkpoint_every,
             "iterations": cfg.optimiser.iterations, "seed": cfg.optimiser.seed,
             "weights_dir": str(cfg.weights_dir) if cfg.weights_dir else None,
+            # G-code for every plotter that may draw the job (its profile, page and pens)
+            "plotters": gcode_targets(cfg, job),
         }
 
     def process(self, job: dict) -> None:
