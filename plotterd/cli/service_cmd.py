@@ -20,6 +20,10 @@ def client_options(f):
     return f
 
 
+_plotter_opt = click.option("--plotter", "plotter", metavar="NAME",
+                            help="which plotter (needed when the daemon has several)")
+
+
 def _client(url, token, config):
     from plotterd.service.client import Client
 
@@ -42,12 +46,18 @@ def _fmt_job(j: dict) -> str:
     pct = f"{100 * (p['fraction'] or 0):3.0f}%"
     stage = p["stage"] or ""
     err = f"  {j['error']}" if j.get("error") else ""
-    return f"{j['id']:>5}  {j['state']:<12} {stage:<10} {pct}  {j['name']}{err}"
+    on = f"  (on {j['plotter']})" if j.get("plotter") else ""
+    return f"{j['id']:>5}  {j['state']:<12} {stage:<10} {pct}  {j['name']}{on}{err}"
 
 
 def _plotter_line(st: dict) -> str:
+    """``plotter: STATE: MESSAGE`` (one plotter), or one such line per plotter, named."""
+    many = st.get("plotters") or []
+    if len(many) > 1 and "action" not in st:
+        return "\n".join(f"plotter {p['name']}: {p['state']}: {p['message']}" for p in many)
     p = st["plotter"]
-    return f"plotter: {p['state']}: {p['message']}"
+    name = f" {p['name']}" if len(many) > 1 else ""
+    return f"plotter{name}: {p['state']}: {p['message']}"
 
 
 @click.command()
@@ -116,23 +126,30 @@ def _follow(c, job_id: int) -> None:
             time.sleep(0.5)
 
 
+def _params(plotter):
+    return {"params": {"plotter": plotter}} if plotter else {}
+
+
 @click.command()
+@_plotter_opt
 @client_options
-def pause(url, token, config):
-    """Pause the plotter (the pen lifts; the next job waits)."""
-    s = _client(url, token, config).post("/plot/pause")
-    click.echo(f"plotter {s['state']}")
+def pause(plotter, url, token, config):
+    """Pause the plotter (the pen lifts; the next job waits); every plotter unless
+    --plotter names one."""
+    s = _client(url, token, config).post("/plot/pause", **_params(plotter))
+    click.echo(f"plotter {plotter + ' ' if plotter else ''}{s['state']}")
 
 
 @click.command()
 @click.argument("job_id", type=int, required=False)
+@_plotter_opt
 @client_options
-def resume(job_id, url, token, config):
-    """Resume the paused plotter, or with JOB_ID an interrupted job from its last stroke."""
+def resume(job_id, plotter, url, token, config):
+    """Resume the paused plotter(s), or with JOB_ID an interrupted job from its last stroke."""
     c = _client(url, token, config)
     if job_id is None:
-        s = c.post("/plot/resume")
-        click.echo(f"plotter {s['state']}")
+        s = c.post("/plot/resume", **_params(plotter))
+        click.echo(f"plotter {plotter + ' ' if plotter else ''}{s['state']}")
     else:
         j = c.post(f"/jobs/{job_id}/resume")
         click.echo(f"job {job_id}: resumes from stroke {j['plot']['resume_stroke']}")
@@ -140,11 +157,13 @@ def resume(job_id, url, token, config):
 
 @click.command()
 @click.argument("job_id", type=int, required=False)
+@_plotter_opt
 @client_options
-def cancel(job_id, url, token, config):
-    """Cancel the current plot, or with JOB_ID any job that has not ended."""
+def cancel(job_id, plotter, url, token, config):
+    """Cancel the current plot (of --plotter), or with JOB_ID any job that has not ended."""
     c = _client(url, token, config)
-    r = c.post("/plot/cancel") if job_id is None else c.post(f"/jobs/{job_id}/cancel")
+    r = c.post("/plot/cancel", **_params(plotter)) if job_id is None \
+        else c.post(f"/jobs/{job_id}/cancel")
     click.echo(f"job {r['job']}: {r['result']}")
 
 
@@ -161,11 +180,14 @@ def capture(url, token, config):
 @click.option("-p", "--pipeline", help="pipeline name or path (default: the daemon's)")
 @click.option("--options", "options", help="pipeline overrides, YAML/JSON (e.g. 'iterations: 50')")
 @click.option("--wait", is_flag=True, help="follow the job with a progress bar until it ends")
+@click.option("--plotter", metavar="NAME", help="draw it on this plotter")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="draw it on a plotter with this tag (repeatable: all of them)")
 @client_options
-def submit(image, pipeline, options, wait, url, token, config):
+def submit(image, pipeline, options, wait, plotter, tags, url, token, config):
     """Send a picture (or an SVG) to the running daemon as a new job."""
     c = _client(url, token, config)
-    j = c.submit(image, pipeline=pipeline, options=options)
+    j = c.submit(image, pipeline=pipeline, options=options, plotter=plotter, tags=tags)
     click.echo(f"job {j['id']}: queued {j['name']}")
     if wait:
         _follow(c, j["id"])
@@ -174,58 +196,71 @@ def submit(image, pipeline, options, wait, url, token, config):
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+@_plotter_opt
 @client_options
-def status(as_json, url, token, config):
-    """What the plotter does or waits for (paper, plotter, pen change, origin), and the jobs."""
+def status(as_json, plotter, url, token, config):
+    """What each plotter does or waits for (paper, plotter, pen change, origin), and the jobs."""
     import json
 
-    st = _client(url, token, config).status()
+    st = _client(url, token, config).status(plotter)
     if as_json:
         click.echo(json.dumps(st, indent=1))
         return
-    p, paper = st["plotter"], st["paper"]
-    click.echo(_plotter_line(st))
-    pos = p["position"]
-    where = "unknown" if pos is None else ", ".join(f"{v:g}" for v in pos)
-    click.echo(f"  port {p['port']} ({'connected' if p['connected'] else 'not connected'}), "
-               f"position {where}{'' if p['position_known'] else ' (not known)'}")
-    sheet = "fresh sheet" if paper["ready"] else f"sheet used by job {paper['job']}"
-    click.echo(f"  paper: {paper['mode']}, {sheet}")
-    click.echo("  jobs: " + (", ".join(f"{n} {k}" for k, n in sorted(st["jobs"].items()))
-                             or "none"))
+    many = st.get("plotters") or [{**st["plotter"], "paper": st["paper"]}]
+    for p in ([{**st["plotter"], "paper": st["paper"]}] if plotter else many):
+        name = f" {p['name']}" if len(many) > 1 else ""
+        click.echo(f"plotter{name}: {p['state']}: {p['message']}")
+        pos = p["position"]
+        where = "unknown" if pos is None else ", ".join(f"{v:g}" for v in pos)
+        tags = f", tags {', '.join(p['tags'])}" if p.get("tags") else ""
+        click.echo(f"  port {p['port']} ({'connected' if p['connected'] else 'not connected'}), "
+                   f"position {where}{'' if p['position_known'] else ' (not known)'}{tags}")
+        paper = p["paper"]
+        sheet = "fresh sheet" if paper["ready"] else f"sheet used by job {paper['job']}"
+        click.echo(f"  paper: {paper['mode']}, {sheet}")
+    click.echo("jobs: " + (", ".join(f"{n} {k}" for k, n in sorted(st["jobs"].items()))
+                           or "none"))
 
 
 @click.command("paper-changed")
+@_plotter_opt
 @client_options
-def paper_changed(url, token, config):
+def paper_changed(plotter, url, token, config):
     """Confirm that a fresh sheet is in: the next job may start."""
-    st = _client(url, token, config).paper_changed()
-    click.echo(_plotter_line(st))
+    st = _client(url, token, config).paper_changed(plotter)
+    click.echo(_one_plotter_line(st))
 
 
 @click.command("pen-continue")
+@_plotter_opt
 @client_options
-def pen_continue(url, token, config):
+def pen_continue(plotter, url, token, config):
     """The pen is changed: the job waiting at its pen change (M0) goes on."""
-    st = _client(url, token, config).pen_continue()
-    click.echo(_plotter_line(st))
+    st = _client(url, token, config).pen_continue(plotter)
+    click.echo(_one_plotter_line(st))
 
 
-def _machine(url, token, config, action: str, **body) -> None:
-    r = _client(url, token, config).machine(action, **body)
+def _one_plotter_line(st: dict) -> str:
+    """The line of the plotter a command went to."""
+    return _plotter_line({**st, "action": True})
+
+
+def _machine(url, token, config, action: str, plotter=None, **body) -> None:
+    r = _client(url, token, config).machine(action, plotter=plotter, **body)
     resumed = (r.get("result") or {}).get("resumed") if isinstance(r.get("result"), dict) \
         else None
     if resumed:
         click.echo(f"job(s) {', '.join(map(str, resumed))} resume from their stroke")
-    click.echo(_plotter_line(r))
+    click.echo(_one_plotter_line(r))
 
 
 @click.command()
+@_plotter_opt
 @client_options
-def origin(url, token, config):
+def origin(plotter, url, token, config):
     """Confirm that the pen is at the origin (0, 0); a job interrupted because the position
     was lost resumes from its stroke."""
-    _machine(url, token, config, "origin")
+    _machine(url, token, config, "origin", plotter)
 
 
 @click.group()
@@ -235,9 +270,10 @@ def ctl():
 
 
 def _ctl_command(name: str, action: str, doc: str):
+    @_plotter_opt
     @client_options
-    def cmd(url, token, config):
-        _machine(url, token, config, action)
+    def cmd(plotter, url, token, config):
+        _machine(url, token, config, action, plotter)
 
     cmd.__doc__ = doc
     ctl.command(name)(cmd)
@@ -251,27 +287,30 @@ for _name, _doc in (("home", "Home the machine (re-establishes the position)."),
 
 @ctl.command()
 @click.argument("where", type=click.Choice(["up", "down"]))
+@_plotter_opt
 @client_options
-def pen(where, url, token, config):
+def pen(where, plotter, url, token, config):
     """Lift (up) or lower (down) the pen, as the profile does."""
-    _machine(url, token, config, f"pen-{where}")
+    _machine(url, token, config, f"pen-{where}", plotter)
 
 
 @ctl.command()
 @click.argument("dx", type=float)
 @click.argument("dy", type=float)
+@_plotter_opt
 @client_options
-def jog(dx, dy, url, token, config):
+def jog(dx, dy, plotter, url, token, config):
     """Move the head by DX, DY mm (refused beyond the machine's bounds)."""
-    _machine(url, token, config, "jog", dx=dx, dy=dy)
+    _machine(url, token, config, "jog", plotter, dx=dx, dy=dy)
 
 
 @ctl.command()
 @click.argument("line")
+@_plotter_opt
 @client_options
-def send(line, url, token, config):
+def send(line, plotter, url, token, config):
     """Send one G-code line (moves bounds-checked)."""
-    _machine(url, token, config, "send", line=line)
+    _machine(url, token, config, "send", plotter, line=line)
 
 
 @ctl.command()

@@ -19,7 +19,9 @@ from fastapi.responses import FileResponse
 from plotterd import __version__
 from plotterd.errors import PlotterdError
 from plotterd.service.api_machine import install as install_machine_api
+from plotterd.service.api_machine import pick
 from plotterd.service.camera import CameraError
+from plotterd.service.routing import RoutingError, parse_request, unsatisfiable
 from plotterd.service.web import install as install_web
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ def job_view(job: dict[str, Any], base: str = "") -> dict[str, Any]:
                  "last_completed_stroke": job["last_completed_stroke"],
                  "resume_stroke": job["resume_stroke"], "attempts": job["plot_attempts"]},
         "dir": job["dir"], "archive": job["archive"],
+        "plotter": job.get("plotter"), "plotter_request": job.get("plotter_request"),
     }
 
 
@@ -100,7 +103,15 @@ def make_app(daemon: Daemon) -> FastAPI:
     @app.post("/jobs", dependencies=guarded, status_code=201)
     async def upload(file: Annotated[UploadFile, File()],
                      pipeline: Annotated[str | None, Form()] = None,
-                     options: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+                     options: Annotated[str | None, Form()] = None,
+                     plotter: Annotated[str | None, Form()] = None,
+                     tags: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+        try:  # a plotter by name, or tags (comma-separated) a plotter must have
+            request = parse_request(plotter, tags, "upload")
+        except RoutingError as e:
+            raise HTTPException(400, str(e)) from e
+        if why := unsatisfiable(request, cfg):
+            raise HTTPException(400, f"plotter request: {why}")
         overrides: dict[str, Any] = {}
         if options:
             try:
@@ -124,7 +135,7 @@ def make_app(daemon: Daemon) -> FastAPI:
             staged.unlink(missing_ok=True)
             raise
         job = daemon.submit_file(staged, source="upload", name=name, pipeline=pipeline,
-                                 options=overrides)
+                                 options=overrides, request=request)
         return job_view(job)
 
     @app.post("/jobs/{job_id}/cancel", dependencies=guarded)
@@ -148,22 +159,43 @@ def make_app(daemon: Daemon) -> FastAPI:
         except PlotterdError as e:
             raise HTTPException(409, str(e)) from e
 
+    def workers(plotter: str | None) -> list[Any]:
+        """The named plotter, or every plotter."""
+        if plotter is None:
+            return list(daemon.plotters.values())
+        return [pick(daemon, plotter)]
+
     @app.post("/plot/pause", dependencies=guarded)
-    def pause() -> dict[str, Any]:
-        daemon.plotter.pause()
-        return daemon.plotter.status()
+    def pause(plotter: str | None = None) -> dict[str, Any]:
+        """Pause the plotter (``plotter``: by name; without it every plotter)."""
+        for w in workers(plotter):
+            w.pause()
+        return workers(plotter)[0].status()
 
     @app.post("/plot/resume", dependencies=guarded)
-    def resume() -> dict[str, Any]:
-        daemon.plotter.resume()
-        return daemon.plotter.status()
+    def resume(plotter: str | None = None) -> dict[str, Any]:
+        for w in workers(plotter):
+            w.resume()
+        return workers(plotter)[0].status()
 
     @app.post("/plot/cancel", dependencies=guarded)
-    def cancel() -> dict[str, Any]:
-        job = daemon.plotter.cancel()
+    def cancel(plotter: str | None = None) -> dict[str, Any]:
+        """Cancel the plot of ``plotter``, or the one plot in progress."""
+        busy = [w for w in workers(plotter) if w.current is not None]
+        if not busy:
+            raise HTTPException(409, "nothing is plotting")
+        if len(busy) > 1:
+            raise HTTPException(400, f"{len(busy)} plotters are plotting "
+                                f"({', '.join(w.name for w in busy)}): say which (plotter=NAME)")
+        job = busy[0].cancel()
         if job is None:
             raise HTTPException(409, "nothing is plotting")
-        return {"job": job, "result": "cancelling"}
+        return {"job": job, "plotter": busy[0].name, "result": "cancelling"}
+
+    @app.get("/api/plotters", dependencies=guarded)
+    def plotters() -> list[dict[str, Any]]:
+        """Every plotter: name, tags, page, port, state and message, current job, paper."""
+        return [w.status() for w in daemon.plotters.values()]
 
     @app.post("/camera/capture", dependencies=guarded, status_code=201)
     def capture() -> dict[str, Any]:

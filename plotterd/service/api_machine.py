@@ -7,6 +7,11 @@
 * ``POST /api/machine/{pen-up,pen-down,home,jog,origin,motors-off,send}``,
   ``GET /api/machine/ports``: refused (409) while a job plots; a move outside the machine's
   bounds is refused (400) with the machine stage's message.
+* ``GET /api/plotters``: every plotter (in api.py).
+
+Each command takes ``?plotter=NAME``. Without it, it goes to the only plotter; with several,
+paper-changed and pen-continue go to the one plotter waiting for that, and anything else is
+refused (400) asking which. An unknown name is a 404.
 """
 
 from __future__ import annotations
@@ -33,20 +38,40 @@ class Line(BaseModel):
     line: str = Field(..., min_length=1, max_length=200, description="one G-code line")
 
 
-def status_view(daemon: Daemon) -> dict[str, Any]:
+PLOTTER_KEYS = ("name", "tags", "state", "message", "connected", "position", "position_known",
+                "port", "dry_run", "profile", "current_job", "last_error", "stream", "gone")
+
+
+def pick(daemon: Daemon, name: str | None, waiting: str | None = None) -> Any:
+    """The plotter worker a request is for (404 unknown, 400 ambiguous)."""
+    from plotterd.service.daemon import AmbiguousPlotter
+
+    try:
+        return daemon.pick_plotter(name, waiting=waiting)
+    except KeyError as e:
+        raise HTTPException(404, e.args[0]) from e
+    except AmbiguousPlotter as e:
+        raise HTTPException(400, str(e)) from e
+
+
+def status_view(daemon: Daemon, worker: Any = None) -> dict[str, Any]:
+    """``plotter`` and ``paper``: the given plotter's (default the first); ``plotters``:
+    every plotter's."""
     st = daemon.status()
-    plotter = {k: st[k] for k in ("state", "message", "connected", "position",
-                                  "position_known", "port", "dry_run", "profile",
-                                  "current_job", "last_error", "stream")}
-    return {"version": __version__, "plotter": plotter, "paper": st["paper"],
-            "jobs": st["jobs"], "optimising": st["optimising"], "camera": st["camera"]}
+    mine = worker.status() if worker is not None else st
+    plotter = {k: mine.get(k) for k in PLOTTER_KEYS}
+    plotters = [{**{k: p.get(k) for k in PLOTTER_KEYS}, "paper": p["paper"]}
+                for p in st["plotters"]]
+    return {"version": __version__, "plotter": plotter, "paper": mine["paper"],
+            "plotters": plotters, "jobs": st["jobs"], "optimising": st["optimising"],
+            "camera": st["camera"]}
 
 
 def machine_router(daemon: Daemon, guarded: list[Any]) -> APIRouter:
     router = APIRouter()
-    worker = daemon.plotter
 
-    def run(action: str, *args: Any) -> dict[str, Any]:
+    def run(action: str, plotter: str | None, *args: Any) -> dict[str, Any]:
+        worker = pick(daemon, plotter)
         try:
             out = worker.machine(action, *args)
         except Busy as e:
@@ -55,27 +80,29 @@ def machine_router(daemon: Daemon, guarded: list[Any]) -> APIRouter:
             raise HTTPException(503, str(e)) from e
         except PlotterdError as e:  # out of bounds, refused by the firmware...
             raise HTTPException(400, str(e)) from e
-        return {"action": action, "result": out, **status_view(daemon)}
+        return {"action": action, "result": out, **status_view(daemon, worker)}
 
     @router.get("/api/status", dependencies=guarded)
-    def status() -> dict[str, Any]:
-        return status_view(daemon)
+    def status(plotter: str | None = None) -> dict[str, Any]:
+        return status_view(daemon, pick(daemon, plotter) if plotter else None)
 
     @router.post("/api/paper/changed", dependencies=guarded)
-    def paper_changed() -> dict[str, Any]:
+    def paper_changed(plotter: str | None = None) -> dict[str, Any]:
+        worker = pick(daemon, plotter, waiting="waiting_for_paper")
         try:
             worker.paper_changed(source="api")
         except Busy as e:
             raise HTTPException(409, str(e)) from e
-        return status_view(daemon)
+        return status_view(daemon, worker)
 
     @router.post("/api/pen/continue", dependencies=guarded)
-    def pen_continue() -> dict[str, Any]:
+    def pen_continue(plotter: str | None = None) -> dict[str, Any]:
+        worker = pick(daemon, plotter, waiting="pen_change")
         try:
             worker.pen_continue()
         except Busy as e:
             raise HTTPException(409, str(e)) from e
-        return status_view(daemon)
+        return status_view(daemon, worker)
 
     @router.get("/api/machine/ports", dependencies=guarded)
     def ports() -> list[dict[str, Any]]:
@@ -84,34 +111,34 @@ def machine_router(daemon: Daemon, guarded: list[Any]) -> APIRouter:
         return stages.list_ports()
 
     @router.post("/api/machine/pen-up", dependencies=guarded)
-    def pen_up() -> dict[str, Any]:
-        return run("pen_up")
+    def pen_up(plotter: str | None = None) -> dict[str, Any]:
+        return run("pen_up", plotter)
 
     @router.post("/api/machine/pen-down", dependencies=guarded)
-    def pen_down() -> dict[str, Any]:
-        return run("pen_down")
+    def pen_down(plotter: str | None = None) -> dict[str, Any]:
+        return run("pen_down", plotter)
 
     @router.post("/api/machine/home", dependencies=guarded)
-    def home() -> dict[str, Any]:
-        return run("home")
+    def home(plotter: str | None = None) -> dict[str, Any]:
+        return run("home", plotter)
 
     @router.post("/api/machine/jog", dependencies=guarded)
-    def jog(body: Jog) -> dict[str, Any]:
-        return run("jog", body.dx, body.dy)
+    def jog(body: Jog, plotter: str | None = None) -> dict[str, Any]:
+        return run("jog", plotter, body.dx, body.dy)
 
     @router.post("/api/machine/origin", dependencies=guarded)
-    def origin() -> dict[str, Any]:
+    def origin(plotter: str | None = None) -> dict[str, Any]:
         """The pen is at the origin (0, 0): position re-established; a job interrupted for a
         lost position resumes from its stroke."""
-        return run("set_origin")
+        return run("set_origin", plotter)
 
     @router.post("/api/machine/motors-off", dependencies=guarded)
-    def motors_off() -> dict[str, Any]:
-        return run("motors_off")
+    def motors_off(plotter: str | None = None) -> dict[str, Any]:
+        return run("motors_off", plotter)
 
     @router.post("/api/machine/send", dependencies=guarded)
-    def send(body: Line) -> dict[str, Any]:
-        return run("send_now", body.line)
+    def send(body: Line, plotter: str | None = None) -> dict[str, Any]:
+        return run("send_now", plotter, body.line)
 
     return router
 

@@ -64,33 +64,46 @@ class Client:
         return self.request("POST", path, **kw).json()
 
     def submit(self, path: str | Path, pipeline: str | None = None,
-               options: str | None = None) -> dict:
+               options: str | None = None, plotter: str | None = None,
+               tags: list[str] | tuple[str, ...] = ()) -> dict:
+        """Upload a file as a job; ``plotter`` (a name) or ``tags`` route it."""
         path = Path(path)
-        data = {k: v for k, v in (("pipeline", pipeline), ("options", options)) if v}
+        data = {k: v for k, v in (("pipeline", pipeline), ("options", options),
+                                  ("plotter", plotter), ("tags", ",".join(tags))) if v}
         with open(path, "rb") as f:
             return self.post("/jobs", files={"file": (path.name, f)}, data=data)
 
     # -- the plotter ------------------------------------------------------------------------
     MACHINE_ACTIONS = ("pen-up", "pen-down", "home", "jog", "origin", "motors-off", "send")
 
-    def status(self) -> dict:
+    @staticmethod
+    def _which(plotter: str | None) -> dict[str, Any]:
+        return {"params": {"plotter": plotter}} if plotter else {}
+
+    def status(self, plotter: str | None = None) -> dict:
         """``plotter.state`` (idle, plotting, paused, waiting_for_paper, waiting_for_plotter,
-        pen_change, alarm, disconnected, interrupted), ``plotter.message``, the paper."""
-        return self.get("/api/status")
+        pen_change, alarm, disconnected, interrupted), ``plotter.message``, the paper (of
+        ``plotter``, default the first); ``plotters``: every plotter."""
+        return self.get("/api/status", **self._which(plotter))
 
-    def paper_changed(self) -> dict:
-        return self.post("/api/paper/changed")
+    def plotters(self) -> list[dict]:
+        return self.get("/api/plotters")
 
-    def pen_continue(self) -> dict:
-        return self.post("/api/pen/continue")
+    def paper_changed(self, plotter: str | None = None) -> dict:
+        return self.post("/api/paper/changed", **self._which(plotter))
 
-    def machine(self, action: str, **body: Any) -> dict:
+    def pen_continue(self, plotter: str | None = None) -> dict:
+        return self.post("/api/pen/continue", **self._which(plotter))
+
+    def machine(self, action: str, plotter: str | None = None, **body: Any) -> dict:
         """One machine command between jobs: pen-up, pen-down, home, jog (dx, dy), origin,
-        motors-off, send (line). A DaemonError says why it was refused (409 while a job
-        plots, 400 out of bounds, 503 no plotter)."""
+        motors-off, send (line), to ``plotter`` (needed when there are several). A
+        DaemonError says why it was refused (409 while a job plots, 400 out of bounds or
+        ambiguous, 503 no plotter)."""
         if action not in self.MACHINE_ACTIONS:
             raise ValueError(f"unknown machine action {action!r}")
-        return self.post(f"/api/machine/{action}", **({"json": body} if body else {}))
+        return self.post(f"/api/machine/{action}", **({"json": body} if body else {}),
+                         **self._which(plotter))
 
     def ports(self) -> list[dict]:
         return self.get("/api/machine/ports")

@@ -8,7 +8,9 @@ page asks for the token when the API answers 401 and keeps it in the tab's sessi
 Added for the page:
 
 * ``GET /api/live``: the plotter's status and the current (or last) plot with its progress,
-  elapsed time and ETA, polled about once a second;
+  elapsed time and ETA, polled about once a second; ``plotters``: every plotter's status
+  (the page shows a card per plotter when there are several); ``?plotter=NAME`` follows
+  that plotter (default: the first one plotting, else the first);
 * ``GET /api/jobs/{id}/plan``: the planned drawing (see :mod:`plotterd.service.web.plan`);
 * ``GET /api/jobs/{id}/thumbnail/{name}``: a small PNG of an image artefact;
 * ``GET /api/pipelines``: the pipelines an upload can choose from.
@@ -126,7 +128,7 @@ def _plot_summary(daemon: Any, job: dict[str, Any], view: Callable, now: float):
     elapsed = None if started is None else max(0.0, end - started)
     return {
         **view(job),
-        "current": job["id"] == daemon.plotter.current,
+        "current": any(job["id"] == w.current for w in daemon.plotters.values()),
         "executed": info.get("executed") if job["stage"] == "plot" else None,
         "elapsed_s": None if elapsed is None else round(elapsed, 1),
         "eta_s": info.get("eta_s") if job["state"] == "plotting" else None,
@@ -168,24 +170,33 @@ def web_router(daemon: Any, guarded: list[Any], view: Callable) -> APIRouter:
         return pipeline_choices(pipeline_names(tuple(dirs)), dirs, str(cfg.pipeline))
 
     @router.get("/api/live", dependencies=guarded)
-    def live() -> dict[str, Any]:
+    def live(plotter: str | None = None) -> dict[str, Any]:
         now = time.time()
         status = daemon.status()
+        workers = list(daemon.plotters.values())
+        if plotter is not None:
+            if plotter not in daemon.plotters:
+                raise HTTPException(404, f"no plotter is named {plotter!r}")
+            workers = [daemon.plotters[plotter]]
+        shown = next((w for w in workers if w.current is not None), workers[0])
+        mine = shown.status()
         job = None
-        current = status.get("current_job")
-        if current is not None:
-            job = daemon.store.get(current)
-        if job is None:  # nothing plotting: the last plot
+        if mine["current_job"] is not None:
+            job = daemon.store.get(mine["current_job"])
+        if job is None:  # nothing plotting: the last plot (of that plotter, if named)
             job = next((j for j in daemon.store.list(states=PLOTTED, limit=50)
-                        if "gcode" in j["artefacts"] and j["plot_attempts"] > 0), None)
-        return {"time": now, "plotter": status,
+                        if "gcode" in j["artefacts"] and j["plot_attempts"] > 0
+                        and (plotter is None or shown.mine(j))), None)
+        return {"time": now, "plotter": {**status, **mine}, "plotters": status["plotters"],
                 "job": None if job is None else _plot_summary(daemon, job, view, now)}
 
     @router.get("/api/jobs/{job_id}/plan", dependencies=guarded)
     def plan(job_id: int) -> JSONResponse:
-        path = artefact_path(get_job(job_id), "gcode")
+        job = get_job(job_id)
+        path = artefact_path(job, "gcode")
+        pc = cfg.plotter_named(job.get("plotter") or "") or cfg.plotter
         try:
-            data = plans.get(path, [str(cfg.plotter.profile)])
+            data = plans.get(path, [str(pc.profile)])
         except PlotterdError as e:
             raise HTTPException(422, f"job {job_id}: cannot read its G-code: {e}") from e
         return JSONResponse(data, headers={"Cache-Control": "no-cache"})

@@ -19,7 +19,7 @@ const STATE_WORDS = {
 
 const $ = (id) => document.getElementById(id);
 const state = { plan: null, planKey: null, jobs: new Map(), images: new Map(), details: null,
-                pipelinesLoaded: false, file: null, busy: false };
+                pipelinesLoaded: false, file: null, busy: false, livePlotter: null, several: false };
 
 // ---------------------------------------------------------------- talking to the API
 class ApiError extends Error {
@@ -290,6 +290,7 @@ function strokeText(job, plan) {
 
 async function showLive(live) {
   const st = live.plotter || {};
+  state.livePlotter = st.name || null;
   const s = st.connected === false && st.state === "idle" ? "disconnected" : (st.state || "unknown");
   const badge = $("plotter-state");
   badge.dataset.state = s;
@@ -319,7 +320,8 @@ async function showLive(live) {
     $("live-bar").style.width = "0";
     return;
   }
-  $("live-title").textContent = job.current ? "Now plotting" : "Last plot";
+  $("live-title").textContent = (job.current ? "Now plotting" : "Last plot")
+    + (state.several && job.plotter ? ` on ${job.plotter}` : "");
   $("live-job").textContent = `#${job.id} ${job.name} — ${words(job.state)}`;
   $("live-error").hidden = !job.error;
   $("live-error").textContent = job.error || "";
@@ -343,6 +345,45 @@ async function showLive(live) {
   const fraction = job.progress.stage === "plot" ? job.progress.fraction : 0;
   $("live-bar").style.width = `${(fraction * 100).toFixed(1)}%`;
   $("live-progress").textContent = `${(fraction * 100).toFixed(0)} % of the G-code executed`;
+}
+
+// ---------------------------------------------------------------- one card per plotter
+function forPlotter(path, name) {
+  // with several plotters a command names the one it is for
+  return state.several && name ? `${path}?plotter=${encodeURIComponent(name)}` : path;
+}
+
+function plotterCard(p) {
+  const card = el("div", { class: "plotter-card", "data-plotter": p.name, "data-state": p.state });
+  const badge = el("span", { class: "badge", "data-state": p.state }, words(p.state));
+  card.append(el("h3", {}, p.name, badge));
+  const page = p.page ? `${p.page.paper}` : "";
+  const tags = (p.tags || []).length ? ` · tags ${p.tags.join(", ")}` : "";
+  card.append(el("p", { class: "muted small" }, `${p.port} · ${p.profile} · ${page}${tags}`));
+  if (p.message && p.message !== p.state) card.append(el("p", { class: "small" }, p.message));
+  if (p.current_job !== null && p.current_job !== undefined) {
+    card.append(el("p", { class: "small" }, `job #${p.current_job}`));
+  }
+  const buttons = el("div", { class: "buttons" });
+  const q = `?plotter=${encodeURIComponent(p.name)}`;
+  if (p.state === "paused") buttons.append(actionButton("Resume", "/plot/resume" + q));
+  else buttons.append(actionButton("Pause", "/plot/pause" + q));
+  if (p.state === "waiting_for_paper") buttons.append(actionButton("Paper changed", "/api/paper/changed" + q, "attention"));
+  if (p.state === "pen_change") buttons.append(actionButton("Pen changed", "/api/pen/continue" + q, "attention"));
+  card.append(buttons);
+  return card;
+}
+
+function showPlotters(list) {
+  list = list || [];
+  state.several = list.length > 1;
+  $("plotters").hidden = !state.several;
+  if (!state.several) return;
+  $("plotter-count").textContent = `${list.length} plotters`;
+  const key = JSON.stringify(list.map((p) => [p.name, p.state, p.message, p.current_job, p.port]));
+  if ($("plotter-cards").dataset.key === key) return;
+  $("plotter-cards").dataset.key = key;
+  $("plotter-cards").replaceChildren(...list.map(plotterCard));
 }
 
 // ---------------------------------------------------------------- the job list
@@ -380,7 +421,8 @@ function jobRow(job) {
   const title = el("td", { class: "job" },
     el("div", { class: "name" }, `#${job.id} `, el("span", {}, job.name)),
     el("div", { class: "muted small" },
-       `${job.source} · ${job.pipeline || job.kind} · ${clock(job.created)}`),
+       `${job.source} · ${job.pipeline || job.kind} · ${clock(job.created)}`
+       + (job.plotter ? ` · on ${job.plotter}` : "")),
     job.error ? el("div", { class: "error small" }, job.error) : null);
   const badge = el("span", { class: "badge", "data-state": job.state }, words(job.state));
   const p = job.progress;
@@ -543,6 +585,7 @@ async function tick() {
     $("camera-state").textContent = `camera: ${cam.state || "off"}${cam.error ? " — " + cam.error : ""}`;
     const counts = (live.plotter || {}).jobs || {};
     $("job-counts").textContent = Object.entries(counts).map(([k, v]) => `${v} ${words(k)}`).join(" · ");
+    showPlotters(live.plotters);
     await showLive(live);
     showJobs(jobs);
     document.body.dataset.ready = "1";
@@ -575,8 +618,8 @@ function setup() {
   const cancel = confirmButton("Cancel plot", "/plot/cancel");
   cancel.id = "btn-cancel";
   $("btn-cancel").replaceWith(cancel);
-  $("btn-paper").addEventListener("click", () => command(OPERATOR_ACTIONS.paper.path, "Paper changed"));
-  $("btn-pen").addEventListener("click", () => command(OPERATOR_ACTIONS.pen.path, "Pen changed"));
+  $("btn-paper").addEventListener("click", () => command(forPlotter(OPERATOR_ACTIONS.paper.path, state.livePlotter), "Paper changed"));
+  $("btn-pen").addEventListener("click", () => command(forPlotter(OPERATOR_ACTIONS.pen.path, state.livePlotter), "Pen changed"));
   $("btn-capture").addEventListener("click", () => command("/camera/capture", "Camera"));
   $("message-close").addEventListener("click", hideMessage);
   $("details-close").addEventListener("click", () => { state.details = null; $("details").hidden = true; });
