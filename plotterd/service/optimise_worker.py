@@ -70,7 +70,12 @@ def run(job_dir: Path, parent_pid: int | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
-        strokes, paths = stages.optimise_image(spec, job_dir, report)
+        if spec.get("backend") == "ray":
+            from plotterd.service import ray_backend
+
+            strokes, paths = ray_backend.optimise_image(spec, job_dir, report)
+        else:
+            strokes, paths = stages.optimise_image(spec, job_dir, report)
         artefacts.update({k: str(Path(v).relative_to(job_dir)) if Path(v).is_relative_to(job_dir)
                           else str(v) for k, v in paths.items()})
         source = strokes

@@ -8,6 +8,7 @@ database is always the truth a restart starts from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -98,6 +99,7 @@ class OptimiserWorker(threading.Thread):
             "weights_dir": str(cfg.weights_dir) if cfg.weights_dir else None,
             # G-code for every plotter that may draw the job (its profile, page and pens)
             "plotters": gcode_targets(cfg, job),
+            "backend": cfg.optimiser.backend, "ray": dataclasses.asdict(cfg.ray),
         }
 
     def process(self, job: dict) -> None:

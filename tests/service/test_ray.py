@@ -1,0 +1,163 @@
+"""optimiser.backend: ray, on a real local Ray cluster (a head on 127.0.0.1, 2 CPUs, no GPU)
+started by these tests, with the real daemon sending its jobs' optimise stage there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .daemon_proc import DaemonProc, drop
+from .helpers import DATA, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """``ray start --head`` on 127.0.0.1; its workers see an empty weights folder and torch
+    hub (the missing-weights test), like a fresh GPU node."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pytest.skip("ray is not installed (the [ray] extra; ./dev installs it where a wheel "
+                    "exists): the Ray backend tests skip")
+    # short: Ray's unix sockets live under it (107 characters at most)
+    temp = Path(tempfile.mkdtemp(prefix="pdray-", dir="/tmp"))
+    port = free_port()
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
+               PLOTTERD_WEIGHTS_DIR=str(temp / "no-weights"), TORCH_HOME=str(temp / "torch"))
+    (temp / "no-weights").mkdir()
+    cmd = [str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+           "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+           "--disable-usage-stats", f"--temp-dir={temp}", "--object-store-memory=100000000"]
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        shutil.rmtree(temp, ignore_errors=True)
+        pytest.fail(f"ray start failed:\n{started.stdout}\n{started.stderr}")
+    yield {"address": f"127.0.0.1:{port}", "temp": temp, "env": env}
+    subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _daemon(tmp_path: Path, head: dict, **overrides) -> DaemonProc:
+    return DaemonProc(tmp_path, optimiser={"threads": 1, "checkpoint_every": 5,
+                                           "backend": "ray", "device": "cpu"},
+                      ray={"address": head["address"], "num_cpus": 1,
+                           "connect_timeout_s": 10}, **overrides).start()
+
+
+def _groups(job_dir: Path) -> list:
+    return json.loads((job_dir / "strokes.json").read_text())["groups"]
+
+
+def test_jobs_optimise_on_the_cluster_and_plot_here(ray_head, tmp_path):
+    d = _daemon(tmp_path, ray_head)
+    try:
+        drop(DATA / "camera_small.png", d.inbox)
+        drop(DATA / "horse_small.png", d.inbox)
+        jobs = d.wait_states(2, timeout=180)
+        assert [j["state"] for j in jobs] == ["done", "done"], [j["error"] for j in jobs]
+        for job in jobs:
+            job_dir = Path(d.job(job["id"])["dir"])
+            worker = json.loads((job_dir / "ray-worker.json").read_text())
+            # the stage ran in a Ray worker process, not in the daemon's own optimiser
+            assert worker["attempt"] == 1 and worker["pid"] != d.proc.pid
+            assert {"strokes", "preview", "gcode", "render"} <= set(job["artefacts"])
+    finally:
+        d.stop()
+
+
+def _uninterrupted(tmp_path: Path, overrides: dict) -> list:
+    """The same job optimised here, in one go, on CPU with one thread."""
+    import torch
+
+    from plotterd.service import stages
+
+    torch.set_num_threads(1)
+    work = tmp_path / "reference"
+    work.mkdir()
+    shutil.copy(DATA / "camera_small.png", work / "input.png")
+    spec = {"input": "input.png", "pipeline": "tiny", "overrides": overrides, "device": "cpu",
+            "checkpoint_every": 5}
+    stages.optimise_image(spec, work, lambda p: None)
+    return _groups(work)
+
+
+def test_worker_killed_mid_job_resumes_from_its_checkpoint_bit_identical(ray_head, tmp_path):
+    options = {"iterations": 3000, "resolution": {"height": 96}}
+    (tmp_path / "d").mkdir()
+    d = _daemon(tmp_path / "d", ray_head)
+    try:
+        src = tmp_path / "long.png"
+        shutil.copy(DATA / "camera_small.png", src)
+        (tmp_path / "long.png.yaml").write_text(json.dumps(options))
+        drop(tmp_path / "long.png.yaml", d.inbox)
+        drop(src, d.inbox)
+        job = wait_for(lambda: next(iter(d.jobs()), None), 30, 0.1, "the job")
+        job_dir = Path(d.job(job["id"])["dir"])
+        worker_file = job_dir / "ray-worker.json"
+        # the first checkpoint has come back to the job folder: kill the worker process
+        wait_for(lambda: (job_dir / "checkpoint.pt").exists() and worker_file.exists(),
+                 120, 0.02, "the first checkpoint")
+        first = json.loads(worker_file.read_text())
+        os.kill(first["pid"], signal.SIGKILL)
+        done = d.wait_job(job["id"], ("done", "failed"), timeout=240)
+        assert done["state"] == "done", done["error"]
+        second = json.loads(worker_file.read_text())
+        assert second["attempt"] == 2 and second["pid"] != first["pid"]
+        meta = json.loads((job_dir / "strokes.json").read_text())["metadata"]
+        assert meta["resumed_from_iteration"] and meta["resumed_from_iteration"] < 3000
+        assert _groups(job_dir) == _uninterrupted(tmp_path, options)
+    finally:
+        d.stop()
+
+
+def test_missing_weights_fail_the_job_with_the_local_message(ray_head, tmp_path, monkeypatch):
+    """Weights are looked for on the worker; a missing file fails that job with the same
+    message a local run gives, naming the file and where to get it."""
+    options = {"iterations": 2, "resolution": {"height": 48}}
+    messages = []
+    for backend in ("ray", "local"):
+        root = tmp_path / backend
+        root.mkdir()
+        if backend == "local":  # this host as bare as the Ray worker
+            for key in ("PLOTTERD_WEIGHTS_DIR", "TORCH_HOME"):
+                monkeypatch.setenv(key, ray_head["env"][key])
+            d = DaemonProc(root, optimiser={"threads": 1}).start()
+        else:
+            d = _daemon(root, ray_head)
+        try:
+            (root / "p.png.yaml").write_text(json.dumps({"pipeline": "lines-lpips", **options}))
+            drop(root / "p.png.yaml", d.inbox)
+            drop(DATA / "camera_small.png", d.inbox, "p.png")
+            job = d.wait_states(1, timeout=120)[0]
+            assert job["state"] == "failed"
+            messages.append(job["error"])
+        finally:
+            d.stop()
+    assert messages[0] == messages[1]
+    assert "not found" in messages[0] and ray_head["env"]["PLOTTERD_WEIGHTS_DIR"] in messages[0]
+
+
+def test_unreachable_cluster_fails_the_job_saying_where(tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed (the [ray] extra)")
+    dead = f"127.0.0.1:{free_port()}"
+    d = DaemonProc(tmp_path, optimiser={"threads": 1, "backend": "ray"},
+                   ray={"address": dead, "connect_timeout_s": 2}).start()
+    try:
+        drop(DATA / "camera_small.png", d.inbox)
+        job = d.wait_states(1, timeout=60)[0]
+        assert job["state"] == "failed"
+        assert f"cannot reach the Ray cluster at ray.address '{dead}'" in job["error"]
+    finally:
+        d.stop()
