@@ -29,6 +29,8 @@ class DaemonProc:
             "intake": {"stable_s": 0.2, "scan_interval_s": 0.2},
             "api": {"port": self.port},
         }
+        if "plotters" in overrides:  # several plotters: no single `plotter:` section
+            del cfg["plotter"]
         for k, v in overrides.items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):
                 cfg[k] = {**cfg[k], **v}
