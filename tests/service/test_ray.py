@@ -110,6 +110,11 @@ def test_worker_killed_mid_job_resumes_from_its_checkpoint_bit_identical(ray_hea
         wait_for(lambda: (job_dir / "checkpoint.pt").exists() and worker_file.exists(),
                  120, 0.02, "the first checkpoint")
         first = json.loads(worker_file.read_text())
+        # progress reaches the job record as it does locally
+        live = wait_for(lambda: (p := d.job(job["id"])["progress"])["info"].get("done") and p,
+                        60, 0.02, "progress in the job record")
+        assert live["stage"] == "optimise" and live["info"]["total"] == 3000
+        assert 0 < live["fraction"] < 1
         os.kill(first["pid"], signal.SIGKILL)
         done = d.wait_job(job["id"], ("done", "failed"), timeout=240)
         assert done["state"] == "done", done["error"]
