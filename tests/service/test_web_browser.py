@@ -373,3 +373,38 @@ def test_pen_change_continue_button(tmp_path, browser):
         assert p.errors == [], p.errors
     finally:
         d.stop()
+
+
+def test_two_plotters_show_a_card_each(tmp_path, browser):
+    """With two plotters the page shows a card per plotter, with its own state and
+    buttons: pausing one from its card leaves the other drawing; a job asking for a plotter
+    by name plots there and the job list says where."""
+    d = DaemonProc(tmp_path, plotters=[
+        {"name": "left", "sim_speed": "instant", "tags": ["black"]},
+        {"name": "right", "sim_speed": "instant", "tags": ["red"], "paper": "manual"},
+    ]).start()
+    try:
+        p = Page(browser, d.url, tmp_path / "screenshots")
+        p.wait('#plotters .plotter-card[data-plotter="left"]', 20)
+        p.wait('#plotters .plotter-card[data-plotter="right"]', 20)
+        assert p.page.is_visible("#plotters")
+        assert "red" in p.page.inner_text('.plotter-card[data-plotter="right"]')
+        p.page.click('.plotter-card[data-plotter="left"] [data-action="pause"]')
+        p.wait('.plotter-card[data-plotter="left"][data-state="paused"]', 10)
+        assert d.http.get("/api/status", params={"plotter": "left"}).json()["plotter"][
+            "state"] == "paused"
+        d.http.post("/jobs", files={"file": ("r.svg", _stripes(3).encode())},
+                    data={"tags": "red"})
+        job = d.wait_job(1, ("done",), 60)
+        assert job["plotter"] == "right"
+        # right's sheet is used (paper: manual): its card offers "paper changed"
+        p.wait('.plotter-card[data-plotter="right"][data-state="waiting_for_paper"]', 10)
+        p.wait('tr[data-job="1"][data-state="done"]', 10)
+        assert "on right" in p.page.inner_text('tr[data-job="1"]')
+        p.shot("08-two-plotters")
+        p.page.click('.plotter-card[data-plotter="right"] [data-action="paper changed"]')
+        p.wait('.plotter-card[data-plotter="right"][data-state="idle"]', 10)
+        assert d.http.get("/api/plotters").json()[0]["state"] == "paused"  # left still
+        assert p.errors == [], p.errors
+    finally:
+        d.stop()

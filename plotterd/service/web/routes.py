@@ -187,6 +187,8 @@ def web_router(daemon: Any, guarded: list[Any], view: Callable) -> APIRouter:
             job = next((j for j in daemon.store.list(states=PLOTTED, limit=50)
                         if "gcode" in j["artefacts"] and j["plot_attempts"] > 0
                         and (plotter is None or shown.mine(j))), None)
+        if job is not None and job.get("plotter") in daemon.plotters and plotter is None:
+            mine = daemon.plotters[job["plotter"]].status()  # the plotter of the job shown
         return {"time": now, "plotter": {**status, **mine}, "plotters": status["plotters"],
                 "job": None if job is None else _plot_summary(daemon, job, view, now)}
 

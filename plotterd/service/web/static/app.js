@@ -613,8 +613,8 @@ function setup() {
   });
   $("file-input").addEventListener("change", (e) => chooseFile(e.target.files[0]));
   $("upload-form").addEventListener("submit", upload);
-  $("btn-pause").addEventListener("click", () => command("/plot/pause", "Pause"));
-  $("btn-resume").addEventListener("click", () => command("/plot/resume", "Resume"));
+  $("btn-pause").addEventListener("click", () => command(forPlotter("/plot/pause", state.livePlotter), "Pause"));
+  $("btn-resume").addEventListener("click", () => command(forPlotter("/plot/resume", state.livePlotter), "Resume"));
   const cancel = confirmButton("Cancel plot", "/plot/cancel");
   cancel.id = "btn-cancel";
   $("btn-cancel").replaceWith(cancel);
