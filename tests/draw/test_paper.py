@@ -167,6 +167,27 @@ def test_a_few_refinement_steps_lower_the_loss_on_paper():
     assert meta["refinement_kept"] and meta["final_paper_loss"] < meta["init_paper_loss"]
 
 
+def _cornering_minutes(strokes) -> float:
+    """Pen-down time of the strokes by the G-code motion model (grbl-servo's 500 mm/s^2 and
+    0.01 mm junction deviation at 40 mm/s): every bend above ~9 degrees slows the pen."""
+    from plotterd.gcode.motion import polyline_times
+
+    paths = [p for p in strokes_polylines_mm(strokes) if len(p) > 1]
+    return sum(float(t.sum()) for t in polyline_times(paths, 2400.0, 500.0, 0.01)) / 60
+
+
+def test_the_refinement_keeps_lines_smooth_enough_to_plot_at_speed():
+    # the refinement bends lines to draw structure; each bend costs the plotter a slow-down,
+    # so the default's smoothness keeps the refined drawing as quick to plot as its start
+    # (with smoothness 0.05 it took 12 % longer here; on the 150 mm camera photo the
+    # cornering took 16.9 min against 4.0)
+    p = paper_pipeline(iterations=20)
+    refined = optimise(CAMERA, p)
+    assert refined.strokes.metadata["refinement_kept"]
+    start = optimise(CAMERA, p, iterations=0)
+    assert _cornering_minutes(refined.strokes) <= 1.03 * _cornering_minutes(start.strokes)
+
+
 def test_preview_is_the_paper_at_true_scale(tmp_path):
     from PIL import Image
 
