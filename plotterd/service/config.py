@@ -14,7 +14,8 @@ Example (all keys, with their defaults)::
     pipelines: {}                        # inbox subfolder -> pipeline name or path
     pipeline_dirs: []                    # extra folders searched for <name>.yaml pipelines
     folders: {}                          # inbox subfolder -> {pipeline: NAME, set: {dotted.key:
-                                         # value}, vector: {...as below}}
+                                         # value}, vector: {...as below}, plotter: NAME or
+                                         # tags: [...] (where its jobs plot)}
     vector:                              # the vector stage (as `plotterd gcode`)
       pens: [{color: black, width_mm: 0.3, name: null}]   # in plot order
       tolerance_mm: 0.05
@@ -39,16 +40,28 @@ Example (all keys, with their defaults)::
       machine: {}                        # plotterd.machine MachineOptions: homing (null: from
                                          # GRBL $22), unlock_alarm (null: only without homing),
                                          # write_settings (false: may set $10), jog_feed
+    plotters: null                       # several plotters instead of `plotter:` (not both):
+      # - name: a3                       # [a-z0-9_-], unique (the `plotter:` one is "plotter")
+      #   port: /dev/serial/by-id/...    # ...and every other `plotter:` key, per plotter
+      #   tags: [a3, black]              # jobs asking for tags go to a plotter with all of them
+      #   page: {paper: a3}              # over the top-level page (default: it)
+      #   pens: [{color: red, width_mm: 0.5}]   # or vector: {...}: over the job's vector
+                                         # settings (its folder's, else the top-level)
+    routing:
+      when_gone: wait                    # a job bound by name to a plotter that is gone:
+                                         # wait | same_tags (a plotter with all its tags)
+      gone_after_s: 60                   # away (port absent, no answer) this long = gone
     page: {paper: a4, orientation: auto, margin_mm: 10}
     optimiser: {device: auto, threads: 1, checkpoint_every: 25, iterations: null, seed: null,
                 timeout_s: null, stall_s: 600,
                 backend: local}                  # local: a subprocess here; ray: a Ray task
-    ray:                                 # only with optimiser.backend: ray (pip install plotterd[ray])
+    ray:                                 # with optimiser.backend: ray (plotterd[ray] extra)
       address: auto                      # the cluster: auto (RAY_ADDRESS / a running local
                                          # head), HOST:PORT, or ray://HOST:10001
       num_gpus: 0                        # what each optimise task asks for
       num_cpus: 1
       max_attempts: 3                    # a worker dying mid-job: retried from its checkpoint
+      jobs_in_flight: 2                  # jobs optimised at once (locally always one)
       namespace: plotterd
       connect_timeout_s: 30
     intake: {observer: auto, stable_s: 1.0, scan_interval_s: 1.0}
@@ -164,6 +177,7 @@ class RayConfig:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     max_attempts: int = 3
+    jobs_in_flight: int = 2  # jobs optimised at once on the cluster (one driver each here)
     namespace: str = "plotterd"
     connect_timeout_s: float = 30.0
 
@@ -507,6 +521,7 @@ def _ray(v: _Validator, raw: Any, backend: str) -> RayConfig:
     v.number(rc.num_gpus, "ray.num_gpus", minimum=0)
     v.number(rc.num_cpus, "ray.num_cpus", minimum=0)
     v.positive(rc.max_attempts, "ray.max_attempts", integer=True)
+    v.positive(rc.jobs_in_flight, "ray.jobs_in_flight", integer=True)
     v.string(rc.namespace, "ray.namespace")
     v.positive(rc.connect_timeout_s, "ray.connect_timeout_s")
     if backend == "ray":

@@ -91,8 +91,10 @@ def may_draw(job: dict[str, Any], pc: PlotterConfig, cfg: Config,
              gone: Callable[[str], bool]) -> bool:
     """May plotter ``pc`` take ready job ``job`` now? ``gone(name)``: that plotter has
     been away for ``routing.gone_after_s``."""
-    if job.get("plotter") and job.get("resume_stroke") is not None:
-        return job["plotter"] == pc.name  # a started plot stays where it was drawn
+    if job.get("resume_stroke") is not None:
+        # a started plot stays where it was drawn (rows from before several plotters: the
+        # first plotter, the only one there was)
+        return (job.get("plotter") or cfg.plotters[0].name) == pc.name
     request = job.get("plotter_request")
     if _asked(request, pc):
         ok = True
