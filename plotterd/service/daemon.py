@@ -19,7 +19,7 @@ from typing import Any
 
 from plotterd import __version__
 from plotterd.errors import PlotterdError
-from plotterd.service import stages
+from plotterd.service import routing, stages
 from plotterd.service.camera import Camera, CameraError
 from plotterd.service.config import Config
 from plotterd.service.intake import Inbox, InboxWatcher, safe_suffix
@@ -204,6 +204,7 @@ class Daemon:
                                   message="the daemon stopped while plotting")
             log.warning("job %d: was plotting when the daemon stopped: interrupted at stroke %d",
                         job["id"], start)
+        self._reroute()
         for job in self.store.list(states=["interrupted"], newest_first=False):
             pc = self.cfg.plotter_named(job["plotter"] or "") or self.cfg.plotter
             if pc.auto_resume_on:
@@ -216,6 +217,26 @@ class Daemon:
             for p in self.staging.iterdir():
                 if str(p) not in claimed:
                     p.unlink(missing_ok=True) if p.is_file() else shutil.rmtree(p, True)
+
+    def _reroute(self) -> None:
+        """After a config change: a ready job whose request no plotter satisfies now fails
+        saying so; one with G-code for none of the plotters that may draw it now is made
+        again (queued: an image resumes from its final checkpoint)."""
+        cfg = self.cfg
+        for job in self.store.list(states=["vectorised"], newest_first=False):
+            if job["resume_stroke"] is not None:
+                continue  # a started plot stays with its plotter (it waits for it)
+            why = routing.unsatisfiable(job["plotter_request"], cfg)
+            made = routing.gcode_for(job)
+            if why:
+                self.finish(job["id"], "failed", f"plotter request: {why}",
+                            expect=["vectorised"])
+            elif made and not any(p.name in made
+                                  for p in routing.candidates(job["plotter_request"], cfg)):
+                self.store.transition(job["id"], "queued", expect=["vectorised"],
+                                      message="the plotters changed: its G-code is made again")
+                log.info("job %d: no G-code for the plotters configured now: made again",
+                         job["id"])
 
     # -- threads -------------------------------------------------------------------------------
     def _intake_loop(self) -> None:

@@ -267,6 +267,21 @@ def test_a_job_bound_to_a_gone_plotter(tmp_path, when_gone):
             w.join(10)
 
 
+def test_a_restart_with_other_plotters_reroutes_ready_jobs(tmp_path):
+    base = {"state_dir": str(tmp_path / "state"), "api": {"port": free_port()}}
+    d = Daemon(parse_config({**base, "plotters": [{"name": "a"}, {"name": "b",
+                                                                  "tags": ["red"]}]}))
+    red = _ready(d, 1, {"tags": ["red"]})
+    old = _ready(d, 1, None)
+    d.store.update(old["id"], stats={"gcode_for": {"a": {"files": {}, "error": None}}})
+    d.store.close()
+    d2 = Daemon(parse_config({**base, "plotters": [{"name": "c"}, {"name": "d"}]}))
+    d2.recover()
+    failed = d2.store.get(red["id"])
+    assert failed["state"] == "failed" and "no plotter has the tags red" in failed["error"]
+    assert d2.store.get(old["id"])["state"] == "queued"  # G-code for c and d made anew
+
+
 def test_ambiguous_and_named_commands(tmp_path):
     from fastapi.testclient import TestClient
 
