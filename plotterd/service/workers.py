@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from plotterd import atomic
 from plotterd.service.plotter_worker import PlotterWorker
 
-__all__ = ["OptimiserWorker", "PlotterWorker"]
+__all__ = ["OptimiserSlot", "OptimiserWorker", "PlotterWorker"]
 
 if TYPE_CHECKING:
     from plotterd.service.daemon import Daemon
@@ -39,12 +39,47 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
 
 
 class OptimiserWorker(threading.Thread):
-    """Runs ``python -m plotterd.service.optimise_worker JOBDIR`` for each queued job."""
+    """The optimise stage: one slot, or with ``optimiser.backend: ray``,
+    ``ray.jobs_in_flight`` slots, each driving its own job on the cluster. A slot takes the
+    next queued job from the store with a compare-and-set, so two never take one job."""
 
     def __init__(self, daemon: Daemon):
         super().__init__(name="optimiser", daemon=True)
         self.d = daemon
         self.wake = threading.Event()
+        cfg = daemon.cfg
+        count = cfg.ray.jobs_in_flight if cfg.optimiser.backend == "ray" else 1
+        self.slots = [OptimiserSlot(daemon, self.wake) for _ in range(count)]
+
+    @property
+    def current(self) -> int | None:
+        """A job being optimised (the first slot's, when several run)."""
+        return next((j for j in self.running if j is not None), None)
+
+    @property
+    def running(self) -> list[int]:
+        return [s.current for s in self.slots if s.current is not None]
+
+    def cancel(self, job_id: int) -> bool:
+        return any(slot.cancel(job_id) for slot in self.slots)
+
+    def run(self) -> None:
+        extra = [threading.Thread(target=slot.run, name=f"optimiser-{k}", daemon=True)
+                 for k, slot in enumerate(self.slots[1:], start=2)]
+        for t in extra:
+            t.start()
+        self.slots[0].run()
+        for t in extra:
+            t.join(timeout=30)
+
+
+class OptimiserSlot:
+    """Runs ``python -m plotterd.service.optimise_worker JOBDIR`` for each queued job it
+    takes, in a long-lived worker process of its own."""
+
+    def __init__(self, daemon: Daemon, wake: threading.Event):
+        self.d = daemon
+        self.wake = wake
         self.current: int | None = None
         self._proc: subprocess.Popen | None = None
         self._buf = b""

@@ -60,19 +60,34 @@ def _groups(job_dir: Path) -> list:
     return json.loads((job_dir / "strokes.json").read_text())["groups"]
 
 
-def test_jobs_optimise_on_the_cluster_and_plot_here(ray_head, tmp_path):
-    d = _daemon(tmp_path, ray_head)
+def _optimising(job: dict) -> tuple[float, float]:
+    """When the job's optimise stage began and ended (its events)."""
+    at = {e["state"]: e["at"] for e in job["events"]}
+    return at["optimising"], at["vectorised"]
+
+
+def test_jobs_optimise_on_the_cluster_at_once_and_plot_here(ray_head, tmp_path):
+    d = _daemon(tmp_path, ray_head)  # ray.jobs_in_flight: 2 (the default)
     try:
-        drop(DATA / "camera_small.png", d.inbox)
-        drop(DATA / "horse_small.png", d.inbox)
+        for name in ("camera_small.png", "horse_small.png"):
+            (tmp_path / f"{name}.yaml").write_text(json.dumps({"iterations": 1500}))
+            drop(tmp_path / f"{name}.yaml", d.inbox)
+        for name in ("camera_small.png", "horse_small.png"):
+            drop(DATA / name, d.inbox)
         jobs = d.wait_states(2, timeout=180)
         assert [j["state"] for j in jobs] == ["done", "done"], [j["error"] for j in jobs]
+        pids = set()
         for job in jobs:
             job_dir = Path(d.job(job["id"])["dir"])
             worker = json.loads((job_dir / "ray-worker.json").read_text())
             # the stage ran in a Ray worker process, not in the daemon's own optimiser
             assert worker["attempt"] == 1 and worker["pid"] != d.proc.pid
+            pids.add(worker["pid"])
             assert {"strokes", "preview", "gcode", "render"} <= set(job["artefacts"])
+        # two jobs in flight: both optimised at the same time, in two worker processes
+        (a0, a1), (b0, b1) = (_optimising(d.job(j["id"])) for j in jobs)
+        assert a0 < b1 and b0 < a1, "the two jobs did not optimise at the same time"
+        assert len(pids) == 2
     finally:
         d.stop()
 

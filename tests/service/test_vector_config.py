@@ -16,7 +16,7 @@ from plotterd.service import stages
 from plotterd.service.config import check_folder_pipelines, parse_config
 from plotterd.service.intake import Inbox
 from plotterd.service.store import JobStore
-from plotterd.service.workers import OptimiserWorker
+from plotterd.service.workers import OptimiserSlot
 
 from .helpers import DATA
 
@@ -216,12 +216,12 @@ def test_folder_jobs_get_its_pipeline_keys_and_vector(tmp_path):
     assert jobs["c.png"]["pipeline"] == "points-ssmse" and jobs["c.png"]["options"] == {}
     assert jobs["d.png"]["pipeline"] == "tiny"
 
-    class D:  # what OptimiserWorker.spec reads of the daemon
+    class D:  # what OptimiserSlot.spec reads of the daemon
         pass
 
     d = D()
     d.cfg = cfg
-    worker = OptimiserWorker.__new__(OptimiserWorker)
+    worker = OptimiserSlot.__new__(OptimiserSlot)
     worker.d = d
     assert worker.spec(jobs["a.png"])["vector"]["pens"] == [{"color": "blue"}]
     assert worker.spec(jobs["a.png"])["vector"]["per_pen"] is True
