@@ -25,7 +25,7 @@ from plotterd.errors import ConfigError
 from plotterd.pipeline import Ink
 
 __all__ = ["InitStrategy", "register_init", "check_init_options", "make_start", "Start",
-           "polylines_length", "plot_minutes"]
+           "polylines_length", "plot_minutes", "START_OPTIONS"]
 
 Polylines = list[np.ndarray]
 
@@ -66,7 +66,13 @@ def check_init_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_STREAMLINE_OPTIONS = {f.name: f.default for f in fields(StreamlineSettings)}
+# options every structure start takes besides its own settings (read by the optimiser, not
+# by the trace): points of the start deep inside a tone at least ``hold_darkness`` dark are
+# held where they are by the refinement (> 1: none). A solid fill has nothing to gain from
+# moving, and Adam's normalised steps on its near-zero gradients open slivers of paper in it
+START_OPTIONS = {"hold_darkness": 0.95}
+_STREAMLINE_OPTIONS = {**{f.name: f.default for f in fields(StreamlineSettings)},
+                       **START_OPTIONS}
 
 
 @register_init("streamlines", _STREAMLINE_OPTIONS)
@@ -76,7 +82,7 @@ def _streamlines(darkness: np.ndarray, options: dict[str, Any],
     return trace_streamlines(darkness, StreamlineSettings(**options), rng=rng)
 
 
-_HATCH_OPTIONS = {f.name: f.default for f in fields(HatchSettings)}
+_HATCH_OPTIONS = {**{f.name: f.default for f in fields(HatchSettings)}, **START_OPTIONS}
 
 
 @register_init("hatch", _HATCH_OPTIONS)
@@ -115,6 +121,7 @@ def make_start(name: str, darkness: np.ndarray, options: dict[str, Any], ink: In
                mm_per_px: float, rng_seed: int) -> Start:
     """The strategy's polylines, thinned until they fit the ink caps."""
     spec = _REGISTRY[name]
+    options = {k: v for k, v in options.items() if k not in START_OPTIONS}
     tone = np.clip(darkness, 0.0, 1.0) ** ink.tone_gamma
     needed = float(tone.sum())  # px of 1-px line: darkness x area / nib width
     scale = 1.0

@@ -97,6 +97,8 @@ class _Group:
         self.max_width = (spec.max_width_px or spec.width_px * DEFAULT_MAX_WIDTH_FACTOR) / scale
         self.grey_raw: torch.Tensor | None = None
         self.color_raw: torch.Tensor | None = None
+        # (N, K, 1): 0 where a structure start holds a control point (see held_points)
+        self.free: torch.Tensor | None = None
         if spec.learn_width:
             self.width.requires_grad_(True)
 
@@ -361,10 +363,14 @@ def _structure_groups(pipeline: Pipeline, canvas: Canvas, target: torch.Tensor, 
     """Groups of polylines from the pipeline's structure start, one per size bucket."""
     from plotterd.draw.structure_start import buckets_to_world, pick_start, replace_count
 
-    buckets, info = pick_start(pipeline, target, loss_fn)
+    buckets, holds, info = pick_start(pipeline, target, loss_fn)
     spec = pipeline.strokes[0]
-    groups = [_Group(replace_count(spec, len(world), k), world.to(device), canvas.scale)
-              for k, world in buckets_to_world(buckets, canvas.offset, canvas.scale)]
+    groups = []
+    for k, world in buckets_to_world(buckets, canvas.offset, canvas.scale):
+        g = _Group(replace_count(spec, len(world), k), world.to(device), canvas.scale)
+        if holds[k].any():
+            g.free = torch.from_numpy(~holds[k]).to(device, torch.float32)[..., None]
+        groups.append(g)
     return groups, info
 
 
@@ -645,6 +651,9 @@ def optimise(
             raise PlotterdError(f"optimisation diverged: loss is {value} at iteration {it}")
         best.offer(value, it, params)
         loss.backward()
+        for g in groups:
+            if g.free is not None and g.points.grad is not None:
+                g.points.grad.mul_(g.free)  # held points get no gradient, so Adam keeps them
         opt.step()
         for g in groups:
             g.project(canvas.x_extent, pipeline.canvas_margin_px / canvas.scale)

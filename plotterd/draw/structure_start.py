@@ -22,7 +22,7 @@ from plotterd.draw.inits import make_start, plot_minutes, polylines_length
 from plotterd.pen import DrawingBox
 from plotterd.pipeline import AUTO_CANDIDATES, Pipeline
 
-__all__ = ["paper_loss", "pick_start", "to_buckets", "render_on_paper"]
+__all__ = ["paper_loss", "pick_start", "to_buckets", "render_on_paper", "held_points"]
 
 # control points per polyline: a ladder of sizes, so lines of similar length share a group
 # (the rasteriser takes N x K tensors) with little padding
@@ -113,10 +113,11 @@ def paper_loss(loss_fn, lines_px: list[np.ndarray], target: torch.Tensor,
     return float(loss_fn(image))
 
 
-def pick_start(pipeline: Pipeline, target: torch.Tensor,
-               loss_fn) -> tuple[dict[int, list[np.ndarray]], dict[str, Any]]:
+def pick_start(pipeline: Pipeline, target: torch.Tensor, loss_fn
+               ) -> tuple[dict[int, list[np.ndarray]], dict[int, np.ndarray], dict[str, Any]]:
     """The pipeline's start (or, for ``init: auto``, the candidate that draws best on
-    paper) as size buckets, and what to record about it."""
+    paper) as size buckets, the points the refinement holds (:func:`held_points`), and what
+    to record about it."""
     darkness = (1.0 - target.detach().to("cpu", torch.float64).mean(1)[0]).clamp(0, 1).numpy()
     nib = pipeline.pen_model.nib_mm
     names = AUTO_CANDIDATES if pipeline.init == "auto" else (pipeline.init,)
@@ -133,6 +134,9 @@ def pick_start(pipeline: Pipeline, target: torch.Tensor,
             best = (score, name, start, buckets)
     assert best is not None
     score, name, start, buckets = best
+    options = (pipeline.init_options.get(name, {}) if pipeline.init == "auto"
+               else pipeline.init_options)
+    holds = held_points(buckets, darkness, float(options.get("hold_darkness", 2.0)))
     info = {
         "init": name,
         "init_paper_loss": round(score, 6),
@@ -142,8 +146,35 @@ def pick_start(pipeline: Pipeline, target: torch.Tensor,
         "ink_needed_mm": round(start.needed_px * nib, 1),
         "init_plot_minutes": round(plot_minutes(start.lines, nib, pipeline.ink), 2),
         "tone_scale": round(start.tone_scale, 4),
+        "held_points": int(sum(int(h.sum()) for h in holds.values())),
     }
-    return buckets, info
+    return buckets, holds, info
+
+
+# a point is deep inside a tone when every pixel within this radius is that dark: nearer an
+# edge, the refinement may still move it to draw the edge
+HOLD_RADIUS_PX = 2
+
+
+def held_points(buckets: dict[int, list[np.ndarray]], darkness: np.ndarray,
+                hold_darkness: float) -> dict[int, np.ndarray]:
+    """Per bucket, an (N, K) mask of the control points the refinement holds: those whose
+    every pixel within HOLD_RADIUS_PX is at least ``hold_darkness`` dark (a solid fill)."""
+    import cv2
+
+    h, w = darkness.shape
+    size = 2 * HOLD_RADIUS_PX + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    # pixels beyond the canvas count as paper, so the picture's border is an edge too
+    deep = cv2.erode(darkness.astype(np.float32), kernel, borderType=cv2.BORDER_CONSTANT,
+                     borderValue=0.0) >= hold_darkness
+    out = {}
+    for k, lines in buckets.items():
+        pts = np.stack(lines)
+        cols = np.clip(np.round(pts[..., 0]).astype(int), 0, w - 1)
+        rows = np.clip(np.round(pts[..., 1]).astype(int), 0, h - 1)
+        out[k] = deep[rows, cols]
+    return out
 
 
 def buckets_to_world(buckets: dict[int, list[np.ndarray]], offset: tuple[float, float],

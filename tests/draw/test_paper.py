@@ -188,6 +188,44 @@ def test_the_refinement_keeps_lines_smooth_enough_to_plot_at_speed():
     assert _cornering_minutes(refined.strokes) <= 1.03 * _cornering_minutes(start.strokes)
 
 
+def _black_square() -> torch.Tensor:
+    target = torch.ones(1, 1, 100, 100)  # 30 mm at 0.3 mm: the canvas at 1 px = 1 nib
+    target[..., 20:80, 20:80] = 0.0
+    return target
+
+
+def _moved(result, start) -> tuple[np.ndarray, np.ndarray]:
+    """Per control point (all groups): did it move, and is it deep inside the square?"""
+    moved, inside = [], []
+    for a, b in zip(result.strokes.groups, start.strokes.groups, strict=True):
+        moved.append(np.abs(a.points - b.points).max(-1).ravel() > 0)
+        px = (b.points * result.strokes.canvas.scale).reshape(-1, 2) + 50
+        inside.append(((px > 24) & (px < 76)).all(-1))
+    return np.concatenate(moved), np.concatenate(inside)
+
+
+def test_a_solid_fill_is_held_while_its_edges_are_refined():
+    # Adam's normalised steps on the near-zero gradients inside a solid black would open
+    # slivers of paper in it (the horse's body); the start's points deep inside stay put
+    p = paper_pipeline(lr=0.0005, iterations=3)
+    start = optimise(_black_square(), p, iterations=0)
+    held = optimise(_black_square(), p)
+    assert held.strokes.metadata["refinement_kept"]
+    assert held.strokes.metadata["held_points"] > 0
+    moved, inside = _moved(held, start)
+    assert inside.sum() > 100 and not moved[inside].any()
+    assert moved[~inside].any()  # the edges are still refined
+    options = {k: dict(v) for k, v in p.init_options.items()}
+    for v in options.values():
+        v["hold_darkness"] = 2.0  # nothing is that dark: nothing held
+    free = optimise(_black_square(), paper_pipeline(lr=0.0005, iterations=3,
+                                                    init_options=options))
+    assert free.strokes.metadata["refinement_kept"]
+    assert free.strokes.metadata["held_points"] == 0
+    moved, inside = _moved(free, start)
+    assert moved[inside].mean() > 0.5
+
+
 def test_preview_is_the_paper_at_true_scale(tmp_path):
     from PIL import Image
 
