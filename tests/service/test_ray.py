@@ -181,3 +181,12 @@ def test_unreachable_cluster_fails_the_job_saying_where(tmp_path):
         assert f"cannot reach the Ray cluster at ray.address '{dead}'" in job["error"]
     finally:
         d.stop()
+
+
+def test_a_worker_with_another_plotterd_version_refuses_the_job():
+    """Checked before anything runs (no cluster needed: the task is a plain generator)."""
+    from plotterd.service.ray_backend import optimise_task
+
+    messages = list(optimise_task({"version": "0.0.0-other", "attempt": 1, "spec": {}}))
+    assert messages == [("error", messages[0][1])]
+    assert "install the same version on both" in messages[0][1]
