@@ -209,7 +209,7 @@ class OptimiserSlot:
                 resume_stroke=None, last_acked_stroke=None, last_completed_stroke=None,
             )
             log.info("job %d: G-code ready", job_id)
-            self.d.plotter.wake.set()
+            self.d.wake_plotters()
             return
         msg = self._failure(job_dir, rc)
         if job["input"]:  # name the file the user dropped, not the job's copy of it
