@@ -127,6 +127,19 @@ def test_hatching_lays_the_tone_in_steps_and_outlines_it():
     assert np.allclose(ring[0], ring[-1]) and 28 <= np.ptp(ring[:, 0]) <= 31
 
 
+def test_hatching_lays_a_solid_black_without_slivers():
+    # lines exactly one nib apart leave half-covered paper between them (2 % grey here),
+    # which a 1.5 mm blur still shows; a solid black gets lines a little closer
+    square = np.zeros((60, 60))
+    square[10:50, 10:50] = 1.0
+    greys = {}
+    for solid_tone in (0.99, 2.0):  # 2: no solid fill
+        lines = hatch(square, HatchSettings(solid_tone=solid_tone))
+        page = RoundNib(0.3).render([(p + 0.5) * 0.3 for p in lines], DrawingBox(18, 18), 10)
+        greys[solid_tone] = float(page[45:135, 45:135].mean())  # well inside the square
+    assert greys[0.99] < 0.002 < 0.01 < greys[2.0]
+
+
 def test_auto_starts_from_the_strategy_that_draws_best_on_paper():
     r = optimise(CAMERA, paper_pipeline(), iterations=0)
     meta = r.strokes.metadata
