@@ -43,6 +43,9 @@ class HatchSettings:
     # region's tone SSIM is that sensitive (the horse's body: 0.31). solid_tone > 1: none
     solid_tone: float = 0.99
     solid_pitch_px: float = 0.85
+    # the solid fill reaches this far from its core into tones at least half dark: out to a
+    # black shape's edge (the horse's HaarPSI 0.806 -> 0.871); below 1: the core only
+    solid_reach_px: float = 2.0
 
 
 def _bit_reversed(n: int) -> np.ndarray:
@@ -65,12 +68,29 @@ def hatch(darkness: np.ndarray, settings: HatchSettings | None = None) -> list[n
     ink = inside & (tone > threshold) & ~(solid & (tone >= s.solid_tone))
     lines = _runs(xs, ys, ink, s.step_px, s.min_length_px)
     if solid:  # the solid black's own, denser lines
-        xs, ys, tone = _sample_lines(darkness, theta, s.step_px, s.solid_pitch_px)
+        xs, ys, tone = _sample_lines(_solid_field(darkness, s), theta, s.step_px,
+                                     s.solid_pitch_px)
         inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
         lines += _runs(xs, ys, inside & (tone >= s.solid_tone), s.step_px, s.min_length_px)
     if s.contours:
         lines += tone_contours(darkness, levels, s.contour_blur_px, s.min_length_px)
     return link_ends(lines, s.link_gap_px)
+
+
+def _solid_field(darkness: np.ndarray, s: HatchSettings) -> np.ndarray:
+    """The darkness with every pixel within ``solid_reach_px`` of a solid black that is at
+    least half dark raised to 1: the solid fill then runs out to the shape's edge (the
+    tone's half-way line; the outline runs just outside it), instead of stopping a pixel or two
+    short and leaving a ragged band of dither ends and paper along it."""
+    import cv2
+
+    core = (darkness >= s.solid_tone).astype(np.uint8)
+    r = int(s.solid_reach_px)
+    if r < 1 or not core.any():
+        return darkness
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    near = cv2.dilate(core, kernel).astype(bool) & (darkness >= 0.5)
+    return np.where(near, 1.0, np.minimum(darkness, s.solid_tone - 1e-3))
 
 
 def _sample_lines(darkness: np.ndarray, theta: float, step: float, pitch: float

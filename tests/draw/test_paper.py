@@ -156,6 +156,24 @@ def test_hatching_lays_a_solid_black_without_slivers():
     assert greys[0.99] < 0.002 < 0.01 < greys[2.0]
 
 
+def test_a_solid_fill_runs_out_to_the_shape_s_edge():
+    # a black square with a soft edge: the solid fill reaches into the half-dark band
+    # around its core instead of leaving it to ragged dither ends
+    import cv2
+
+    square = np.zeros((60, 60))
+    square[15:45, 15:45] = 1.0
+    soft = cv2.GaussianBlur(square, (0, 0), 1.5)
+    band = (soft >= 0.5) & (soft < 0.99)
+    grey = {}
+    for reach in (2.0, 0.5):  # 0.5: the core only
+        lines = hatch(soft, HatchSettings(solid_reach_px=reach, contours=0))
+        page = RoundNib(0.3).render([(p + 0.5) * 0.3 for p in lines], DrawingBox(18, 18),
+                                    1 / 0.3, supersample=8)  # the canvas: 1 px = 1 nib
+        grey[reach] = float(page[band].mean())
+    assert grey[2.0] < grey[0.5] - 0.05
+
+
 def test_auto_starts_from_the_strategy_that_draws_best_on_paper():
     r = optimise(CAMERA, paper_pipeline(), iterations=0)
     meta = r.strokes.metadata
