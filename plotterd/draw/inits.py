@@ -38,6 +38,7 @@ class InitStrategy:
 
 _REGISTRY: dict[str, InitStrategy] = {}
 _SIGNED_OPTIONS = {"angle_deg"}  # options that may be 0 or negative
+_ZERO_OK_OPTIONS = {"contours", "link_gap_px", "solid_reach_px"}  # 0 turns the feature off
 
 
 def register_init(name: str, options: dict[str, Any]):
@@ -60,8 +61,10 @@ def check_init_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
                               f"(accepted: {', '.join(spec.options)})")
         default = spec.options[k]
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
-                or (v <= 0 and k not in _SIGNED_OPTIONS):
-            raise ConfigError(f"init_options.{k}", f"must be a number > 0, got {v!r}")
+                or (v < 0 and k not in _SIGNED_OPTIONS) \
+                or (v == 0 and k not in _SIGNED_OPTIONS | _ZERO_OK_OPTIONS):
+            least = ">= 0" if k in _ZERO_OK_OPTIONS else "> 0"
+            raise ConfigError(f"init_options.{k}", f"must be a number {least}, got {v!r}")
         out[k] = type(default)(v)
     return out
 

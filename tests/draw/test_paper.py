@@ -350,6 +350,21 @@ def test_bad_paper_keys_are_refused_by_name(bad, key):
     assert e.value.key == key
 
 
+def test_hatch_features_documented_as_off_at_zero_can_be_turned_off():
+    base = load_pipeline("paper").to_dict()
+    base["init_options"] = {"hatch": {"contours": 0, "link_gap_px": 0, "solid_reach_px": 0}}
+    p = pipeline_from_dict(base)
+    assert p.init_options["hatch"]["contours"] == 0
+    base["init_options"] = {"hatch": {"contours": -1}}
+    with pytest.raises(ConfigError) as e:
+        pipeline_from_dict(base)
+    assert e.value.key == "init_options.hatch.contours" and ">= 0" in e.value.message
+    base["init_options"] = {"hatch": {"pitch_px": 0}}
+    with pytest.raises(ConfigError) as e:
+        pipeline_from_dict(base)
+    assert e.value.key == "init_options.hatch.pitch_px"
+
+
 def test_the_paper_pipeline_round_trips():
     p = load_pipeline("paper")
     assert pipeline_from_dict(p.to_dict()) == p
