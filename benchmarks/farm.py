@@ -10,7 +10,9 @@ photos into the inbox at once, and waits until every job has ended. It prints:
 - each plotter's idle fraction (1 - its plotting time / the run's wall time, from the jobs'
   events in the store);
 - the daemon process's CPU (its own user + system seconds over the run, as % of one core) and
-  peak resident memory (VmHWM), and the same for its optimiser processes (children);
+  resident memory (idle before the jobs, and the peak, VmHWM), and the same for its optimiser
+  processes (its children; with Ray these are the drivers, the Ray workers' own CPU is not
+  counted: they are the cluster's);
 - the time from drop to the first job plotting.
 
     .venv/bin/python benchmarks/farm.py                        # both backends, 1, 2, 4 plotters
@@ -56,9 +58,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """Peak resident memory (VmHWM), or with ``field="VmRSS"`` the present one."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -81,6 +84,7 @@ class Sampler:
     def __init__(self, pid: int):
         self.pid = pid
         self.daemon_cpu0 = cpu_seconds(pid)
+        self.idle_rss = peak_rss_mb(pid, "VmRSS")
         self.child_cpu: dict[int, tuple[float, float]] = {}  # pid -> (first, last)
         self.child_rss = 0.0
 
@@ -98,6 +102,7 @@ class Sampler:
         daemon_cpu = cpu_seconds(self.pid) - self.daemon_cpu0
         child_cpu = sum(last - first for first, last in self.child_cpu.values())
         return {"daemon_cpu_pct": round(100 * daemon_cpu / wall_s, 1),
+                "daemon_idle_rss_mb": round(self.idle_rss, 1),
                 "daemon_peak_rss_mb": round(peak_rss_mb(self.pid), 1),
                 "optimiser_cpu_pct": round(100 * child_cpu / wall_s, 1),
                 "optimiser_peak_rss_mb": round(self.child_rss, 1)}
@@ -239,13 +244,14 @@ def stop_ray_head(temp: Path) -> None:
 
 def print_table(rows: list[dict]) -> None:
     print(f"{'backend':8} {'N':>2} {'jobs':>4} {'wall s':>7} {'jobs/h':>7} {'1st plot s':>10} "
-          f"{'idle per plotter':28} {'daemon cpu%':>11} {'rss MB':>7} {'optim cpu%':>10} "
-          f"{'rss MB':>7}")
+          f"{'idle per plotter':28} {'daemon cpu%':>11} {'rss idle/peak MB':>16} "
+          f"{'optim cpu%':>10} {'rss MB':>7}")
     for r in rows:
         idle = " ".join(f"{v:.2f}" for v in r["idle"].values())
         print(f"{r['backend']:8} {r['plotters']:>2} {r['done']:>2}/{r['jobs']:<1} "
               f"{r['wall_s']:>7} {r['jobs_per_hour']:>7} {r['first_plot_s']!s:>10} {idle:28} "
-              f"{r['daemon_cpu_pct']:>11} {r['daemon_peak_rss_mb']:>7} "
+              f"{r['daemon_cpu_pct']:>11} "
+              f"{r['daemon_idle_rss_mb']:>7.0f} / {r['daemon_peak_rss_mb']:<6.0f} "
               f"{r['optimiser_cpu_pct']:>10} {r['optimiser_peak_rss_mb']:>7}")
 
 
