@@ -1,7 +1,8 @@
 """The plotter's state and the machine controls over HTTP (part of the daemon's API).
 
 * ``GET /api/status``: ``plotter.state`` (one of PlotterWorker's STATES), ``plotter.message``
-  (a line for people), position, connected, the paper; the job counts.
+  (a line for people), position, connected, the paper; the job counts; `optimising_all`
+  (every job optimising now: several with the Ray backend) and `optimiser_backend`.
 * ``POST /api/paper/changed``: a fresh sheet is in; the next job may start.
 * ``POST /api/pen/continue``: an M0 pen change is done; the job goes on.
 * ``POST /api/machine/{pen-up,pen-down,home,jog,origin,motors-off,send}``,
@@ -64,6 +65,7 @@ def status_view(daemon: Daemon, worker: Any = None) -> dict[str, Any]:
                 for p in st["plotters"]]
     return {"version": __version__, "plotter": plotter, "paper": mine["paper"],
             "plotters": plotters, "jobs": st["jobs"], "optimising": st["optimising"],
+            "optimising_all": st["optimising_all"], "optimiser_backend": st["optimiser_backend"],
             "camera": st["camera"]}
 
 

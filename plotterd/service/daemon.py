@@ -186,7 +186,8 @@ class Daemon:
         plotter's under ``plotters``."""
         plotters = [w.status() for w in self.plotters.values()]
         return {**plotters[0], "plotters": plotters, "camera": self.camera.status(),
-                "optimising": self.optimiser.current, "watcher": self.watcher.kind,
+                "optimising": self.optimiser.current, "optimising_all": self.optimiser.running,
+                "optimiser_backend": self.cfg.optimiser.backend, "watcher": self.watcher.kind,
                 "inbox": str(self.cfg.inbox), "jobs": self.store.counts()}
 
     # -- start-up recovery ----------------------------------------------------------------------

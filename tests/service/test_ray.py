@@ -74,6 +74,10 @@ def test_jobs_optimise_on_the_cluster_at_once_and_plot_here(ray_head, tmp_path):
             drop(tmp_path / f"{name}.yaml", d.inbox)
         for name in ("camera_small.png", "horse_small.png"):
             drop(DATA / name, d.inbox)
+        status = wait_for(lambda: len((s := d.http.get("/api/status").json())
+                                      ["optimising_all"]) == 2 and s, 120, 0.05,
+                          "two jobs optimising")
+        assert status["optimiser_backend"] == "ray"
         jobs = d.wait_states(2, timeout=180)
         assert [j["state"] for j in jobs] == ["done", "done"], [j["error"] for j in jobs]
         pids = set()
