@@ -143,6 +143,21 @@ def test_the_default_hatch_joins_ends_far_enough_to_halve_the_pen_lifts():
     assert plot_minutes(default.lines, 0.3, p.ink) < 0.9 * plot_minutes(before.lines, 0.3, p.ink)
 
 
+@pytest.mark.parametrize("photo", ["camera_small.png", "text_small.png", "horse_small.png"])
+def test_the_default_hatch_start_draws_closer_on_paper_without_outlines(photo):
+    # the tone's outline (one iso-line) doubles the ink along every edge and adds a ring
+    # around every blob of texture; with the solid fill reaching a black shape's edge it
+    # costs more than it gives (150 mm: text HaarPSI 0.686 without, 0.612 with)
+    options = load_pipeline("paper").init_options["hatch"]
+    loss = {}
+    for contours in (options["contours"], 1):
+        p = paper_pipeline(page={"long_side_mm": 45}, init="hatch",
+                           init_options={**options, "contours": contours})
+        loss[contours] = optimise(DATA / photo, p, iterations=0).strokes.metadata[
+            "init_paper_loss"]
+    assert options["contours"] == 0 and loss[0] < loss[1]
+
+
 def test_hatching_lays_a_solid_black_without_slivers():
     # lines exactly one nib apart leave half-covered paper between them (2 % grey here),
     # which a 1.5 mm blur still shows; a solid black gets lines a little closer
