@@ -194,3 +194,30 @@ def test_a_worker_with_another_plotterd_version_refuses_the_job():
     messages = list(optimise_task({"version": "0.0.0-other", "attempt": 1, "spec": {}}))
     assert messages == [("error", messages[0][1])]
     assert "install the same version on both" in messages[0][1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_cancel_while_optimising_on_the_cluster_frees_its_worker(ray_head, tmp_path):
+    """Cancelling stops the driver; Ray then ends the task its dead owner leased, so the
+    worker (and its GPU) is free for the next job."""
+    d = _daemon(tmp_path, ray_head)
+    try:
+        (tmp_path / "long.png.yaml").write_text(json.dumps({"iterations": 200000}))
+        drop(tmp_path / "long.png.yaml", d.inbox)
+        drop(DATA / "camera_small.png", d.inbox, "long.png")
+        job = wait_for(lambda: next(iter(d.jobs()), None), 30, 0.1, "the job")
+        worker_file = Path(d.job(job["id"])["dir"]) / "ray-worker.json"
+        wait_for(worker_file.exists, 120, 0.05, "the task to start")
+        pid = json.loads(worker_file.read_text())["pid"]
+        assert d.http.post(f"/jobs/{job['id']}/cancel").json()["result"] == "cancelling"
+        assert d.wait_job(job["id"], ("cancelled",), timeout=60)["state"] == "cancelled"
+        wait_for(lambda: not _alive(pid), 60, 0.2, "the Ray worker to stop")
+    finally:
+        d.stop()
