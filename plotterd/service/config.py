@@ -407,6 +407,31 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     cfg = Config(state_dir=state_dir, inbox=inbox, source=source)
     cfg.log_level = v.choice(top.get("log_level", "info"), "log_level", LOG_LEVELS)
     cfg.weights_dir = v.path(top.get("weights_dir"), "weights_dir")
+    _pipelines(v, top, cfg)
+    cfg.vector = _vector(v, top.get("vector"), "vector", VectorConfig())
+    cfg.folders = _folders(v, top.get("folders"), cfg)
+
+    cfg.page = _page(v, top.get("page"), "page", PageConfig())
+    cfg.plotters = _plotters(v, top, cfg)
+    cfg.routing = v.section(top.get("routing"), "routing", RoutingConfig)
+    v.choice(cfg.routing.when_gone, "routing.when_gone", WHEN_GONE)
+    v.positive(cfg.routing.gone_after_s, "routing.gone_after_s")
+    _folder_routes(v, top.get("folders"), cfg)
+
+    cfg.optimiser = _optimiser(v, top.get("optimiser"))
+    cfg.ray = _ray(v, top.get("ray"), cfg.optimiser.backend)
+    cfg.intake = v.section(top.get("intake"), "intake", IntakeConfig)
+    v.choice(cfg.intake.observer, "intake.observer", OBSERVERS)
+    v.number(cfg.intake.stable_s, "intake.stable_s", minimum=0)
+    v.positive(cfg.intake.scan_interval_s, "intake.scan_interval_s")
+    cfg.camera = _camera(v, top.get("camera"))
+    cfg.api = _api(v, top.get("api"))
+    return cfg
+
+
+def _pipelines(v: _Validator, top: dict, cfg: Config) -> None:
+    """``pipeline``, ``pipelines`` (inbox subfolder -> pipeline) and ``pipeline_dirs``."""
+    source = v.source
     cfg.pipeline = v.string(top.get("pipeline", cfg.pipeline), "pipeline")
     pipes = v.mapping(top.get("pipelines", {}) or {}, "pipelines")
     cfg.pipelines = {}
@@ -421,48 +446,36 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     if not isinstance(dirs, list):
         raise ConfigError("pipeline_dirs", "must be a list of folders", source)
     cfg.pipeline_dirs = [v.path(d, f"pipeline_dirs[{i}]") for i, d in enumerate(dirs)]
-    cfg.vector = _vector(v, top.get("vector"), "vector", VectorConfig())
-    cfg.folders = _folders(v, top.get("folders"), cfg)
 
-    cfg.page = _page(v, top.get("page"), "page", PageConfig())
-    cfg.plotters = _plotters(v, top, cfg)
-    cfg.routing = v.section(top.get("routing"), "routing", RoutingConfig)
-    v.choice(cfg.routing.when_gone, "routing.when_gone", WHEN_GONE)
-    v.positive(cfg.routing.gone_after_s, "routing.gone_after_s")
-    _folder_routes(v, top.get("folders"), cfg)
 
-    cfg.optimiser = v.section(top.get("optimiser"), "optimiser", OptimiserConfig)
-    v.string(cfg.optimiser.device, "optimiser.device")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.optimiser.device):
+def _optimiser(v: _Validator, raw: Any) -> OptimiserConfig:
+    oc = v.section(raw, "optimiser", OptimiserConfig)
+    v.string(oc.device, "optimiser.device")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", oc.device):
         # which GPUs exist is checked in the optimiser process (it imports torch; we do not)
-        raise ConfigError("optimiser.device",
-                          f"expected auto, cpu, cuda or cuda:N, got {cfg.optimiser.device!r}",
-                          source)
-    v.positive(cfg.optimiser.threads, "optimiser.threads", integer=True)
-    v.positive(cfg.optimiser.checkpoint_every, "optimiser.checkpoint_every", integer=True)
-    if cfg.optimiser.iterations is not None:
-        v.positive(cfg.optimiser.iterations, "optimiser.iterations", integer=True)
-    if cfg.optimiser.seed is not None:
-        v.number(cfg.optimiser.seed, "optimiser.seed", integer=True, minimum=0)
-    if cfg.optimiser.timeout_s is not None:
-        v.positive(cfg.optimiser.timeout_s, "optimiser.timeout_s")
-    if cfg.optimiser.stall_s is not None:
-        v.positive(cfg.optimiser.stall_s, "optimiser.stall_s")
-    v.choice(cfg.optimiser.backend, "optimiser.backend", OPTIMISER_BACKENDS)
-    cfg.ray = _ray(v, top.get("ray"), cfg.optimiser.backend)
+        raise v.err("optimiser.device",
+                    f"expected auto, cpu, cuda or cuda:N, got {oc.device!r}")
+    v.positive(oc.threads, "optimiser.threads", integer=True)
+    v.positive(oc.checkpoint_every, "optimiser.checkpoint_every", integer=True)
+    if oc.iterations is not None:
+        v.positive(oc.iterations, "optimiser.iterations", integer=True)
+    if oc.seed is not None:
+        v.number(oc.seed, "optimiser.seed", integer=True, minimum=0)
+    if oc.timeout_s is not None:
+        v.positive(oc.timeout_s, "optimiser.timeout_s")
+    if oc.stall_s is not None:
+        v.positive(oc.stall_s, "optimiser.stall_s")
+    v.choice(oc.backend, "optimiser.backend", OPTIMISER_BACKENDS)
+    return oc
 
-    cfg.intake = v.section(top.get("intake"), "intake", IntakeConfig)
-    v.choice(cfg.intake.observer, "intake.observer", OBSERVERS)
-    v.number(cfg.intake.stable_s, "intake.stable_s", minimum=0)
-    v.positive(cfg.intake.scan_interval_s, "intake.scan_interval_s")
 
-    cam_raw = v.mapping(top.get("camera") or {}, "camera")
+def _camera(v: _Validator, raw: Any) -> CameraConfig:
+    source = v.source
+    cam_raw = v.mapping(raw or {}, "camera")
     clahe_raw = cam_raw.get("clahe", {})
     cam_raw = {k: val for k, val in cam_raw.items() if k != "clahe"}
-    cfg.camera = v.section(cam_raw, "camera", CameraConfig)
-    cfg.camera.clahe = None if clahe_raw is None else v.section(clahe_raw, "camera.clahe",
-                                                                 ClaheConfig)
-    cam = cfg.camera
+    cam = v.section(cam_raw, "camera", CameraConfig)
+    cam.clahe = None if clahe_raw is None else v.section(clahe_raw, "camera.clahe", ClaheConfig)
     if isinstance(cam.source, str) and cam.source.strip().isdigit():
         cam.source = int(cam.source)  # "0" from an environment or a quoted YAML value
     if cam.source is not None and (isinstance(cam.source, bool)
@@ -490,27 +503,31 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     v.number(cam.warmup_frames, "camera.warmup_frames", integer=True, minimum=0)
     if cam.pipeline is not None:
         v.string(cam.pipeline, "camera.pipeline")
+    return cam
 
-    cfg.api = v.section(top.get("api"), "api", ApiConfig)
-    v.string(cfg.api.bind, "api.bind")
-    v.number(cfg.api.port, "api.port", integer=True, minimum=0)
-    if cfg.api.port > 65535:
+
+def _api(v: _Validator, raw: Any) -> ApiConfig:
+    source = v.source
+    api = v.section(raw, "api", ApiConfig)
+    v.string(api.bind, "api.bind")
+    v.number(api.port, "api.port", integer=True, minimum=0)
+    if api.port > 65535:
         raise ConfigError("api.port", "must be at most 65535", source)
-    if cfg.api.token is not None:
-        cfg.api.token = v.string(cfg.api.token, "api.token")
-        if len(cfg.api.token) < 8:
+    if api.token is not None:
+        api.token = v.string(api.token, "api.token")
+        if len(api.token) < 8:
             raise ConfigError("api.token", "too short (8 characters at least)", source)
-    if cfg.api.token is None and os.environ.get("PLOTTERD_TOKEN"):
-        cfg.api.token = os.environ["PLOTTERD_TOKEN"]
-    if not cfg.api.is_loopback and not cfg.api.token:
+    if api.token is None and os.environ.get("PLOTTERD_TOKEN"):
+        api.token = os.environ["PLOTTERD_TOKEN"]
+    if not api.is_loopback and not api.token:
         raise ConfigError(
             "api.token",
-            f"required when api.bind is not a loopback address ({cfg.api.bind}); "
+            f"required when api.bind is not a loopback address ({api.bind}); "
             "set it or PLOTTERD_TOKEN",
             source,
         )
-    v.positive(cfg.api.max_upload_mb, "api.max_upload_mb")
-    return cfg
+    v.positive(api.max_upload_mb, "api.max_upload_mb")
+    return api
 
 
 def _ray(v: _Validator, raw: Any, backend: str) -> RayConfig:
