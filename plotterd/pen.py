@@ -133,9 +133,12 @@ def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm:
             px = np.vstack([px, px])
         cv2.polylines(centre, [px.reshape(-1, 1, 2)], False, 0, 1, cv2.LINE_8, shift)
     dist = cv2.distanceTransform(centre, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    del centre
     # a pixel whose centre lies d from the path is covered over [d - 1/2, d + 1/2]: the
-    # band of half-width r covers clip(r + 1/2 - d, 0, 1) of it (exact across straight lines)
-    covered = np.clip(nib_mm * scale / 2 + 0.5 - dist, 0.0, 1.0)
+    # band of half-width r covers clip(r + 1/2 - d, 0, 1) of it (exact across straight
+    # lines); in place, so a whole page needs one float array, not three
+    np.subtract(nib_mm * scale / 2 + 0.5, dist, out=dist)
+    covered = np.clip(dist, 0.0, 1.0, out=dist)
     if ss > 1:
         covered = cv2.resize(covered, (w // ss, h // ss), interpolation=cv2.INTER_AREA)
     return 1.0 - darkness * covered
@@ -144,7 +147,7 @@ def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm:
 # centre lines are rasterised to whole supersampled pixels: with fewer than this many across
 # the nib, hatch lines one nib apart open and close slivers between them
 _MIN_SS_PX_PER_NIB = 8
-_MAX_SS_PIXELS = 40_000_000  # the supersampled page's size cap (about 200 MB of work arrays)
+_MAX_SS_PIXELS = 40_000_000  # the supersampled page's size cap (160 MB of float work array)
 
 
 def _supersample(asked: int, nib_px: float, pixels: int) -> int:

@@ -189,3 +189,23 @@ def test_hatched_runs_under_numpy_2_and_on_a_photo_darker_than_its_levels(tmp_pa
     assert drawing.lines_mm
     fig = paper_test.evaluate(drawing, _photo(tmp_path, dark))["figures"]
     assert fig["mean_grey_page"] < 0.6  # the dark photo is hatched, not left blank
+
+
+def test_a_whole_page_is_rendered_in_one_float_work_array():
+    """The simulator renders what it drew in the daemon process: the supersampled page is
+    the largest thing there, so its arithmetic works in place (a float array and the
+    centre-line bytes, not three float arrays: ~0.5 GB for a 300 mm bed before)."""
+    import tracemalloc
+
+    box = DrawingBox(100.0, 100.0)
+    rng = np.random.default_rng(0)
+    lines = [rng.uniform(0, 100, (8, 2)) for _ in range(50)]
+    pen = RoundNib(0.3)
+    tracemalloc.start()
+    try:
+        pen.render(lines, box, 4.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    ss_pixels = (400 * 7) ** 2  # 4 px/mm, supersampled 7x for 8 px per 0.3 mm nib
+    assert peak < 1.6 * ss_pixels * 4, f"{peak / 2**20:.0f} MB for a {ss_pixels:,}-pixel page"
