@@ -554,79 +554,97 @@ def optimise(
     ``checkpoint``: a file written atomically every ``checkpoint_every`` iterations and at
     the end; when it exists at the start, the run resumes from it.
     """
-    dev = resolve_device(device)
     iters = pipeline.iterations if iterations is None else int(iterations)
     seed = pipeline.seed if seed is None else int(seed)
     if iters < 0:
         raise ConfigError("iterations", f"must be >= 0, got {iters}")
     if checkpoint_every < 1:
         raise ConfigError("checkpoint_every", f"must be >= 1, got {checkpoint_every}")
-    source = str(target) if isinstance(target, (str, Path)) else None
-    tgt_cpu = _as_target(target, pipeline).cpu()
-    tgt = tgt_cpu.to(dev)
-    h, w = int(tgt.shape[-2]), int(tgt.shape[-1])
-    canvas = Canvas(w, h)
+    run = _Run(target, pipeline, resolve_device(device), iters, seed,
+               Path(checkpoint) if checkpoint is not None else None)
+    run.resume()
+    run.loop(progress, checkpoint_every)
+    return run.result()
 
-    # losses are built before anything else so a missing weights file fails at once
-    loss_cfg = _loss_config(pipeline)
-    fine_loss = build_loss(loss_cfg, tgt)
-    fine = _Level(h, w)
-    switch, coarse, coarse_loss = _coarse_stage(pipeline, iters, tgt, loss_cfg)
 
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    init = _Init(pipeline, canvas, tgt_cpu, gen)
-    start_info: dict[str, Any] = {}
-    if pipeline.init in STRUCTURE_INITS:
-        groups, start_info = _structure_groups(pipeline, canvas, tgt, fine_loss, dev)
-    else:
-        groups = _make_groups(pipeline, init, dev)
-    params = [p for g in groups for p in g.params()]
-    start_params = [p.detach().clone() for p in params]
-    opt = _adam(groups, pipeline)
+class _Run:
+    """One optimisation: its target, strokes, Adam, generator and history, which a
+    checkpoint saves and restores exactly (so a resumed run ends bit-identical)."""
 
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    fp = _fingerprint(pipeline, iters, seed, tgt_cpu)
-    losses: list[float] = []
-    times: list[float] = []
-    start_it, elapsed0, reinits = 0, 0.0, 0
-    best = _Best(pipeline.keep_best)
-    if ckpt is not None and ckpt.exists():
-        st = _load_checkpoint(ckpt, fp)
-        with torch.no_grad():
-            if len(st["params"]) != len(params):
-                raise InputError(f"{ckpt}: checkpoint does not match the pipeline's strokes")
-            for p, saved in zip(params, st["params"], strict=True):
-                p.copy_(saved.to(dev))
-        opt.load_state_dict(st["optimizer"])
-        gen.set_state(st["generator"])
-        losses, times = list(st["losses"]), list(st["times"])
-        start_it, elapsed0 = int(st["iteration"]), float(st["elapsed_s"])
-        reinits = int(st.get("reinitialised", 0))
-        best.restore(st.get("best"))
+    def __init__(self, target: str | Path | torch.Tensor, pipeline: Pipeline,
+                 dev: torch.device, iters: int, seed: int, ckpt: Path | None):
+        self.pipeline, self.dev, self.iters, self.seed, self.ckpt = (
+            pipeline, dev, iters, seed, ckpt)
+        self.source = str(target) if isinstance(target, (str, Path)) else None
+        self.tgt_cpu = _as_target(target, pipeline).cpu()
+        self.tgt = self.tgt_cpu.to(dev)
+        h, w = int(self.tgt.shape[-2]), int(self.tgt.shape[-1])
+        self.canvas = Canvas(w, h)
+        # losses are built before anything else so a missing weights file fails at once
+        self.loss_cfg = _loss_config(pipeline)
+        self.fine_loss = build_loss(self.loss_cfg, self.tgt)
+        self.fine = _Level(h, w)
+        self.switch, self.coarse, self.coarse_loss = _coarse_stage(pipeline, iters, self.tgt,
+                                                                   self.loss_cfg)
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.init = _Init(pipeline, self.canvas, self.tgt_cpu, self.gen)
+        self.start_info: dict[str, Any] = {}
+        if pipeline.init in STRUCTURE_INITS:
+            self.groups, self.start_info = _structure_groups(pipeline, self.canvas, self.tgt,
+                                                             self.fine_loss, dev)
+        else:
+            self.groups = _make_groups(pipeline, self.init, dev)
+        self.params = [p for g in self.groups for p in g.params()]
+        self.start_params = [p.detach().clone() for p in self.params]
+        self.opt = _adam(self.groups, pipeline)
+        self.fp = _fingerprint(pipeline, iters, seed, self.tgt_cpu)
+        self.losses: list[float] = []
+        self.times: list[float] = []
+        self.start_it, self.elapsed0, self.reinits = 0, 0.0, 0
+        self.elapsed = 0.0
+        self.best = _Best(pipeline.keep_best)
 
-    def save(it_done: int, elapsed: float) -> None:
-        if ckpt is None:
+    # -- checkpoints ------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue from the checkpoint when there is one."""
+        if self.ckpt is None or not self.ckpt.exists():
             return
-        _save_checkpoint(
-            ckpt,
-            {
-                "version": CHECKPOINT_VERSION,
-                "fingerprint": fp,
-                "iteration": it_done,
-                "params": [p.detach().cpu().clone() for p in params],
-                "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
-                "losses": losses,
-                "times": times,
-                "elapsed_s": elapsed,
-                "reinitialised": reinits,
-                "best": best.state(),
-            },
-        )
+        st = _load_checkpoint(self.ckpt, self.fp)
+        with torch.no_grad():
+            if len(st["params"]) != len(self.params):
+                raise InputError(f"{self.ckpt}: checkpoint does not match the pipeline's "
+                                 "strokes")
+            for p, saved in zip(self.params, st["params"], strict=True):
+                p.copy_(saved.to(self.dev))
+        self.opt.load_state_dict(st["optimizer"])
+        self.gen.set_state(st["generator"])
+        self.losses, self.times = list(st["losses"]), list(st["times"])
+        self.start_it, self.elapsed0 = int(st["iteration"]), float(st["elapsed_s"])
+        self.reinits = int(st.get("reinitialised", 0))
+        self.best.restore(st.get("best"))
 
-    def draw(level: _Level) -> torch.Tensor:
+    def save(self, it_done: int, elapsed: float) -> None:
+        if self.ckpt is None:
+            return
+        _save_checkpoint(self.ckpt, {
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": self.fp,
+            "iteration": it_done,
+            "params": [p.detach().cpu().clone() for p in self.params],
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "losses": self.losses,
+            "times": self.times,
+            "elapsed_s": elapsed,
+            "reinitialised": self.reinits,
+            "best": self.best.state(),
+        })
+
+    # -- the descent ------------------------------------------------------------------------
+    def draw(self, level: _Level) -> torch.Tensor:
+        pipeline = self.pipeline
         image = render(
-            [g.batch(canvas, level) for g in groups],
+            [g.batch(self.canvas, level) for g in self.groups],
             level.height,
             level.width,
             composition=pipeline.composition,
@@ -634,100 +652,118 @@ def optimise(
             tau=pipeline.tau,
             curve_segments=pipeline.curve_segments,
         )
-        if pipeline.paper_forward and start_info and not level.coarse:
-            image = _on_paper_straight_through(image, groups, pipeline, canvas)
+        if pipeline.paper_forward and self.start_info and not level.coarse:
+            image = _on_paper_straight_through(image, self.groups, pipeline, self.canvas)
         return image
 
-    t0 = time.perf_counter()
-    last_saved = start_it
-    for it in range(start_it, iters):
-        level, loss_fn = (coarse, coarse_loss) if it < switch else (fine, fine_loss)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(draw(level))
+    def step(self, it: int) -> float:
+        """One Adam step; the loss before it."""
+        pipeline, groups = self.pipeline, self.groups
+        level, loss_fn = ((self.coarse, self.coarse_loss) if it < self.switch
+                          else (self.fine, self.fine_loss))
+        self.opt.zero_grad(set_to_none=True)
+        loss = loss_fn(self.draw(level))
         if pipeline.smoothness > 0:
             loss = loss + pipeline.smoothness * _bend_penalty(groups)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise PlotterdError(f"optimisation diverged: loss is {value} at iteration {it}")
-        best.offer(value, it, params)
+        self.best.offer(value, it, self.params)
         loss.backward()
         for g in groups:
             if g.free is not None and g.points.grad is not None:
                 g.points.grad.mul_(g.free)  # held points get no gradient, so Adam keeps them
-        opt.step()
+        self.opt.step()
         for g in groups:
-            g.project(canvas.x_extent, pipeline.canvas_margin_px / canvas.scale)
-        if pipeline.reinit and it < iters // 2 and (it + 1) % pipeline.reinit_every == 0:
-            reinits += _reinit_vanished(groups, init, opt)
-        losses.append(value)
-        now = elapsed0 + time.perf_counter() - t0
-        times.append(now)
-        if (it + 1) % checkpoint_every == 0 or it + 1 == iters:
-            save(it + 1, now)
-            last_saved = it + 1
-        if progress is not None:
+            g.project(self.canvas.x_extent, pipeline.canvas_margin_px / self.canvas.scale)
+        if (pipeline.reinit and it < self.iters // 2
+                and (it + 1) % pipeline.reinit_every == 0):
+            self.reinits += _reinit_vanished(groups, self.init, self.opt)
+        return value
+
+    def loop(self, progress: ProgressCallback | None, checkpoint_every: int) -> None:
+        t0 = time.perf_counter()
+        last_saved = self.start_it
+        for it in range(self.start_it, self.iters):
+            value = self.step(it)
+            self.losses.append(value)
+            now = self.elapsed0 + time.perf_counter() - t0
+            self.times.append(now)
+            if (it + 1) % checkpoint_every == 0 or it + 1 == self.iters:
+                self.save(it + 1, now)
+                last_saved = it + 1
+            if progress is None:
+                continue
             run_s = time.perf_counter() - t0
-            eta = run_s / (it + 1 - start_it) * (iters - it - 1)
+            eta = run_s / (it + 1 - self.start_it) * (self.iters - it - 1)
             try:
-                progress(
-                    Progress("optimise", it + 1, iters, now, eta, {"loss": value})
-                )
+                progress(Progress("optimise", it + 1, self.iters, now, eta, {"loss": value}))
             except Cancelled:
                 if last_saved != it + 1:
-                    save(it + 1, now)
+                    self.save(it + 1, now)
                 raise
-    elapsed = elapsed0 + time.perf_counter() - t0
+        self.elapsed = self.elapsed0 + time.perf_counter() - t0
 
-    def objective(image: torch.Tensor) -> float:
-        value = fine_loss(image)
-        if pipeline.smoothness > 0:
-            value = value + pipeline.smoothness * _bend_penalty(groups)
+    # -- the end ----------------------------------------------------------------------------
+    def objective(self, image: torch.Tensor) -> float:
+        value = self.fine_loss(image)
+        if self.pipeline.smoothness > 0:
+            value = value + self.pipeline.smoothness * _bend_penalty(self.groups)
         return float(value)
 
-    with torch.no_grad():
-        rendering = draw(fine)
-        final_loss = objective(rendering)
-        if best.better_than(final_loss):  # the last steps made it worse: end on the best
-            best.apply(params)
-            rendering = draw(fine)
-            final_loss = objective(rendering)
-        if start_info:  # the paper has the last word (see plotterd.draw.structure_start)
-            kept = _keep_refinement_if_paper_agrees(groups, params, start_params, pipeline,
-                                                    fine_loss, tgt, canvas, start_info)
-            if not kept:
-                rendering = draw(fine)
-                final_loss = objective(rendering)
-    strokes = Strokes(
-        canvas=canvas,
-        groups=[g.snapshot() for g in groups],
-        composition=pipeline.composition,
-        pipeline=pipeline.to_dict(),
-        metadata={
-            "loss": pipeline.loss_type,
-            "loss_params": {k: v for k, v in loss_cfg.items() if k != "type"},
-            "loss_metadata": fine_loss.metadata(),
-            "iterations": iters,
-            "seed": seed,
-            "device": str(dev),
-            "elapsed_s": round(elapsed, 3),
-            "s_per_iteration": round(elapsed / iters, 5) if iters else None,
-            "final_loss": final_loss,
-            "resumed_from_iteration": start_it or None,
-            "reinitialised_strokes": reinits,
-            "best_iteration": best.iteration if best.used else None,
-            **start_info,
-            **_paper_metadata(pipeline, canvas, groups),
-            "source_image": source,
-            "plotterd_version": plotterd.__version__,
-            "torch_version": torch.__version__,
-        },
-    )
-    return DrawResult(
-        strokes=strokes,
-        losses=losses,
-        rendering=rendering.detach().cpu(),
-        target=tgt_cpu,
-        elapsed_s=elapsed,
-        times=times,
-        device=str(dev),
-    )
+    def final_drawing(self) -> tuple[torch.Tensor, float]:
+        """The drawing the run ends on (its best iterate; the start, when the paper
+        disagrees with the refinement) and its loss."""
+        with torch.no_grad():
+            rendering = self.draw(self.fine)
+            final_loss = self.objective(rendering)
+            if self.best.better_than(final_loss):  # the last steps made it worse
+                self.best.apply(self.params)
+                rendering = self.draw(self.fine)
+                final_loss = self.objective(rendering)
+            if self.start_info:  # the paper has the last word (plotterd.draw.structure_start)
+                kept = _keep_refinement_if_paper_agrees(
+                    self.groups, self.params, self.start_params, self.pipeline,
+                    self.fine_loss, self.tgt, self.canvas, self.start_info)
+                if not kept:
+                    rendering = self.draw(self.fine)
+                    final_loss = self.objective(rendering)
+        return rendering, final_loss
+
+    def result(self) -> DrawResult:
+        rendering, final_loss = self.final_drawing()
+        pipeline, iters, elapsed = self.pipeline, self.iters, self.elapsed
+        strokes = Strokes(
+            canvas=self.canvas,
+            groups=[g.snapshot() for g in self.groups],
+            composition=pipeline.composition,
+            pipeline=pipeline.to_dict(),
+            metadata={
+                "loss": pipeline.loss_type,
+                "loss_params": {k: v for k, v in self.loss_cfg.items() if k != "type"},
+                "loss_metadata": self.fine_loss.metadata(),
+                "iterations": iters,
+                "seed": self.seed,
+                "device": str(self.dev),
+                "elapsed_s": round(elapsed, 3),
+                "s_per_iteration": round(elapsed / iters, 5) if iters else None,
+                "final_loss": final_loss,
+                "resumed_from_iteration": self.start_it or None,
+                "reinitialised_strokes": self.reinits,
+                "best_iteration": self.best.iteration if self.best.used else None,
+                **self.start_info,
+                **_paper_metadata(pipeline, self.canvas, self.groups),
+                "source_image": self.source,
+                "plotterd_version": plotterd.__version__,
+                "torch_version": torch.__version__,
+            },
+        )
+        return DrawResult(
+            strokes=strokes,
+            losses=self.losses,
+            rendering=rendering.detach().cpu(),
+            target=self.tgt_cpu,
+            elapsed_s=elapsed,
+            times=self.times,
+            device=str(self.dev),
+        )
