@@ -311,94 +311,22 @@ def pipeline_from_dict(
     raw: Any, *, name: str = "", source: str | None = None
 ) -> Pipeline:
     """Validate a pipeline dict (as read from YAML) into a :class:`Pipeline`."""
-    from plotterd.draw.losses import check_loss_config
-
     v = _V(source)
     d = v.mapping(raw if raw is not None else {}, "pipeline")
     v.known(d, _TOP_KEYS, "")
     defaults = Pipeline(strokes=[], loss={})
-
-    channels = d.get("channels", 1)
-    if type(channels) is not int or channels not in (1, 3):  # not 1.0 or True
-        raise v.err("channels", f"must be 1 (grey) or 3 (colour), got {channels!r}")
-
-    if "strokes" not in d:
-        raise v.err("strokes", "missing (a list of stroke groups)")
-    if not isinstance(d["strokes"], list) or not d["strokes"]:
-        raise v.err("strokes", "must be a non-empty list of stroke groups")
-    strokes = [_stroke_spec(v, s, f"strokes[{i}]", channels) for i, s in enumerate(d["strokes"])]
-
-    loss_raw = d.get("loss", {"type": "blurmse"})
-    if isinstance(loss_raw, str):
-        loss_raw = {"type": loss_raw}
-    v.mapping(loss_raw, "loss")
-    try:
-        params = check_loss_config(loss_raw, "loss")
-    except ConfigError as e:
-        raise ConfigError(e.key, e.message, source) from e
-    loss = {"type": loss_raw["type"], **params}
-
-    res = v.mapping(d.get("resolution", {"height": 200}), "resolution")
-    v.known(res, {"height", "width"}, "resolution.")
-    height = res.get("height")
-    width = res.get("width")
-    if height is None and width is None:
-        raise v.err("resolution", "give height, width or both")
-    if height is not None:
-        height = v.integer(height, "resolution.height", 8, 8192)
-    if width is not None:
-        width = v.integer(width, "resolution.width", 8, 8192)
-
+    # the checks run in this order, so the first error a file shows stays the same
+    channels = _channels(v, d)
+    strokes = _strokes(v, d, channels)
+    loss = _loss(v, d)
+    height, width = _resolution(v, d)
     page = _page(v, d.get("page"))
-    pen = d.get("pen", defaults.pen)
-    try:
-        pen = pen_from_dict(v.mapping(pen, "pen")).to_dict()
-    except ConfigError as e:
-        raise ConfigError(e.key, e.message, source) from e
+    pen = _pen(v, d.get("pen", defaults.pen))
     if page is not None and "resolution" in d:
         raise v.err("resolution", "follows from page and pen.nib_mm; give one or the other")
     ink = _ink(v, d.get("ink", {}))
-    init = v.choice(d.get("init", defaults.init), "init", INITS + STRUCTURE_INITS)
-    init_options = v.mapping(d.get("init_options", {}), "init_options")
-    auto = [i for i, s in enumerate(strokes) if s.count == AUTO_COUNT]
-    if init in STRUCTURE_INITS:
-        if len(strokes) != 1 or not auto or strokes[0].kind != "polyline":
-            raise v.err("strokes", f"init {init} makes its own strokes: give one group "
-                                   "`{kind: polyline, count: auto}`")
-        from plotterd.draw.inits import check_init_options
-
-        try:
-            if init == "auto":  # options per candidate: {hatch: {...}, streamlines: {...}}
-                v.known(init_options, set(AUTO_CANDIDATES), "init_options.")
-                init_options = {
-                    name: _prefixed(check_init_options, name,
-                                    v.mapping(init_options.get(name, {}),
-                                              f"init_options.{name}"))
-                    for name in AUTO_CANDIDATES}
-            else:
-                init_options = check_init_options(init, init_options)
-        except ConfigError as e:
-            raise ConfigError(e.key, e.message, source) from e
-    elif auto:
-        raise v.err(f"strokes[{auto[0]}].count", f"`auto` needs a structure init "
-                                               f"({', '.join(STRUCTURE_INITS)}), not {init}")
-    elif init_options:
-        raise v.err("init_options", f"init {init} takes no options")
-
-    ctf_raw = d.get("coarse_to_fine", False)
-    ctf: CoarseToFine | None = None
-    if ctf_raw is True:
-        ctf = CoarseToFine()
-    elif isinstance(ctf_raw, dict):
-        v.known(ctf_raw, {"scale", "fraction"}, "coarse_to_fine.")
-        ctf = CoarseToFine(
-            scale=v.number(ctf_raw.get("scale", 0.5), "coarse_to_fine.scale", 0.05, 0.95),
-            fraction=v.number(
-                ctf_raw.get("fraction", 0.5), "coarse_to_fine.fraction", 0.0, 1.0
-            ),
-        )
-    elif ctf_raw not in (False, None):
-        raise v.err("coarse_to_fine", f"must be false, true or a mapping, got {ctf_raw!r}")
+    init, init_options = _init(v, d, strokes, defaults.init)
+    ctf = _coarse_to_fine(v, d.get("coarse_to_fine", False))
 
     def get(key: str) -> Any:
         return d.get(key, getattr(defaults, key))
@@ -438,6 +366,106 @@ def pipeline_from_dict(
         canvas_margin_px=v.number(get("canvas_margin_px"), "canvas_margin_px", 0.0, 1000.0),
         source=source,
     )
+
+
+def _channels(v: _V, d: dict[str, Any]) -> int:
+    channels = d.get("channels", 1)
+    if type(channels) is not int or channels not in (1, 3):  # not 1.0 or True
+        raise v.err("channels", f"must be 1 (grey) or 3 (colour), got {channels!r}")
+    return channels
+
+
+def _strokes(v: _V, d: dict[str, Any], channels: int) -> list[StrokeSpec]:
+    if "strokes" not in d:
+        raise v.err("strokes", "missing (a list of stroke groups)")
+    if not isinstance(d["strokes"], list) or not d["strokes"]:
+        raise v.err("strokes", "must be a non-empty list of stroke groups")
+    return [_stroke_spec(v, s, f"strokes[{i}]", channels) for i, s in enumerate(d["strokes"])]
+
+
+def _loss(v: _V, d: dict[str, Any]) -> dict[str, Any]:
+    from plotterd.draw.losses import check_loss_config
+
+    loss_raw = d.get("loss", {"type": "blurmse"})
+    if isinstance(loss_raw, str):
+        loss_raw = {"type": loss_raw}
+    v.mapping(loss_raw, "loss")
+    try:
+        params = check_loss_config(loss_raw, "loss")
+    except ConfigError as e:
+        raise ConfigError(e.key, e.message, v.source) from e
+    return {"type": loss_raw["type"], **params}
+
+
+def _resolution(v: _V, d: dict[str, Any]) -> tuple[int | None, int | None]:
+    res = v.mapping(d.get("resolution", {"height": 200}), "resolution")
+    v.known(res, {"height", "width"}, "resolution.")
+    height = res.get("height")
+    width = res.get("width")
+    if height is None and width is None:
+        raise v.err("resolution", "give height, width or both")
+    if height is not None:
+        height = v.integer(height, "resolution.height", 8, 8192)
+    if width is not None:
+        width = v.integer(width, "resolution.width", 8, 8192)
+    return height, width
+
+
+def _pen(v: _V, raw: Any) -> dict[str, Any]:
+    try:
+        return pen_from_dict(v.mapping(raw, "pen")).to_dict()
+    except ConfigError as e:
+        raise ConfigError(e.key, e.message, v.source) from e
+
+
+def _init(
+    v: _V, d: dict[str, Any], strokes: list[StrokeSpec], default: str
+) -> tuple[str, dict[str, Any]]:
+    """The init strategy and its checked options; `count: auto` needs a structure init."""
+    init = v.choice(d.get("init", default), "init", INITS + STRUCTURE_INITS)
+    init_options = v.mapping(d.get("init_options", {}), "init_options")
+    auto = [i for i, s in enumerate(strokes) if s.count == AUTO_COUNT]
+    if init in STRUCTURE_INITS:
+        if len(strokes) != 1 or not auto or strokes[0].kind != "polyline":
+            raise v.err("strokes", f"init {init} makes its own strokes: give one group "
+                                   "`{kind: polyline, count: auto}`")
+        return init, _structure_init_options(v, init, init_options)
+    if auto:
+        raise v.err(f"strokes[{auto[0]}].count", f"`auto` needs a structure init "
+                                               f"({', '.join(STRUCTURE_INITS)}), not {init}")
+    if init_options:
+        raise v.err("init_options", f"init {init} takes no options")
+    return init, init_options
+
+
+def _structure_init_options(v: _V, init: str, init_options: dict[str, Any]) -> dict[str, Any]:
+    from plotterd.draw.inits import check_init_options
+
+    try:
+        if init == "auto":  # options per candidate: {hatch: {...}, streamlines: {...}}
+            v.known(init_options, set(AUTO_CANDIDATES), "init_options.")
+            return {
+                name: _prefixed(check_init_options, name,
+                                v.mapping(init_options.get(name, {}),
+                                          f"init_options.{name}"))
+                for name in AUTO_CANDIDATES}
+        return check_init_options(init, init_options)
+    except ConfigError as e:
+        raise ConfigError(e.key, e.message, v.source) from e
+
+
+def _coarse_to_fine(v: _V, raw: Any) -> CoarseToFine | None:
+    if raw is True:
+        return CoarseToFine()
+    if isinstance(raw, dict):
+        v.known(raw, {"scale", "fraction"}, "coarse_to_fine.")
+        return CoarseToFine(
+            scale=v.number(raw.get("scale", 0.5), "coarse_to_fine.scale", 0.05, 0.95),
+            fraction=v.number(raw.get("fraction", 0.5), "coarse_to_fine.fraction", 0.0, 1.0),
+        )
+    if raw not in (False, None):
+        raise v.err("coarse_to_fine", f"must be false, true or a mapping, got {raw!r}")
+    return None
 
 
 def _prefixed(check, name: str, options: dict[str, Any]) -> dict[str, Any]:
