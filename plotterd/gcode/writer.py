@@ -159,10 +159,36 @@ class _Emitter:
         self.add(text, kind, stroke, dt)
 
 
-def write_program(document: vp.Document, profile: Profile) -> Program:
-    """Turn a page document (vpype px, layers in plotting order) into a Program."""
-    layers, paper = _layers(document, profile)
-    allpts = [p for layer in layers for p in layer.paths]
+@dataclass
+class _PenMoves:
+    """The profile's pen up/down lines and how long each takes (servo move, dwell)."""
+
+    up: list[str]
+    down: list[str]
+    up_time: list[float]
+    down_time: list[float]
+
+    @classmethod
+    def of(cls, p: Profile) -> _PenMoves:
+        up_time = [p.pen.up_move_s] * len(p.pen.up_commands) + (
+            [p.pen.up_dwell_s] if p.pen.up_dwell_s > 0 else []
+        )
+        down_time = [p.pen.down_move_s] * len(p.pen.down_commands) + (
+            [p.pen.down_dwell_s] if p.pen.down_dwell_s > 0 else []
+        )
+        return cls(p.pen_up_lines(), p.pen_down_lines(), up_time, down_time)
+
+    def emit_up(self, em: _Emitter, kind: str, stroke: int | None) -> None:
+        for c, dt in zip(self.up, self.up_time, strict=True):
+            em.add(c, kind, stroke, dt)
+
+    def emit_down(self, em: _Emitter, stroke: int) -> None:
+        for c, dt in zip(self.down, self.down_time, strict=True):
+            em.add(c, "pen_down", stroke, dt)
+
+
+def _check_program_bounds(allpts: list[np.ndarray], profile: Profile) -> None:
+    """The drawing and the start/end blocks' moves, before any line is produced."""
     if allpts:
         check_bounds(np.concatenate(allpts), profile)
     for key, block in (("start", profile.start), ("end", profile.end)):
@@ -174,34 +200,62 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
                             for x, y in xs])
             check_bounds(pts, profile, f"the profile's {key} block")
 
-    p = profile
-    em = _Emitter(p)
-    pen_up, pen_down = p.pen_up_lines(), p.pen_down_lines()
-    up_time = [p.pen.up_move_s] * len(p.pen.up_commands) + (
-        [p.pen.up_dwell_s] if p.pen.up_dwell_s > 0 else []
-    )
-    down_time = [p.pen.down_move_s] * len(p.pen.down_commands) + (
-        [p.pen.down_dwell_s] if p.pen.down_dwell_s > 0 else []
-    )
 
-    # setup: units, absolute, pen up before anything moves, then the profile's start block
+def _emit_setup(em: _Emitter, p: Profile, pen: _PenMoves) -> None:
+    """Units, absolute, pen up before anything moves, then the profile's start block."""
     for c in p.setup_lines():
         em.add(c, "setup", None)
-    for c, dt in zip(pen_up, up_time, strict=True):
-        em.add(c, "setup", None, dt)
+    pen.emit_up(em, "setup", None)
     for c in p.start:
         em.add(c, "setup", None)
 
-    draw_times = polyline_times(allpts, p.draw_feed, p.acceleration, p.junction_deviation)
-    # travels: from where the pen is to each path's first point
+
+def _travels(allpts: list[np.ndarray], p: Profile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each path's last point, and the length and time of the travel from where the pen is
+    to each path's first point."""
     firsts = np.array([pth[0] for pth in allpts]) if allpts else np.zeros((0, 2))
     lasts = np.array([pth[-1] for pth in allpts]) if allpts else np.zeros((0, 2))
     here = _start_position(p)
     prev = np.vstack([[here], lasts[:-1]]) if allpts else np.zeros((0, 2))
     travel_len = np.hypot(*(firsts - prev).T) if allpts else np.zeros(0)
     travel_t = rest_to_rest(travel_len, p.travel_feed, p.acceleration)
+    return lasts, travel_len, travel_t
 
-    setup_t = em.t
+
+def _emit_pen_change(em: _Emitter, p: Profile, layer: Layer, stroke: int) -> None:
+    for c in p.pen_change:
+        # no comment characters: they would cut the line when parsed back
+        name = re.sub(r"[;()]", "", layer.name)
+        em.add(c.replace("{name}", name).replace("{color}", layer.color), "pen_down", stroke)
+
+
+def _emit_draws(em: _Emitter, path: np.ndarray, stroke: int, draw_dt: np.ndarray) -> None:
+    """The G1 moves along one path (pen down), formatted in bulk."""
+    x0, y0 = path[0]
+    px, py = x0, y0
+    emitted = False
+    sx, sy = _fmt_many(path[1:, 0], em.decimals), _fmt_many(path[1:, 1], em.decimals)
+    limit = em.p.max_line_length
+    for (x, y), tx, ty, dt in zip(path[1:].tolist(), sx, sy, draw_dt.tolist(), strict=True):
+        if x == px and y == py:  # vertices that rounding merged: no move
+            em.t += dt
+            continue
+        text = f"G1 X{tx} Y{ty} F{em.f_draw}"
+        if len(text) > limit:
+            em.move("G1", x, y, em.f_draw, "draw", stroke, dt)
+        else:
+            em.t += dt
+            em.lines.append(GLine(text, "draw", stroke, em.t))
+        px, py, emitted = x, y, True
+    if not emitted:  # a dot: one zero-length draw between pen down and up
+        em.move("G1", x0, y0, em.f_draw, "draw", stroke, 0.0)
+
+
+def _emit_strokes(em: _Emitter, p: Profile, pen: _PenMoves, layers: list[Layer],
+                  travel_t: np.ndarray, draw_times: list[np.ndarray],
+                  ) -> tuple[list[float], int, list[dict[str, Any]]]:
+    """Every path, layer by layer: travel, (pen change,) pen down, draws, pen up.
+    Returns each stroke's end time, the stroke count and the pens' header entries."""
     stroke_t: list[float] = []
     stroke = 0
     pens_info: list[dict[str, Any]] = []
@@ -215,40 +269,19 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
             x0, y0 = path[0]
             em.move("G0", x0, y0, em.f_travel, "travel", stroke, float(travel_t[stroke]))
             if k == 0 and li > 0 and p.pen_change and len(pens_info) > 1:
-                for c in p.pen_change:
-                    # no comment characters: they would cut the line when parsed back
-                    name = re.sub(r"[;()]", "", layer.name)
-                    em.add(c.replace("{name}", name).replace("{color}", layer.color),
-                           "pen_down", stroke)
-            for c, dt in zip(pen_down, down_time, strict=True):
-                em.add(c, "pen_down", stroke, dt)
-            px, py = x0, y0
-            emitted = False
-            sx, sy = _fmt_many(path[1:, 0], em.decimals), _fmt_many(path[1:, 1], em.decimals)
-            limit = p.max_line_length
-            for (x, y), tx, ty, dt in zip(path[1:].tolist(), sx, sy,
-                                          draw_times[stroke].tolist(), strict=True):
-                if x == px and y == py:  # vertices that rounding merged: no move
-                    em.t += dt
-                    continue
-                text = f"G1 X{tx} Y{ty} F{em.f_draw}"
-                if len(text) > limit:
-                    em.move("G1", x, y, em.f_draw, "draw", stroke, dt)
-                else:
-                    em.t += dt
-                    em.lines.append(GLine(text, "draw", stroke, em.t))
-                px, py, emitted = x, y, True
-            if not emitted:  # a dot: one zero-length draw between pen down and up
-                em.move("G1", x0, y0, em.f_draw, "draw", stroke, 0.0)
-            for c, dt in zip(pen_up, up_time, strict=True):
-                em.add(c, "pen_up", stroke, dt)
+                _emit_pen_change(em, p, layer, stroke)
+            pen.emit_down(em, stroke)
+            _emit_draws(em, path, stroke, draw_times[stroke])
+            pen.emit_up(em, "pen_up", stroke)
             stroke_t.append(em.t)
             stroke += 1
+    return stroke_t, stroke, pens_info
 
-    # the end: pen up once more (also marks the end block), then the profile's end block
-    here = lasts[-1] if allpts else _start_position(p)
-    for c, dt in zip(pen_up, up_time, strict=True):
-        em.add(c, "end", None, dt)
+
+def _emit_end(em: _Emitter, p: Profile, pen: _PenMoves, here: np.ndarray) -> float:
+    """Pen up once more (also marks the end block), then the profile's end block; returns
+    the length the end block travels."""
+    pen.emit_up(em, "end", None)
     end_travel = 0.0
     for c in p.end:
         dt = 0.0
@@ -259,22 +292,43 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
             dt = float(rest_to_rest(np.array(dist), p.travel_feed, p.acceleration))
             here = target
         em.add(c, "end", None, dt)
+    return end_travel
+
+
+def _draw_mm(allpts: list[np.ndarray], all_arr: np.ndarray) -> float:
+    """Segment lengths over all paths, minus the links between paths."""
+    if not allpts:
+        return 0.0
+    seg = np.hypot(*np.diff(all_arr, axis=0).T)
+    links = np.cumsum([len(pth) for pth in allpts])[:-1] - 1
+    return float(seg.sum() - seg[links].sum())
+
+
+def write_program(document: vp.Document, profile: Profile) -> Program:
+    """Turn a page document (vpype px, layers in plotting order) into a Program."""
+    layers, paper = _layers(document, profile)
+    allpts = [p for layer in layers for p in layer.paths]
+    _check_program_bounds(allpts, profile)
+
+    p = profile
+    em = _Emitter(p)
+    pen = _PenMoves.of(p)
+    _emit_setup(em, p, pen)
+    setup_t = em.t
+
+    draw_times = polyline_times(allpts, p.draw_feed, p.acceleration, p.junction_deviation)
+    lasts, travel_len, travel_t = _travels(allpts, p)
+    stroke_t, strokes, pens_info = _emit_strokes(em, p, pen, layers, travel_t, draw_times)
+    end_travel = _emit_end(em, p, pen, lasts[-1] if allpts else _start_position(p))
 
     all_arr = np.concatenate(allpts) if allpts else np.zeros((0, 2))
-    if allpts:  # segment lengths over all paths, minus the links between paths
-        seg = np.hypot(*np.diff(all_arr, axis=0).T)
-        links = np.cumsum([len(pth) for pth in allpts])[:-1] - 1
-        draw_mm = float(seg.sum() - seg[links].sum())
-    else:
-        draw_mm = 0.0
-    travel_mm = float(travel_len.sum()) + end_travel
     header: dict[str, Any] = {
         "version": VERSION,
         "profile": p.name,
         "firmware": p.firmware,
         "units": "mm",
-        "pen_up": pen_up,
-        "pen_down": pen_down,
+        "pen_up": pen.up,
+        "pen_down": pen.down,
         "pen_change": list(p.pen_change),
         "dwell_unit": p.dwell_unit,
         "travel_feed": p.travel_feed,
@@ -289,9 +343,9 @@ def write_program(document: vp.Document, profile: Profile) -> Program:
         "estimated_s": round(em.t, 3),
         "setup_t_end": round(setup_t, 3),
         "stroke_t_end": [round(t, 2) for t in stroke_t],
-        "draw_mm": round(draw_mm, 3),
-        "travel_mm": round(travel_mm, 3),
-        "strokes": stroke,
+        "draw_mm": round(_draw_mm(allpts, all_arr), 3),
+        "travel_mm": round(float(travel_len.sum()) + end_travel, 3),
+        "strokes": strokes,
         "pens": pens_info,
     }
     return Program(em.lines, header)
