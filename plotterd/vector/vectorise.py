@@ -260,58 +260,36 @@ def _from_svg(
     return page_px, placement, pieces, layers
 
 
-def vectorise(
-    source: Strokes | str | Path | SequenceSource,
-    page: PageSpec | None = None,
-    options: VectorOptions | None = None,
-    progress: ProgressCallback | None = None,
-) -> VectorResult:
-    """Lay out strokes (or an SVG) on the page and return plot-ready layers.
-
-    Steps: sample curves to tolerance/2 -> place on the page (fit/centre) -> clip to the
-    drawable area -> drop vanished and short strokes -> one layer per pen -> shapely simplify
-    (tolerance/2) -> vpype merge -> greedy (+ 2-opt) ordering from the paper's top-left corner.
-    """
-    page = page or PageSpec()
-    opts = options or VectorOptions()
-    opts.check()
-    if not (isinstance(page.scale, (int, float)) and page.scale > 0):
-        raise ConfigError("page.scale", f"must be > 0, got {page.scale!r}")
-    t_start = time.perf_counter()
-    steps = ["sample", "simplify", "merge", "order"]
-
-    def report(i: int) -> None:
-        if progress is not None:
-            progress(Progress("vectorise", i, len(steps), time.perf_counter() - t_start,
-                              info={"step": steps[i] if i < len(steps) else "done"}))
-
-    report(0)
-    stats: dict[str, Any] = {}
+def _load(source: Strokes | str | Path | SequenceSource, page: PageSpec, opts: VectorOptions,
+          stats: dict[str, Any],
+          ) -> tuple[tuple[float, float], Placement, list[_Piece], dict[int, dict[str, Any]]]:
+    """Read and place the source by its kind: strokes (object or .json), an SVG, or a
+    QuickDraw / Sketch-RNN sequence file."""
     if isinstance(source, Strokes):
         stats["source"] = "strokes"
-        page_px, placement, pieces, layers = _from_strokes(source, page, opts, stats)
-    else:
-        seq = source if isinstance(source, SequenceSource) else None
-        path = seq.path if seq is not None else Path(source)
-        suffix = path.suffix.lower()
-        if seq is not None or suffix in SEQUENCE_SUFFIXES:
-            # QuickDraw / Sketch-RNN: polylines already, laid out like an SVG
-            stats["source"] = str(path)
-            chosen = seq or SequenceSource(path)
-            page_px, placement, pieces, layers = _from_svg(
-                path, page, opts, stats, reader=lambda _p, _q: sequence_document(chosen))
-        elif suffix == ".svg":
-            stats["source"] = str(path)
-            page_px, placement, pieces, layers = _from_svg(path, page, opts, stats)
-        elif suffix == ".json":
-            stats["source"] = str(path)
-            page_px, placement, pieces, layers = _from_strokes(
-                Strokes.load(path), page, opts, stats
-            )
-        else:
-            raise InputError(f"{path}: expected a strokes .json, an .svg, a QuickDraw .ndjson "
-                             "or a Sketch-RNN .npz file")
+        return _from_strokes(source, page, opts, stats)
+    seq = source if isinstance(source, SequenceSource) else None
+    path = seq.path if seq is not None else Path(source)
+    suffix = path.suffix.lower()
+    if seq is not None or suffix in SEQUENCE_SUFFIXES:
+        # QuickDraw / Sketch-RNN: polylines already, laid out like an SVG
+        stats["source"] = str(path)
+        chosen = seq or SequenceSource(path)
+        return _from_svg(path, page, opts, stats,
+                         reader=lambda _p, _q: sequence_document(chosen))
+    if suffix == ".svg":
+        stats["source"] = str(path)
+        return _from_svg(path, page, opts, stats)
+    if suffix == ".json":
+        stats["source"] = str(path)
+        return _from_strokes(Strokes.load(path), page, opts, stats)
+    raise InputError(f"{path}: expected a strokes .json, an .svg, a QuickDraw .ndjson "
+                     "or a Sketch-RNN .npz file")
 
+
+def _drop_short(pieces: list[_Piece], opts: VectorOptions,
+                stats: dict[str, Any]) -> dict[int, list[np.ndarray]]:
+    """Lines per layer, without those shorter than min_length_mm (dots are kept)."""
     min_len = opts.min_length_mm * PX_PER_MM
     kept: dict[int, list[np.ndarray]] = {}
     short = 0
@@ -321,16 +299,14 @@ def vectorise(
             continue
         kept.setdefault(p.layer, []).append(p.line)
     stats["dropped_short"] = short
+    return kept
 
-    report(1)
-    if opts.simplify:
-        kept = {k: _simplify(v, 0.5 * opts.tolerance_mm * PX_PER_MM) for k, v in kept.items()}
-    report(2)
-    merge_px = opts.merge_tolerance_mm * PX_PER_MM
-    kept = {k: _merge(v, merge_px, opts.flip) for k, v in kept.items()}
-    before = [ln for k in sorted(kept) for ln in kept[k]]
-    report(3)
 
+def _ordered_document(kept: dict[int, list[np.ndarray]], layers: dict[int, dict[str, Any]],
+                      page_px: tuple[float, float],
+                      opts: VectorOptions) -> tuple[vp.Document, list[np.ndarray]]:
+    """One vpype layer per pen, each ordered from where the previous one ended (the first
+    from the paper's top-left corner); also every plotted line in plotting order."""
     doc = vp.Document(page_size=page_px)
     pos = 0j
     plotted: list[np.ndarray] = []
@@ -347,8 +323,14 @@ def vectorise(
         layer.set_property(vp.METADATA_FIELD_NAME, info["name"])
         plotted.extend(ordered)
         pos = ordered[-1][-1]
-    report(4)
+    return doc, plotted
 
+
+def _result_stats(stats: dict[str, Any], page: PageSpec, page_px: tuple[float, float],
+                  placement: Placement, layers: dict[int, dict[str, Any]],
+                  kept: dict[int, list[np.ndarray]], before: list[np.ndarray],
+                  plotted: list[np.ndarray], t_start: float) -> None:
+    """The figures about the plotted lines, added to ``stats``."""
     draw_px = float(_lengths(plotted).sum())
     x0, y0, x1, y1 = placement.area
     stats.update(
@@ -379,6 +361,50 @@ def vectorise(
         ]
     else:
         stats["drawing_bbox_mm"] = None
+
+
+def vectorise(
+    source: Strokes | str | Path | SequenceSource,
+    page: PageSpec | None = None,
+    options: VectorOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> VectorResult:
+    """Lay out strokes (or an SVG) on the page and return plot-ready layers.
+
+    Steps: sample curves to tolerance/2 -> place on the page (fit/centre) -> clip to the
+    drawable area -> drop vanished and short strokes -> one layer per pen -> shapely simplify
+    (tolerance/2) -> vpype merge -> greedy (+ 2-opt) ordering from the paper's top-left corner.
+    """
+    page = page or PageSpec()
+    opts = options or VectorOptions()
+    opts.check()
+    if not (isinstance(page.scale, (int, float)) and page.scale > 0):
+        raise ConfigError("page.scale", f"must be > 0, got {page.scale!r}")
+    t_start = time.perf_counter()
+    steps = ["sample", "simplify", "merge", "order"]
+
+    def report(i: int) -> None:
+        if progress is not None:
+            progress(Progress("vectorise", i, len(steps), time.perf_counter() - t_start,
+                              info={"step": steps[i] if i < len(steps) else "done"}))
+
+    report(0)
+    stats: dict[str, Any] = {}
+    page_px, placement, pieces, layers = _load(source, page, opts, stats)
+    kept = _drop_short(pieces, opts, stats)
+
+    report(1)
+    if opts.simplify:
+        kept = {k: _simplify(v, 0.5 * opts.tolerance_mm * PX_PER_MM) for k, v in kept.items()}
+    report(2)
+    merge_px = opts.merge_tolerance_mm * PX_PER_MM
+    kept = {k: _merge(v, merge_px, opts.flip) for k, v in kept.items()}
+    before = [ln for k in sorted(kept) for ln in kept[k]]
+    report(3)
+    doc, plotted = _ordered_document(kept, layers, page_px, opts)
+    report(4)
+
+    _result_stats(stats, page, page_px, placement, layers, kept, before, plotted, t_start)
     return VectorResult(document=doc, stats=stats)
 
 
