@@ -24,6 +24,20 @@ def checksum(text: str) -> int:
     return c
 
 
+def _code_and_words(up: str) -> tuple[str | None, dict[str, float]]:
+    """The line's first G or M code (as "G1", "M400") and its other words (first one wins)."""
+    words: dict[str, float] = {}
+    code = None
+    for m in _WORD.finditer(up):
+        if m.group(2) is None:
+            continue
+        if code is None and m.group(1) in "GM":
+            code = f"{m.group(1)}{float(m.group(2)):g}"
+            continue
+        words.setdefault(m.group(1), float(m.group(2)))
+    return code, words
+
+
 class MarlinSim(Simulator):
     firmware = "marlin"
     eol = b"\n"
@@ -229,97 +243,33 @@ class MarlinSim(Simulator):
 
     # ---- executing the head of the command queue ----
     def _execute(self, t: float) -> bool:
+        """Run the command at the head of the queue; False while it has to wait."""
         cmd, n, _ = self.queue[0]
-        words: dict[str, float] = {}
         up = cmd.upper()
-        code = None
-        for m in _WORD.finditer(up):
-            if m.group(2) is None:
-                continue
-            if code is None and m.group(1) in "GM":
-                code = f"{m.group(1)}{float(m.group(2)):g}"
-                continue
-            words.setdefault(m.group(1), float(m.group(2)))
+        code, words = _code_and_words(up)
         extra = ""
+        done = True
         if code in ("G0", "G1"):
-            if "F" in words:
-                self.feed = words["F"]
-            if any(k in words for k in "XYZ"):
-                if self.planner_used() >= self.cfg.blocks:
-                    return False
-                base = self.to_machine(self._planned_end())
-                tgt = []
-                for i, k in enumerate("XYZ"):
-                    v = words.get(k)
-                    tgt.append(base[i] if v is None else
-                               (v + self.g92[i] if self.absolute else base[i] + v))
-                target = (tgt[0], tgt[1], tgt[2])  # machine coordinates
-                if not self.in_bounds(target):
-                    # software endstops: Marlin clamps the target to the machine's travel
-                    self.out_of_bounds.append(target)
-                    x0, y0, x1, y1 = self.cfg.bounds
-                    z0, z1 = self.cfg.z_range
-                    target = (min(max(target[0], x0), x1), min(max(target[1], y0), y1),
-                              min(max(target[2], z0), z1))
-                feed = self.cfg.rapid if code == "G0" and "F" not in words else self.feed
-                self.queue_move(t, self.physical_target(t, target), feed,
-                                self._planned_end())
+            done = self._move(t, code, words)
         elif code == "G4":
-            if not self.executor_idle():
-                return False
-            if not self.dwell_done:
-                ms = words.get("P", 0.0) + 1000.0 * words.get("S", 0.0)  # Marlin: P in ms
-                if ms > 0 and not self.cfg.instant:
-                    if self.dwell_until == INF:
-                        self.dwell_until = t + ms / 1000.0
-                    return False
-            self.dwell_done = False
+            done = self._dwell(t, words)
         elif code == "M400":
-            if not self.executor_idle():
-                return False
+            done = self.executor_idle()
         elif code in ("M0", "M1"):
-            # wait for the user (LCD click or M108); hosts see "paused for user" keep-alives
-            if not self.executor_idle():
-                return False
-            if not self.user_continue:
-                self.busy_text = "echo:busy: paused for user"
-                return False
-            self.user_continue = False
-            self.busy_text = "echo:busy: processing"
+            done = self._pause_for_user()
         elif up.startswith("SET_SERVO"):
-            # Klipper's servo command (its host interface is Marlin-like); queued with moves
-            if not self.executor_idle():
-                return False
-            m = re.search(r"ANGLE\s*=\s*([-+\d.]+)", up)
-            if m:
-                self.set_servo(t, float(m.group(1)))
+            done = self._klipper_servo(t, up)
         elif code == "M280":
             # not synchronised with queued moves (Marlin #870): the servo moves right away
             self.set_servo(t, words.get("S", self.servo))
         elif code == "G28":
-            if not self.executor_idle():
-                return False
-            if not self.dwell_done and not self.cfg.instant:
-                # homing takes time: the axes seek their switches (busy keep-alives meanwhile)
-                if self.dwell_until == INF:
-                    d = max(abs(self.pos[0] - self.home_at[0]), abs(self.pos[1] - self.home_at[1]))
-                    self.dwell_until = t + 0.5 + d / (self.cfg.rapid / 60.0) * 2
-                return False
-            self.dwell_done = False
-            self.homed(t)
-            self.g92 = [0.0, 0.0, 0.0]
+            done = self._home(t)
         elif code == "M114":
-            mx, my, mz = self.machine_position(t)
-            x, y, z = mx - self.g92[0], my - self.g92[1], mz - self.g92[2]
-            self.emit(t, f"X:{x:.2f} Y:{y:.2f} Z:{z:.2f} E:0.00 Count X:{round(x * 80)} "
-                         f"Y:{round(y * 80)} Z:{round(z * 400)}")
+            self._report_position(t)
         elif code == "M105":
             extra = " T:25.00 /0.00 B:25.00 /0.00"
         elif code == "M115":
-            self.emit(t, "FIRMWARE_NAME:Marlin 2.1.2.1 (plotterd simulator) "
-                         "SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin "
-                         "PROTOCOL_VERSION:1.0 MACHINE_TYPE:Plotter EXTRUDER_COUNT:0")
-            self.emit(t, "Cap:ADVANCED_OK:1")
+            self._report_firmware(t)
         elif code == "M110":
             self.last_n = int(words.get("N", 0))
         elif code == "G90":
@@ -327,23 +277,117 @@ class MarlinSim(Simulator):
         elif code == "G91":
             self.absolute = False
         elif code == "G92":
-            if not self.executor_idle():
-                return False
-            here = self.machine_position(t)
-            for i, k in enumerate("XYZ"):
-                if k in words:
-                    self.g92[i] = here[i] - words[k]
+            done = self._set_offsets(t, words)
         elif code in ("M18", "M84"):
-            if not self.executor_idle():
-                return False
-            self.motors_off = True
+            done = self.executor_idle()
+            if done:
+                self.motors_off = True
         elif code in ("G21", "M17", "M999", "M82", "M108") \
                 or code is None:
             pass
         else:
             self.emit(t, f'echo:Unknown command: "{cmd}"')
+        if not done:
+            return False
         self.queue.popleft()
         self._ok(t, n, extra)
+        return True
+
+    def _move(self, t: float, code: str, words: dict[str, float]) -> bool:
+        """G0/G1: plan the move; False while the planner is full."""
+        if "F" in words:
+            self.feed = words["F"]
+        if not any(k in words for k in "XYZ"):
+            return True
+        if self.planner_used() >= self.cfg.blocks:
+            return False
+        base = self.to_machine(self._planned_end())
+        tgt = []
+        for i, k in enumerate("XYZ"):
+            v = words.get(k)
+            tgt.append(base[i] if v is None else
+                       (v + self.g92[i] if self.absolute else base[i] + v))
+        target = (tgt[0], tgt[1], tgt[2])  # machine coordinates
+        if not self.in_bounds(target):
+            # software endstops: Marlin clamps the target to the machine's travel
+            self.out_of_bounds.append(target)
+            x0, y0, x1, y1 = self.cfg.bounds
+            z0, z1 = self.cfg.z_range
+            target = (min(max(target[0], x0), x1), min(max(target[1], y0), y1),
+                      min(max(target[2], z0), z1))
+        feed = self.cfg.rapid if code == "G0" and "F" not in words else self.feed
+        self.queue_move(t, self.physical_target(t, target), feed, self._planned_end())
+        return True
+
+    def _dwell(self, t: float, words: dict[str, float]) -> bool:
+        """G4 after the queued moves; False until the dwell has passed."""
+        if not self.executor_idle():
+            return False
+        if not self.dwell_done:
+            ms = words.get("P", 0.0) + 1000.0 * words.get("S", 0.0)  # Marlin: P in ms
+            if ms > 0 and not self.cfg.instant:
+                if self.dwell_until == INF:
+                    self.dwell_until = t + ms / 1000.0
+                return False
+        self.dwell_done = False
+        return True
+
+    def _pause_for_user(self) -> bool:
+        """M0/M1: wait for the user (LCD click or M108); hosts see "paused for user"
+        keep-alives meanwhile."""
+        if not self.executor_idle():
+            return False
+        if not self.user_continue:
+            self.busy_text = "echo:busy: paused for user"
+            return False
+        self.user_continue = False
+        self.busy_text = "echo:busy: processing"
+        return True
+
+    def _klipper_servo(self, t: float, up: str) -> bool:
+        """Klipper's SET_SERVO (its host interface is Marlin-like); queued with moves."""
+        if not self.executor_idle():
+            return False
+        m = re.search(r"ANGLE\s*=\s*([-+\d.]+)", up)
+        if m:
+            self.set_servo(t, float(m.group(1)))
+        return True
+
+    def _home(self, t: float) -> bool:
+        """G28 after the queued moves; False while the axes seek their switches."""
+        if not self.executor_idle():
+            return False
+        if not self.dwell_done and not self.cfg.instant:
+            # homing takes time: the axes seek their switches (busy keep-alives meanwhile)
+            if self.dwell_until == INF:
+                d = max(abs(self.pos[0] - self.home_at[0]), abs(self.pos[1] - self.home_at[1]))
+                self.dwell_until = t + 0.5 + d / (self.cfg.rapid / 60.0) * 2
+            return False
+        self.dwell_done = False
+        self.homed(t)
+        self.g92 = [0.0, 0.0, 0.0]
+        return True
+
+    def _report_position(self, t: float) -> None:
+        mx, my, mz = self.machine_position(t)
+        x, y, z = mx - self.g92[0], my - self.g92[1], mz - self.g92[2]
+        self.emit(t, f"X:{x:.2f} Y:{y:.2f} Z:{z:.2f} E:0.00 Count X:{round(x * 80)} "
+                     f"Y:{round(y * 80)} Z:{round(z * 400)}")
+
+    def _report_firmware(self, t: float) -> None:
+        self.emit(t, "FIRMWARE_NAME:Marlin 2.1.2.1 (plotterd simulator) "
+                     "SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin "
+                     "PROTOCOL_VERSION:1.0 MACHINE_TYPE:Plotter EXTRUDER_COUNT:0")
+        self.emit(t, "Cap:ADVANCED_OK:1")
+
+    def _set_offsets(self, t: float, words: dict[str, float]) -> bool:
+        """G92 after the queued moves: the given axes read as the given values here."""
+        if not self.executor_idle():
+            return False
+        here = self.machine_position(t)
+        for i, k in enumerate("XYZ"):
+            if k in words:
+                self.g92[i] = here[i] - words[k]
         return True
 
     def _planned_end(self) -> tuple[float, float, float]:
