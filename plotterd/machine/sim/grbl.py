@@ -17,6 +17,35 @@ _SUPPORTED_G = {0, 1, 4, 10, 17, 21, 90, 91, 92, 92.1, 94}
 _SUPPORTED_M = {0, 1, 2, 3, 4, 5, 30}
 
 
+def _parse_block(text: str) -> tuple[list[float], list[float], dict[str, float]] | int:
+    """A G-code line's G numbers, M numbers and other words, or GRBL's error code for it."""
+    words: dict[str, float] = {}
+    gs: list[float] = []
+    ms: list[float] = []
+    pos = 0
+    while pos < len(text):
+        m = _WORD.match(text, pos)
+        if m is None:
+            return 1  # expected command letter
+        if m.group(2) is None:
+            return 2  # bad number format
+        letter, value = m.group(1), float(m.group(2))
+        pos = m.end()
+        if letter == "G":
+            gs.append(value)
+        elif letter == "M":
+            ms.append(value)
+        elif letter in "XYZFPSNL":
+            if letter in words:
+                return 25  # repeated word
+            words[letter] = value
+        else:
+            return 20
+    if any(g not in _SUPPORTED_G for g in gs) or any(m_ not in _SUPPORTED_M for m_ in ms):
+        return 20  # unsupported command
+    return gs, ms, words
+
+
 class GrblSim(Simulator):
     firmware = "grbl"
     eol = b"\r\n"
@@ -349,34 +378,10 @@ class GrblSim(Simulator):
 
     # ---- G-code ----
     def _gcode(self, t: float, text: str, n: int) -> None:
-        words: dict[str, float] = {}
-        gs: list[float] = []
-        ms: list[float] = []
-        pos = 0
-        while pos < len(text):
-            m = _WORD.match(text, pos)
-            if m is None:
-                return self._error(t, 1, n)  # expected command letter
-            if m.group(2) is None:
-                return self._error(t, 2, n)  # bad number format
-            letter, value = m.group(1), float(m.group(2))
-            pos = m.end()
-            if letter == "G":
-                gs.append(value)
-            elif letter == "M":
-                ms.append(value)
-            elif letter in "XYZFPSNL":
-                if letter in words:
-                    return self._error(t, 25, n)  # repeated word
-                words[letter] = value
-            else:
-                return self._error(t, 20, n)
-        for g in gs:
-            if g not in _SUPPORTED_G:
-                return self._error(t, 20, n)
-        for m_ in ms:
-            if m_ not in _SUPPORTED_M:
-                return self._error(t, 20, n)
+        parsed = _parse_block(text)
+        if isinstance(parsed, int):
+            return self._error(t, parsed, n)
+        gs, ms, words = parsed
         if "F" in words:
             if words["F"] <= 0:
                 return self._error(t, 4, n)
@@ -400,36 +405,47 @@ class GrblSim(Simulator):
         elif "S" in words and not any(k in words for k in "XYZ"):
             self.pending = ("spindle", ([], words["S"]), n)
         elif motion is not None or any(k in words for k in "XYZ"):
-            if motion is None:
-                motion = getattr(self, "_modal_motion", 0)
-            self._modal_motion = motion
-            if not any(k in words for k in "XYZ"):
-                return self._ok(t, n)
-            if motion == 1 and self.feed is None:
-                return self._error(t, 22, n)
-            wco = self.wco()
-            base = self.to_machine(self._planned_end())  # machine coordinates
-            tgt = []
-            for i, k in enumerate("XYZ"):
-                if k in words:
-                    # work coordinates -> machine coordinates
-                    tgt.append(words[k] + wco[i] if self.absolute else base[i] + words[k])
-                else:
-                    tgt.append(base[i])
-            target = (tgt[0], tgt[1], tgt[2])
-            if self.check_mode:
-                return self._ok(t, n)
-            if self.settings[20] and not self.in_bounds(target):
-                self.out_of_bounds.append(target)
-                # GRBL checks soft limits when planning: the move is not executed, the
-                # machine halts and resets into ALARM:2 (position kept)
-                self._critical(t, 2, n)
+            if not self._plan_move(t, motion, words, n):
                 return
-            feed = self.cfg.rapid if motion == 0 else min(self.feed or 0, self.cfg.rapid)
-            self.pending = ("move", (target, feed), n)  # machine coordinates
         else:
             return self._ok(t, n)
         self._try_pending(t)
+
+    def _plan_move(self, t: float, motion: float | None, words: dict[str, float],
+                   n: int) -> bool:
+        """G0/G1 (or the modal motion): make the move pending; False where the line
+        is already answered (no axis words, an error, check mode or a soft-limit alarm)."""
+        if motion is None:
+            motion = getattr(self, "_modal_motion", 0)
+        self._modal_motion = motion
+        if not any(k in words for k in "XYZ"):
+            self._ok(t, n)
+            return False
+        if motion == 1 and self.feed is None:
+            self._error(t, 22, n)
+            return False
+        wco = self.wco()
+        base = self.to_machine(self._planned_end())  # machine coordinates
+        tgt = []
+        for i, k in enumerate("XYZ"):
+            if k in words:
+                # work coordinates -> machine coordinates
+                tgt.append(words[k] + wco[i] if self.absolute else base[i] + words[k])
+            else:
+                tgt.append(base[i])
+        target = (tgt[0], tgt[1], tgt[2])
+        if self.check_mode:
+            self._ok(t, n)
+            return False
+        if self.settings[20] and not self.in_bounds(target):
+            self.out_of_bounds.append(target)
+            # GRBL checks soft limits when planning: the move is not executed, the
+            # machine halts and resets into ALARM:2 (position kept)
+            self._critical(t, 2, n)
+            return False
+        feed = self.cfg.rapid if motion == 0 else min(self.feed or 0, self.cfg.rapid)
+        self.pending = ("move", (target, feed), n)  # machine coordinates
+        return True
 
     def _offsets(self, t: float, gs: list[float], words: dict[str, float], n: int) -> None:
         """G10 L2/L20 P1 (G54, kept in EEPROM) and G92 / G92.1 (not kept across a reset)."""
