@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -51,7 +52,27 @@ def job_view(job: dict[str, Any], base: str = "") -> dict[str, Any]:
 
 def make_app(daemon: Daemon) -> FastAPI:
     cfg = daemon.cfg
-    token = cfg.api.token
+    app = FastAPI(title="plotterd", version=__version__,
+                  description="Pictures to pen drawings: jobs, plotter control, camera.")
+    guarded = [Depends(_bearer_auth(cfg.api.token))]
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "dry_run": cfg.dry_run,
+                "uptime_s": round(time.time() - daemon.started, 1)}
+
+    # the groups in this order, so the routes and the OpenAPI document keep theirs
+    _job_routes(app, daemon, guarded)
+    _plot_routes(app, daemon, guarded)
+    _device_routes(app, daemon, guarded)
+    install_machine_api(app, daemon, guarded)  # /api/status, paper, pen, machine controls
+    install_web(app, daemon, guarded, job_view)  # GET /, its endpoints, the CSRF guard
+    return app
+
+
+def _bearer_auth(token: str | None) -> Callable[[Request], None]:
+    """The dependency that refuses a request without ``Authorization: Bearer <token>``
+    (every request passes where no token is configured)."""
 
     def auth(request: Request) -> None:
         if not token:
@@ -63,20 +84,18 @@ def make_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(401, "missing or wrong token (Authorization: Bearer ...)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="plotterd", version=__version__,
-                  description="Pictures to pen drawings: jobs, plotter control, camera.")
-    guarded = [Depends(auth)]
+    return auth
+
+
+def _job_routes(app: FastAPI, daemon: Daemon, guarded: list[Any]) -> None:
+    """/jobs: list, one job, its artefacts, upload, cancel, resume, replot."""
+    cfg = daemon.cfg
 
     def get_job(job_id: int) -> dict[str, Any]:
         job = daemon.store.get(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
         return job
-
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "dry_run": cfg.dry_run,
-                "uptime_s": round(time.time() - daemon.started, 1)}
 
     @app.get("/jobs", dependencies=guarded)
     def list_jobs(state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -112,28 +131,10 @@ def make_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(400, str(e)) from e
         if why := unsatisfiable(request, cfg):
             raise HTTPException(400, f"plotter request: {why}")
-        overrides: dict[str, Any] = {}
-        if options:
-            try:
-                overrides = yaml.safe_load(options) or {}
-            except yaml.YAMLError as e:
-                raise HTTPException(400, f"options: not JSON/YAML: {e}") from e
-            if not isinstance(overrides, dict):
-                raise HTTPException(400, "options: must be a mapping of pipeline keys")
+        overrides = _upload_overrides(options)
         name = Path(file.filename or "upload").name or "upload"
         staged = daemon.stage_file(name)
-        limit = int(cfg.api.max_upload_mb * 1024 * 1024)
-        size = 0
-        try:
-            with open(staged, "wb") as out:
-                while chunk := await file.read(1 << 20):
-                    size += len(chunk)
-                    if size > limit:
-                        raise HTTPException(413, f"upload larger than {cfg.api.max_upload_mb} MB")
-                    out.write(chunk)
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
+        await _save_upload(file, staged, cfg.api.max_upload_mb)
         job = daemon.submit_file(staged, source="upload", name=name, pipeline=pipeline,
                                  options=overrides, request=request)
         return job_view(job)
@@ -158,6 +159,39 @@ def make_app(daemon: Daemon) -> FastAPI:
             return job_view(daemon.replot_job(job_id))
         except PlotterdError as e:
             raise HTTPException(409, str(e)) from e
+
+
+def _upload_overrides(options: str | None) -> dict[str, Any]:
+    """An upload's ``options`` form field (JSON or YAML) as pipeline overrides."""
+    overrides: dict[str, Any] = {}
+    if options:
+        try:
+            overrides = yaml.safe_load(options) or {}
+        except yaml.YAMLError as e:
+            raise HTTPException(400, f"options: not JSON/YAML: {e}") from e
+        if not isinstance(overrides, dict):
+            raise HTTPException(400, "options: must be a mapping of pipeline keys")
+    return overrides
+
+
+async def _save_upload(file: UploadFile, staged: Path, max_upload_mb: float) -> None:
+    """Copy the upload to its staged file; past the size limit a 413, and no file is left."""
+    limit = int(max_upload_mb * 1024 * 1024)
+    size = 0
+    try:
+        with open(staged, "wb") as out:
+            while chunk := await file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"upload larger than {max_upload_mb} MB")
+                out.write(chunk)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def _plot_routes(app: FastAPI, daemon: Daemon, guarded: list[Any]) -> None:
+    """/plot: pause, resume and cancel, for one plotter by name or every plotter."""
 
     def workers(plotter: str | None) -> list[Any]:
         """The named plotter, or every plotter."""
@@ -192,6 +226,10 @@ def make_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(409, "nothing is plotting")
         return {"job": job, "plotter": busy[0].name, "result": "cancelling"}
 
+
+def _device_routes(app: FastAPI, daemon: Daemon, guarded: list[Any]) -> None:
+    """The plotters' status and the camera."""
+
     @app.get("/api/plotters", dependencies=guarded)
     def plotters() -> list[dict[str, Any]]:
         """Every plotter: name, tags, page, port, state and message, current job, paper."""
@@ -207,10 +245,6 @@ def make_app(daemon: Daemon) -> FastAPI:
     @app.get("/plotter", dependencies=guarded)
     def plotter() -> dict[str, Any]:
         return daemon.status()
-
-    install_machine_api(app, daemon, guarded)  # /api/status, paper, pen, machine controls
-    install_web(app, daemon, guarded, job_view)  # GET /, its endpoints, the CSRF guard
-    return app
 
 
 def make_server(daemon: Daemon):
