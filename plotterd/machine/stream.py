@@ -228,6 +228,17 @@ class _PositionLost(PlotterdError):
     pass
 
 
+@dataclass
+class _Outcome:
+    """How a run ended, filled in as it goes."""
+
+    status: str = "failed"
+    error: str | None = None
+    pen_up: bool | None = None
+    connected: bool = False
+    reason: str | None = None
+
+
 class _Streamer:
     def __init__(self, program, plotter, start_stroke, progress, control, render_to):
         fw = (program.header.get("firmware") or plotter.firmware).lower()
@@ -416,62 +427,76 @@ class _Streamer:
 
     # ---- running ----
     def run(self) -> StreamResult:
-        status, error, pen_up = "failed", None, None
-        connected = False
-        reason: str | None = None
-        plotter = self.plotter
+        out = _Outcome()
         try:
-            self.control._set("connecting")
-            plotter.connect()
-            connected = True
-            start: int | None | str = self.start_stroke
-            if start is not None and not plotter.position_known:
-                raise _PositionLost(
-                    f"resume from stroke {start} refused: the position is not known since "
-                    "the board started (home it, or confirm the pen is at the origin)")
-            # a job from its first stroke draws in the board's present frame: a resume
-            # within this power cycle lands where the drawing is
-            plotter.position_known = True
-            while True:
-                try:
-                    self._run_plan(self._plan(start))
-                    status = "done"
-                    break
-                except BoardReset as e:
-                    start = self._before_resume(e)
-                    plotter._after_reset()
-                    self._check_position(e)
-                except LinkLost as e:
-                    start = self._before_resume(e)
-                    plotter._reconnect()
-                    self._check_position(e)
+            self._connect_and_stream(out)
         except (_CancelRequest, Cancelled):
-            status, reason = "cancelled", "cancelled"
-            self.control._set("cancelling")
-            try:
-                self.driver.safe_cancel(self.pen_up_cmds)
-                pen_up = bool(self.pen_up_cmds) or None
-            except PlotterdError as e:
-                error = f"cancelled, but could not stop cleanly: {e}; pen state unknown"
+            self._stop_cancelled(out)
         except FirmwareError as e:
-            status, error, reason = "failed", str(e), "firmware"
-            try:
-                self.driver.stop_after_error(e, self.pen_up_cmds)
-                pen_up = bool(self.pen_up_cmds) or None
-            except PlotterdError as e2:
-                error += f"; could not lift the pen afterwards ({e2}): pen state unknown"
-            if e.alarm not in (None, 2):
-                plotter.position_known = False  # a hard limit or a reset loses steps
+            self._stop_after_firmware_error(out, e)
         except (LinkLost, BoardReset) as e:
-            status = "interrupted" if connected else "failed"
-            error, reason = str(e), "link_lost"
-            plotter._lost(e)
+            out.status = "interrupted" if out.connected else "failed"
+            out.error, out.reason = str(e), "link_lost"
+            self.plotter._lost(e)
         except _PositionLost as e:
-            status, error, reason = "interrupted", str(e), "position_lost"
+            out.status, out.error, out.reason = "interrupted", str(e), "position_lost"
         except _NoResume as e:
-            status, error, reason = "interrupted", str(e), "not_resumable"
+            out.status, out.error, out.reason = "interrupted", str(e), "not_resumable"
+        return self._finish(out)
+
+    def _connect_and_stream(self, out: _Outcome) -> None:
+        """Connect, then stream the plan, resuming after a board reset or a lost link."""
+        plotter = self.plotter
+        self.control._set("connecting")
+        plotter.connect()
+        out.connected = True
+        start: int | None | str = self.start_stroke
+        if start is not None and not plotter.position_known:
+            raise _PositionLost(
+                f"resume from stroke {start} refused: the position is not known since "
+                "the board started (home it, or confirm the pen is at the origin)")
+        # a job from its first stroke draws in the board's present frame: a resume
+        # within this power cycle lands where the drawing is
+        plotter.position_known = True
+        while True:
+            try:
+                self._run_plan(self._plan(start))
+                out.status = "done"
+                return
+            except BoardReset as e:
+                start = self._before_resume(e)
+                plotter._after_reset()
+                self._check_position(e)
+            except LinkLost as e:
+                start = self._before_resume(e)
+                plotter._reconnect()
+                self._check_position(e)
+
+    def _stop_cancelled(self, out: _Outcome) -> None:
+        out.status, out.reason = "cancelled", "cancelled"
+        self.control._set("cancelling")
+        try:
+            self.driver.safe_cancel(self.pen_up_cmds)
+            out.pen_up = bool(self.pen_up_cmds) or None
+        except PlotterdError as e:
+            out.error = f"cancelled, but could not stop cleanly: {e}; pen state unknown"
+
+    def _stop_after_firmware_error(self, out: _Outcome, e: FirmwareError) -> None:
+        out.status, out.error, out.reason = "failed", str(e), "firmware"
+        try:
+            self.driver.stop_after_error(e, self.pen_up_cmds)
+            out.pen_up = bool(self.pen_up_cmds) or None
+        except PlotterdError as e2:
+            out.error += f"; could not lift the pen afterwards ({e2}): pen state unknown"
+        if e.alarm not in (None, 2):
+            self.plotter.position_known = False  # a hard limit or a reset loses steps
+
+    def _finish(self, out: _Outcome) -> StreamResult:
+        """The final state and progress report, and the result (with the simulator's
+        render when asked for)."""
+        status, error, reason = out.status, out.error, out.reason
         self.control._pen_change(False)
-        plotter.pen_change = None
+        self.plotter.pen_change = None
         if status == "done":
             self.acked_pos = self.executed_pos = len(self.lines)
         self.control._set(status)
@@ -481,8 +506,8 @@ class _Streamer:
             lines_executed=self.executed_pos, total_lines=len(self.lines),
             last_acked_stroke=self._acked_stroke(),
             last_completed_stroke=self._completed_stroke(),
-            elapsed_s=time.monotonic() - self._t0, resumes=self.resumes, pen_up=pen_up,
-            connected=connected, simulator=self.transport.simulator,
+            elapsed_s=time.monotonic() - self._t0, resumes=self.resumes, pen_up=out.pen_up,
+            connected=out.connected, simulator=self.transport.simulator,
             position_lost=reason == "position_lost", reason=reason)
         if status != "done" and self.strokes:
             nxt = self._resume_point()
