@@ -239,6 +239,28 @@ class _Outcome:
     reason: str | None = None
 
 
+@dataclass
+class _Feed:
+    """One pass of a plan through the driver: how far sending got, and the pen and pause
+    state as of the last line sent."""
+
+    plan: list[Item]
+    pos: int = 0
+    pen_down: bool = False
+    pause_at: int | None = None  # feed stops here while pausing/paused
+    hold_at: int | None = None  # feed stops here for a host-side pen change
+    pen_was_down: bool = False  # when the pause began
+    state: str = "running"
+
+
+def _first_job_line(plan: list[Item]) -> int:
+    """The first line of the plan after the setup and the injected pen lift."""
+    i = 0
+    while i < len(plan) and (plan[i].tag is None or plan[i].kind == "setup"):
+        i += 1
+    return i
+
+
 class _Streamer:
     def __init__(self, program, plotter, start_stroke, progress, control, render_to):
         fw = (program.header.get("firmware") or plotter.firmware).lower()
@@ -549,95 +571,114 @@ class _Streamer:
     def _run_plan(self, plan: list[Item]) -> None:
         drv = self.driver
         self._sent_seqs, self._sent_tags = [], []
-        pos = 0
-        pen_down = False  # as of the last line sent
-        pause_at: int | None = None  # feed stops here while pausing/paused
-        hold_at: int | None = None  # feed stops here for a host-side pen change
-        pen_was_down = False
         self._changing: str | None = None  # the pen a waiting pen change asks for
+        f = _Feed(plan)
         if self.control.state in ("pausing", "paused"):
             # paused when the link was lost: re-initialise and lift the pen, then wait
-            pause_at = 0
-            while pause_at < len(plan) and (plan[pause_at].tag is None
-                                            or plan[pause_at].kind == "setup"):
-                pause_at += 1
-        state = "pausing" if pause_at is not None else "running"
-        self.control._set(state)
+            f.pause_at = _first_job_line(plan)
+        f.state = "pausing" if f.pause_at is not None else "running"
+        self.control._set(f.state)
         while True:
-            want_pause, want_resume, want_cancel = self.control._take()
-            if want_cancel:
-                raise _CancelRequest()
-            if want_pause and state == "running":
-                extra = self._injected(self.pen_up_cmds, "pen_up") if pen_down else []
-                pen_was_down = pen_down
-                extra.append(drv.sync_item())
-                plan[pos:pos] = extra
-                pause_at = pos + len(extra)
-                pen_down = False
-                state = "pausing"
-                self.control._set(state)
-            if self.control._take_continue() or (want_resume and self._changing):
-                if hold_at is not None and self._changing is not None:
-                    hold_at = None  # host-side pause: send on
-                else:
-                    drv.resume_hold()  # a pen change (M0) waiting for the user goes on
-                self._end_pen_change(state)
-            elif want_resume:
-                drv.resume_hold()
-            if want_resume and state in ("pausing", "paused"):
-                if pen_was_down:
-                    down = self._injected(self.pen_down_cmds, "pen_down")
-                    at = pause_at if pause_at is not None else pos
-                    plan[at:at] = down
-                    pen_down = True
-                pause_at = None
-                pen_was_down = False
-                state = "running"
-                self.control._set(state)
-            limit = len(plan) if pause_at is None else pause_at
-            if hold_at is not None:
-                limit = min(limit, hold_at)
-            pump = getattr(drv, "pump", None)
-            if pump is not None:
-                pump()
-            while pos < limit and drv.can_send(plan[pos]):
-                item = plan[pos]
-                if item.kind == "host_pause" and pen_down:
-                    # a host-side pen change with the pen down: lift it first, lower it after
-                    up = self._injected(self.pen_up_cmds, "pen_up")
-                    down = self._injected(self.pen_down_cmds, "pen_down")
-                    plan[pos + 1:pos + 1] = down
-                    plan[pos:pos] = up
-                    if pause_at is not None:
-                        pause_at += len(up) + len(down)
-                        limit = pause_at
-                    else:
-                        limit = len(plan)
-                    continue
-                drv.send(item)
-                if item.tag is not None:
-                    self._sent_seqs.append(item.seq)
-                    self._sent_tags.append(item.tag)
-                if item.kind == "pen_down":
-                    pen_down = True
-                elif item.kind == "pen_up":
-                    pen_down = False
-                pos += 1
-                if item.kind == "host_pause":
-                    hold_at = pos
-                    break
+            self._take_requests(f)
+            limit = self._send_ready(f)
             self._on_acks(drv.poll(0.02))
             drv.tick()
             self._update_executed()
-            self._watch_pen_change(hold_at is not None and pos >= hold_at, state)
+            self._watch_pen_change(f.hold_at is not None and f.pos >= f.hold_at, f.state)
             self._report()
-            if state == "pausing" and pos >= limit and drv.in_flight == 0:
-                state = "paused"
-                self.control._set(state)
-            if pos >= len(plan) and drv.in_flight == 0 and pause_at is None:
+            if f.state == "pausing" and f.pos >= limit and drv.in_flight == 0:
+                f.state = "paused"
+                self.control._set(f.state)
+            if f.pos >= len(plan) and drv.in_flight == 0 and f.pause_at is None:
                 break
         self._on_acks(drv.wait_idle())
         self.executed_pos = max(self.executed_pos, self.acked_pos)
+
+    def _take_requests(self, f: _Feed) -> None:
+        """Act on the control's pause, resume, continue and cancel requests."""
+        want_pause, want_resume, want_cancel = self.control._take()
+        if want_cancel:
+            raise _CancelRequest()
+        if want_pause and f.state == "running":
+            self._start_pause(f)
+        if self.control._take_continue() or (want_resume and self._changing):
+            if f.hold_at is not None and self._changing is not None:
+                f.hold_at = None  # host-side pause: send on
+            else:
+                self.driver.resume_hold()  # a pen change (M0) waiting for the user goes on
+            self._end_pen_change(f.state)
+        elif want_resume:
+            self.driver.resume_hold()
+        if want_resume and f.state in ("pausing", "paused"):
+            self._end_pause(f)
+
+    def _start_pause(self, f: _Feed) -> None:
+        """Lift the pen (if down) after the line in progress and stop feeding once the
+        machine has come to rest."""
+        extra = self._injected(self.pen_up_cmds, "pen_up") if f.pen_down else []
+        f.pen_was_down = f.pen_down
+        extra.append(self.driver.sync_item())
+        f.plan[f.pos:f.pos] = extra
+        f.pause_at = f.pos + len(extra)
+        f.pen_down = False
+        f.state = "pausing"
+        self.control._set(f.state)
+
+    def _end_pause(self, f: _Feed) -> None:
+        """Feed on, the pen lowered again first if the pause lifted it."""
+        if f.pen_was_down:
+            down = self._injected(self.pen_down_cmds, "pen_down")
+            at = f.pause_at if f.pause_at is not None else f.pos
+            f.plan[at:at] = down
+            f.pen_down = True
+        f.pause_at = None
+        f.pen_was_down = False
+        f.state = "running"
+        self.control._set(f.state)
+
+    def _send_ready(self, f: _Feed) -> int:
+        """Send what the driver has room for, up to a pause or a host-side pen change;
+        returns the line index feeding stops at."""
+        drv = self.driver
+        limit = len(f.plan) if f.pause_at is None else f.pause_at
+        if f.hold_at is not None:
+            limit = min(limit, f.hold_at)
+        pump = getattr(drv, "pump", None)
+        if pump is not None:
+            pump()
+        while f.pos < limit and drv.can_send(f.plan[f.pos]):
+            item = f.plan[f.pos]
+            if item.kind == "host_pause" and f.pen_down:
+                limit = self._lift_around_host_pause(f)
+                continue
+            self._send(f, item)
+            if item.kind == "host_pause":
+                f.hold_at = f.pos
+                break
+        return limit
+
+    def _lift_around_host_pause(self, f: _Feed) -> int:
+        """A host-side pen change with the pen down: lift it first, lower it after; returns
+        the new feed limit."""
+        up = self._injected(self.pen_up_cmds, "pen_up")
+        down = self._injected(self.pen_down_cmds, "pen_down")
+        f.plan[f.pos + 1:f.pos + 1] = down
+        f.plan[f.pos:f.pos] = up
+        if f.pause_at is not None:
+            f.pause_at += len(up) + len(down)
+            return f.pause_at
+        return len(f.plan)
+
+    def _send(self, f: _Feed, item: Item) -> None:
+        self.driver.send(item)
+        if item.tag is not None:
+            self._sent_seqs.append(item.seq)
+            self._sent_tags.append(item.tag)
+        if item.kind == "pen_down":
+            f.pen_down = True
+        elif item.kind == "pen_up":
+            f.pen_down = False
+        f.pos += 1
 
     def _watch_pen_change(self, host_waiting: bool, state: str) -> None:
         """A pen change is pending while the firmware holds on its line (GRBL Hold on M0,
