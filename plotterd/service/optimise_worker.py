@@ -94,9 +94,13 @@ def run(job_dir: Path, parent_pid: int | None = None) -> int:
     return 0
 
 
+WAIT_FOR_CLUSTER = 5
+
+
 def run_one(job_dir: Path, parent: int | None) -> int:
     """One job with its exit status: 0 done, 2 PlotterdError (in error.txt), 1 a crash
-    (traceback on stderr), 3 another worker holds the job, 4 the daemon went away."""
+    (traceback on stderr), 3 another worker holds the job, 4 the daemon went away, 5 the
+    Ray cluster cannot be reached (in error.txt; the job waits for it)."""
     with open(job_dir / "worker.lock", "w") as lock:
         deadline = time.monotonic() + 30
         while True:
@@ -111,6 +115,9 @@ def run_one(job_dir: Path, parent: int | None) -> int:
         try:
             return run(job_dir, parent_pid=parent)
         except PlotterdError as e:
+            if type(e).__name__ == "ClusterUnavailable":  # ray_backend's: imported only there
+                atomic.write_text(job_dir / "error.txt", str(e))
+                return WAIT_FOR_CLUSTER
             atomic.write_text(job_dir / "error.txt", str(e))
             return 2
         except Cancelled as e:

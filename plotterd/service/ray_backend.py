@@ -58,6 +58,12 @@ class RemoteError(PlotterdError):
     """The job failed on the worker for a reason a retry would not cure."""
 
 
+class ClusterUnavailable(PlotterdError):
+    """The Ray cluster cannot be reached (not up yet, or its head went away mid-job): the
+    job waits for it, as a job waits for an unplugged plotter, and resumes from its
+    checkpoint once the cluster answers again."""
+
+
 def _ray() -> Any:
     try:
         import ray
@@ -80,8 +86,8 @@ def connect(ray_cfg: dict[str, Any]) -> Any:
                  log_to_driver=False, logging_level=logging.WARNING,
                  configure_logging=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise PlotterdError(f"cannot reach the Ray cluster at ray.address {address!r}: "
-                            f"{_first_line(e)}") from e
+        raise ClusterUnavailable(f"cannot reach the Ray cluster at ray.address {address!r}: "
+                                 f"{_first_line(e)}") from e
     log.info("connected to Ray at %s in %.1fs", address, time.monotonic() - started)
     return ray
 
@@ -105,9 +111,9 @@ def _check_reachable(address: str, timeout_s: float) -> None:
                 return
         except OSError as e:
             if time.monotonic() >= deadline:
-                raise PlotterdError(f"cannot reach the Ray cluster at ray.address {address!r}: "
-                                    f"{e.strerror or e} (is `ray start --head` running "
-                                    "there?)") from e
+                raise ClusterUnavailable(
+                    f"cannot reach the Ray cluster at ray.address {address!r}: "
+                    f"{e.strerror or e} (is `ray start --head` running there?)") from e
             time.sleep(1.0)
 
 
@@ -224,8 +230,9 @@ def optimise_image(spec: dict[str, Any], job_dir: Path,
         )
         stream = task.remote(payload)
         try:
-            files = _follow(ray, stream, job_dir, progress, attempt)
+            files = _follow(ray, stream, job_dir, progress, attempt, ray_cfg)
         except _WorkerLost as e:
+            _unless_cluster_gone(ray, ray_cfg, e)
             if attempt == max_attempts:
                 raise PlotterdError(f"the Ray worker was lost {attempt} times; last: {e}") from e
             log.warning("job %s: Ray worker lost (%s); attempt %d of %d resumes from the "
@@ -240,8 +247,27 @@ class _WorkerLost(Exception):
     pass
 
 
+def _unless_cluster_gone(ray: Any, ray_cfg: dict[str, Any], lost: Any) -> None:
+    """A lost worker is retried; a lost *cluster* (its head no longer answers) is waited
+    for: the driver lets go of it (Ray would otherwise end this process a minute later),
+    and the job goes back to the queue with its checkpoint."""
+    address = ray_cfg.get("address") or "auto"
+    try:
+        _check_reachable(address, 2.0)
+        return
+    except ClusterUnavailable:
+        pass
+    try:
+        ray.shutdown()
+    except Exception:  # a driver whose cluster is gone may fail to say goodbye
+        log.debug("ray.shutdown after the cluster went away", exc_info=True)
+    raise ClusterUnavailable(f"the Ray cluster at ray.address {address!r} went away mid-job "
+                             f"({str(lost)[:200]}); the job waits for it and resumes from its "
+                             "checkpoint")
+
+
 def _follow(ray: Any, stream: Any, job_dir: Path, progress: Callable[[Progress], None],
-            attempt: int) -> dict[str, tuple[str, bytes]]:
+            attempt: int, ray_cfg: dict[str, Any]) -> dict[str, tuple[str, bytes]]:
     """Consume one attempt's messages; the artefacts' files at the end."""
     waiting_since = time.monotonic()
     last_waiting = 0.0
@@ -252,6 +278,7 @@ def _follow(ray: Any, stream: Any, job_dir: Path, progress: Callable[[Progress],
             if not ready:
                 if not started and time.monotonic() - last_waiting >= WAITING_REPORT_S:
                     last_waiting = time.monotonic()
+                    _unless_cluster_gone(ray, ray_cfg, "waiting for a worker")
                     progress(Progress("optimise", 0, 1, time.monotonic() - waiting_since,
                                       info={"waiting": "for a Ray worker", "attempt": attempt}))
                 continue

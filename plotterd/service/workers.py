@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plotterd.workers")
 
+WAIT_FOR_CLUSTER = 5  # optimise_worker's exit status: the Ray cluster cannot be reached
+CLUSTER_RETRY_S = 10.0
+
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     from plotterd.service.optimise_worker import die_with_parent
@@ -49,7 +52,8 @@ class OptimiserWorker(threading.Thread):
         self.wake = threading.Event()
         cfg = daemon.cfg
         count = cfg.ray.jobs_in_flight if cfg.optimiser.backend == "ray" else 1
-        self.slots = [OptimiserSlot(daemon, self.wake) for _ in range(count)]
+        self.pause_until = [0.0]  # shared: an absent cluster holds every slot
+        self.slots = [OptimiserSlot(daemon, self.wake, self.pause_until) for _ in range(count)]
 
     @property
     def current(self) -> int | None:
@@ -77,10 +81,13 @@ class OptimiserSlot:
     """Runs ``python -m plotterd.service.optimise_worker JOBDIR`` for each queued job it
     takes, in a long-lived worker process of its own."""
 
-    def __init__(self, daemon: Daemon, wake: threading.Event):
+    def __init__(self, daemon: Daemon, wake: threading.Event,
+                 pause_until: list[float] | None = None):
         self.d = daemon
         self.wake = wake
         self.current: int | None = None
+        # monotonic time before which no slot takes a job (one list shared by the slots)
+        self.pause_until = pause_until if pause_until is not None else [0.0]
         self._proc: subprocess.Popen | None = None
         self._buf = b""
         self._cancel: set[int] = set()
@@ -99,6 +106,9 @@ class OptimiserSlot:
         except OSError:
             log.exception("cannot start the optimiser process")
         while not self.d.stopping.is_set():
+            if time.monotonic() < self.pause_until[0]:  # the Ray cluster is away: wait
+                self.d.stopping.wait(min(1.0, self.pause_until[0] - time.monotonic()))
+                continue
             try:
                 job = self.d.store.claim_next("queued", "optimising")
             except Exception:
@@ -200,6 +210,9 @@ class OptimiserSlot:
                           f"optimiser made no progress for {stall:g}s (hung?); stopped it",
                           expect=["optimising"])
             return
+        if rc == WAIT_FOR_CLUSTER:
+            self._wait_for_cluster(job, job_dir)
+            return
         if rc == 0 and (job_dir / "result.json").exists():
             result = json.loads((job_dir / "result.json").read_text())
             artefacts = {"input": job["input"], **result.get("artefacts", {})}
@@ -215,6 +228,15 @@ class OptimiserSlot:
         if job["input"]:  # name the file the user dropped, not the job's copy of it
             msg = msg.replace(str(job_dir / job["input"]), job["name"])
         self.d.finish(job_id, "failed", msg, expect=["optimising"])
+
+    def _wait_for_cluster(self, job: dict, job_dir: Path) -> None:
+        """Back to the queue (its checkpoint kept), and no job taken for a while: the
+        optimise stage waits for an absent Ray cluster as a plot waits for a plotter."""
+        why = self._failure(job_dir, 2)
+        self.d.store.transition(job["id"], "queued", expect=["optimising"], message=why,
+                                info={"waiting": why})
+        self.pause_until[0] = time.monotonic() + CLUSTER_RETRY_S
+        log.warning("job %d: %s; trying again in %gs", job["id"], why, CLUSTER_RETRY_S)
 
     # -- the long-lived worker process ---------------------------------------------------
     def _worker(self) -> subprocess.Popen:

@@ -40,11 +40,18 @@ def ray_head():
     cmd = [str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
            "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
            "--disable-usage-stats", f"--temp-dir={temp}", "--object-store-memory=100000000"]
-    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    if started.returncode != 0:
-        shutil.rmtree(temp, ignore_errors=True)
-        pytest.fail(f"ray start failed:\n{started.stdout}\n{started.stderr}")
-    yield {"address": f"127.0.0.1:{port}", "temp": temp, "env": env}
+
+    def start() -> None:
+        started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if started.returncode != 0:
+            pytest.fail(f"ray start failed:\n{started.stdout}\n{started.stderr}")
+
+    def stop() -> None:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+
+    start()
+    yield {"address": f"127.0.0.1:{port}", "temp": temp, "env": env, "start": start,
+           "stop": stop}
     subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
     shutil.rmtree(temp, ignore_errors=True)
 
@@ -173,16 +180,20 @@ def test_missing_weights_fail_the_job_with_the_local_message(ray_head, tmp_path,
     assert "not found" in messages[0] and ray_head["env"]["PLOTTERD_WEIGHTS_DIR"] in messages[0]
 
 
-def test_unreachable_cluster_fails_the_job_saying_where(tmp_path):
+def test_a_job_waits_for_an_unreachable_cluster_saying_where(tmp_path):
+    """As a job waits for an unplugged plotter: queued, with the reason in its record."""
     pytest.importorskip("ray", reason="ray is not installed (the [ray] extra)")
     dead = f"127.0.0.1:{free_port()}"
     d = DaemonProc(tmp_path, optimiser={"threads": 1, "backend": "ray"},
                    ray={"address": dead, "connect_timeout_s": 2}).start()
     try:
         drop(DATA / "camera_small.png", d.inbox)
-        job = d.wait_states(1, timeout=60)[0]
-        assert job["state"] == "failed"
-        assert f"cannot reach the Ray cluster at ray.address '{dead}'" in job["error"]
+        job = wait_for(lambda: next(iter(d.jobs()), None), 30, 0.1, "the job")
+        why = f"cannot reach the Ray cluster at ray.address '{dead}'"
+        waiting = wait_for(
+            lambda: why in ((j := d.job(job["id"]))["progress"]["info"] or {}).get(
+                "waiting", "") and j, 60, 0.2, "the job to wait for the cluster")
+        assert waiting["state"] == "queued" and waiting["error"] is None
     finally:
         d.stop()
 
@@ -219,5 +230,36 @@ def test_cancel_while_optimising_on_the_cluster_frees_its_worker(ray_head, tmp_p
         assert d.http.post(f"/jobs/{job['id']}/cancel").json()["result"] == "cancelling"
         assert d.wait_job(job["id"], ("cancelled",), timeout=60)["state"] == "cancelled"
         wait_for(lambda: not _alive(pid), 60, 0.2, "the Ray worker to stop")
+    finally:
+        d.stop()
+
+
+def test_the_cluster_going_away_mid_job_is_waited_for_and_the_job_resumes(ray_head,
+                                                                          tmp_path):
+    """The head stops mid-job: the job goes back to the queue (its checkpoint kept, the
+    daemon carries on); once the head is back the job resumes and ends as if nothing had
+    happened. Last in this module: it restarts the module's head."""
+    options = {"iterations": 3000, "resolution": {"height": 96}}
+    (tmp_path / "d").mkdir()
+    d = _daemon(tmp_path / "d", ray_head)
+    try:
+        src = tmp_path / "long.png"
+        shutil.copy(DATA / "camera_small.png", src)
+        (tmp_path / "long.png.yaml").write_text(json.dumps(options))
+        drop(tmp_path / "long.png.yaml", d.inbox)
+        drop(src, d.inbox)
+        job = wait_for(lambda: next(iter(d.jobs()), None), 30, 0.1, "the job")
+        job_dir = Path(d.job(job["id"])["dir"])
+        wait_for(lambda: (job_dir / "checkpoint.pt").exists(), 120, 0.02, "a checkpoint")
+        ray_head["stop"]()
+        wait_for(lambda: "went away" in (d.job(job["id"])["progress"]["info"] or {}).get(
+            "waiting", ""), 120, 0.2, "the job to wait for the cluster")
+        assert d.http.get("/health").status_code == 200
+        ray_head["start"]()
+        done = d.wait_job(job["id"], ("done", "failed"), timeout=240)
+        assert done["state"] == "done", done["error"]
+        meta = json.loads((job_dir / "strokes.json").read_text())["metadata"]
+        assert meta["resumed_from_iteration"]
+        assert _groups(job_dir) == _uninterrupted(tmp_path, options)
     finally:
         d.stop()
