@@ -210,6 +210,12 @@ class OptimiserSlot:
                           f"optimiser made no progress for {stall:g}s (hung?); stopped it",
                           expect=["optimising"])
             return
+        self._settle(job, job_dir, rc)
+
+    def _settle(self, job: dict, job_dir: Path, rc: int | None) -> None:
+        """The job after its worker answered ``rc``: ready to plot, back in the queue (the
+        Ray cluster is away), or failed with the reason."""
+        job_id = job["id"]
         if rc == WAIT_FOR_CLUSTER:
             self._wait_for_cluster(job, job_dir)
             return
@@ -224,7 +230,7 @@ class OptimiserSlot:
             log.info("job %d: G-code ready", job_id)
             self.d.wake_plotters()
             return
-        msg = self._failure(job_dir, rc)
+        msg = self._failure(job_dir, rc if rc is not None else 1)
         if job["input"]:  # name the file the user dropped, not the job's copy of it
             msg = msg.replace(str(job_dir / job["input"]), job["name"])
         self.d.finish(job_id, "failed", msg, expect=["optimising"])
