@@ -150,17 +150,25 @@ def _run_in_thread(payload: dict[str, Any], work: Path) -> Iterator[tuple[str, A
     if payload.get("checkpoint") is not None:
         (work / CHECKPOINT).write_bytes(payload["checkpoint"])
     weights = spec.get("weights_dir")
+    # Ray reuses worker processes: the daemon's folder holds for this job only
+    saved = os.environ.get("PLOTTERD_WEIGHTS_DIR")
     if weights and Path(weights).is_dir():
         os.environ["PLOTTERD_WEIGHTS_DIR"] = weights
-    worker = threading.Thread(target=_optimise_here, args=(spec, work, messages.put),
-                              name="plotterd-optimise", daemon=True)
-    worker.start()
-    while True:
-        kind, data = messages.get()
-        yield (kind, data)
-        if kind in ("done", "error", "crash"):
-            break
-    worker.join()
+    try:
+        worker = threading.Thread(target=_optimise_here, args=(spec, work, messages.put),
+                                  name="plotterd-optimise", daemon=True)
+        worker.start()
+        while True:
+            kind, data = messages.get()
+            yield (kind, data)
+            if kind in ("done", "error", "crash"):
+                break
+        worker.join()
+    finally:
+        if saved is None:
+            os.environ.pop("PLOTTERD_WEIGHTS_DIR", None)
+        else:
+            os.environ["PLOTTERD_WEIGHTS_DIR"] = saved
 
 
 def _optimise_here(spec: dict[str, Any], work: Path, send: Callable[[tuple], None]) -> None:
