@@ -28,6 +28,7 @@ from pathlib import Path
 from plotterd import atomic
 from plotterd.errors import PlotterdError
 from plotterd.progress import Cancelled, Progress
+from plotterd.service.ray_backend import ClusterUnavailable  # ray itself only when used
 
 
 def die_with_parent() -> None:
@@ -114,10 +115,10 @@ def run_one(job_dir: Path, parent: int | None) -> int:
                 time.sleep(0.2)
         try:
             return run(job_dir, parent_pid=parent)
+        except ClusterUnavailable as e:
+            atomic.write_text(job_dir / "error.txt", str(e))
+            return WAIT_FOR_CLUSTER
         except PlotterdError as e:
-            if type(e).__name__ == "ClusterUnavailable":  # ray_backend's: imported only there
-                atomic.write_text(job_dir / "error.txt", str(e))
-                return WAIT_FOR_CLUSTER
             atomic.write_text(job_dir / "error.txt", str(e))
             return 2
         except Cancelled as e:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plotterd import atomic
+from plotterd.service.optimise_worker import WAIT_FOR_CLUSTER
 from plotterd.service.plotter_worker import PlotterWorker
 
 __all__ = ["OptimiserSlot", "OptimiserWorker", "PlotterWorker"]
@@ -31,8 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plotterd.workers")
 
-WAIT_FOR_CLUSTER = 5  # optimise_worker's exit status: the Ray cluster cannot be reached
-CLUSTER_RETRY_S = 10.0
+CLUSTER_RETRY_S = 10.0  # how long the slots pause when the Ray cluster cannot be reached
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
