@@ -226,6 +226,19 @@ def test_automatic_resume_only_after_homing_and_draws_in_place():
     assert not lost.simulator.pen_down
 
 
+def _stream_to_pen_change(url: str, fw: str, program: Program):
+    """Stream ``program`` in a thread until it stops at its pen change; the plotter, the
+    control, the dict the result lands in ("r") and the thread."""
+    p = Plotter(url, fw, timeouts=FAST, header=program.header)
+    p.connect()
+    control = StreamControl()
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.update(r=p.stream(program, control=control)))
+    th.start()
+    _wait(lambda: control.pen_change_pending)
+    return p, control, out, th
+
+
 def _pen_program(fw: str, change: list[str]) -> Program:
     """Two pens: stroke 0 with the first, stroke 1 after a pen change."""
     program = make_program("marlin" if fw != "grbl" else "grbl", strokes=2, segs=3, seed=4)
@@ -247,13 +260,7 @@ def _pen_program(fw: str, change: list[str]) -> Program:
 def test_pen_change_is_a_state_and_continue_goes_on(fw, change):
     program = _pen_program(fw, change)
     proto = "grbl" if fw == "grbl" else "marlin"
-    p = Plotter(f"sim://{proto}?speed=instant", fw, timeouts=FAST, header=program.header)
-    p.connect()
-    control = StreamControl()
-    out = {}
-    th = threading.Thread(target=lambda: out.update(r=p.stream(program, control=control)))
-    th.start()
-    _wait(lambda: control.pen_change_pending)
+    p, control, out, th = _stream_to_pen_change(f"sim://{proto}?speed=instant", fw, program)
     assert control.state == "pen change" and control.pen == "red"
     st = p.status
     assert st.pen_change_pending and st.pen == "red" and st.state == "pen change"
@@ -393,13 +400,8 @@ def test_klipper_host_pause_with_the_pen_down_lifts_and_lowers_it():
     k = next(i for i, ln in enumerate(lines) if ln.kind == "draw" and ln.stroke == 1) + 1
     lines.insert(k, GLine("PAUSE", "draw", 1))
     program.header.update(firmware="klipper", pen_change=["PAUSE"])
-    p = Plotter("sim://marlin?speed=instant", "klipper", timeouts=FAST, header=program.header)
-    p.connect()
-    control = StreamControl()
-    out = {}
-    th = threading.Thread(target=lambda: out.update(r=p.stream(program, control=control)))
-    th.start()
-    _wait(lambda: control.pen_change_pending)
+    p, control, out, th = _stream_to_pen_change("sim://marlin?speed=instant", "klipper",
+                                                program)
     assert not p.simulator.pen_down  # lifted for the change
     control.continue_after_pen_change()
     th.join(10)

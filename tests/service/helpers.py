@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+PLOTTERD = str(Path(sys.executable).with_name("plotterd"))  # the installed console script
 
 
 def free_port() -> int:
@@ -24,3 +28,26 @@ def wait_for(pred, timeout: float = 30.0, interval: float = 0.1, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+class SimPort:
+    """`plotterd sim` on a pty behind a /dev/serial/by-id-like link (what udev makes):
+    ``plug`` starts it, ``unplug`` pulls the cable (the link goes, the simulator stops)."""
+
+    def __init__(self, link: Path, speed: str = "instant"):
+        self.link, self.speed = link, speed
+        self.proc: subprocess.Popen | None = None
+
+    def plug(self) -> None:
+        self.proc = subprocess.Popen([PLOTTERD, "sim", "--speed", self.speed],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        pty = self.proc.stdout.readline().strip()
+        assert pty.startswith("/dev/"), pty
+        self.link.symlink_to(pty)
+
+    def unplug(self) -> None:
+        self.link.unlink(missing_ok=True)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)

@@ -4,40 +4,14 @@ CLI. Jobs wait for the plotter, then for paper; machine commands go through the 
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
-from pathlib import Path
 
 from .daemon_proc import DaemonProc, drop
-from .helpers import wait_for
+from .helpers import PLOTTERD, SimPort, wait_for
 
-PLOTTERD = str(Path(sys.executable).with_name("plotterd"))
 SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="60mm" height="40mm"
  viewBox="0 0 60 40"><path d="M5 5 L55 5 L55 35 Z" fill="none" stroke="black"/></svg>
 """
-
-class SimPort:
-    """`plotterd sim` on a pty, reachable through a stable link (what udev makes)."""
-
-    def __init__(self, link: Path):
-        self.link = link
-        self.proc: subprocess.Popen | None = None
-
-    def plug(self) -> None:
-        self.proc = subprocess.Popen([PLOTTERD, "sim", "--speed", "instant"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
-        pty = self.proc.stdout.readline().strip()
-        assert pty.startswith("/dev/"), pty
-        self.link.symlink_to(pty)
-
-    def unplug(self) -> None:
-        self.link.unlink(missing_ok=True)
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-
 
 def test_waits_for_plotter_then_paper_and_machine_commands(tmp_path):
     port = SimPort(tmp_path / "usb-GRBL_sim-if00")

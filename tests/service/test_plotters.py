@@ -5,9 +5,7 @@ on."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,10 +20,8 @@ from plotterd.service.plotter_worker import POSITION_LOST
 from plotterd.service.store import JobStore
 
 from .daemon_proc import DaemonProc, drop
-from .helpers import free_port, wait_for
+from .helpers import PLOTTERD, SimPort, free_port, wait_for
 from .test_plotter import square_program
-
-PLOTTERD = str(Path(sys.executable).with_name("plotterd"))
 
 
 def _svg(n: int, width: float = 60.0) -> str:
@@ -318,28 +314,6 @@ def test_ambiguous_and_named_commands(tmp_path):
 
 
 # -- the real daemon: two plotters, one unplugged mid-plot -------------------------------
-class SimPort:
-    """`plotterd sim` on a pty behind a /dev/serial/by-id-like link (what udev makes)."""
-
-    def __init__(self, link: Path, speed: str):
-        self.link, self.speed = link, speed
-        self.proc: subprocess.Popen | None = None
-
-    def plug(self) -> None:
-        self.proc = subprocess.Popen([PLOTTERD, "sim", "--speed", self.speed],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
-        pty = self.proc.stdout.readline().strip()
-        assert pty.startswith("/dev/"), pty
-        self.link.symlink_to(pty)
-
-    def unplug(self) -> None:
-        self.link.unlink(missing_ok=True)
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-
-
 def test_two_plotters_one_unplugged_mid_plot_the_other_carries_on(tmp_path):
     port = SimPort(tmp_path / "usb-GRBL_b-if00", "scaled:3")
     port.plug()
