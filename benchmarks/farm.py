@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in counts:
                 rows.append(run_farm(n, backend, args, address))
-                print_table(rows[-1:]) if len(rows) > 1 else print_table(rows)
+                print_table(rows[-1:])
         finally:
             if temp is not None:
                 stop_ray_head(temp)

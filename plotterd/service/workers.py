@@ -58,7 +58,8 @@ class OptimiserWorker(threading.Thread):
     @property
     def current(self) -> int | None:
         """A job being optimised (the first slot's, when several run)."""
-        return next((j for j in self.running if j is not None), None)
+        running = self.running
+        return running[0] if running else None
 
     @property
     def running(self) -> list[int]:

@@ -57,6 +57,7 @@ def ray_head():
 
 
 def _daemon(tmp_path: Path, head: dict, **overrides) -> DaemonProc:
+    tmp_path.mkdir(exist_ok=True)
     return DaemonProc(tmp_path, optimiser={"threads": 1, "checkpoint_every": 5,
                                            "backend": "ray", "device": "cpu"},
                       ray={"address": head["address"], "num_cpus": 1,
@@ -103,6 +104,20 @@ def test_jobs_optimise_on_the_cluster_at_once_and_plot_here(ray_head, tmp_path):
         d.stop()
 
 
+LONG_JOB = {"iterations": 3000, "resolution": {"height": 96}}  # several seconds of work
+
+
+def _submit_long_job(d: DaemonProc, tmp_path: Path) -> tuple[dict, Path]:
+    """Drop a photo with a sidecar asking for LONG_JOB; the job and its folder."""
+    src = tmp_path / "long.png"
+    shutil.copy(DATA / "camera_small.png", src)
+    (tmp_path / "long.png.yaml").write_text(json.dumps(LONG_JOB))
+    drop(tmp_path / "long.png.yaml", d.inbox)
+    drop(src, d.inbox)
+    job = wait_for(lambda: next(iter(d.jobs()), None), 30, 0.1, "the job")
+    return job, Path(d.job(job["id"])["dir"])
+
+
 def _uninterrupted(tmp_path: Path, overrides: dict) -> list:
     """The same job optimised here, in one go, on CPU with one thread."""
     import torch
@@ -120,17 +135,9 @@ def _uninterrupted(tmp_path: Path, overrides: dict) -> list:
 
 
 def test_worker_killed_mid_job_resumes_from_its_checkpoint_bit_identical(ray_head, tmp_path):
-    options = {"iterations": 3000, "resolution": {"height": 96}}
-    (tmp_path / "d").mkdir()
     d = _daemon(tmp_path / "d", ray_head)
     try:
-        src = tmp_path / "long.png"
-        shutil.copy(DATA / "camera_small.png", src)
-        (tmp_path / "long.png.yaml").write_text(json.dumps(options))
-        drop(tmp_path / "long.png.yaml", d.inbox)
-        drop(src, d.inbox)
-        job = wait_for(lambda: next(iter(d.jobs()), None), 30, 0.1, "the job")
-        job_dir = Path(d.job(job["id"])["dir"])
+        job, job_dir = _submit_long_job(d, tmp_path)
         worker_file = job_dir / "ray-worker.json"
         # the first checkpoint has come back to the job folder: kill the worker process
         wait_for(lambda: (job_dir / "checkpoint.pt").exists() and worker_file.exists(),
@@ -148,7 +155,7 @@ def test_worker_killed_mid_job_resumes_from_its_checkpoint_bit_identical(ray_hea
         assert second["attempt"] == 2 and second["pid"] != first["pid"]
         meta = json.loads((job_dir / "strokes.json").read_text())["metadata"]
         assert meta["resumed_from_iteration"] and meta["resumed_from_iteration"] < 3000
-        assert _groups(job_dir) == _uninterrupted(tmp_path, options)
+        assert _groups(job_dir) == _uninterrupted(tmp_path, LONG_JOB)
     finally:
         d.stop()
 
@@ -239,17 +246,9 @@ def test_the_cluster_going_away_mid_job_is_waited_for_and_the_job_resumes(ray_he
     """The head stops mid-job: the job goes back to the queue (its checkpoint kept, the
     daemon carries on); once the head is back the job resumes and ends as if nothing had
     happened. Last in this module: it restarts the module's head."""
-    options = {"iterations": 3000, "resolution": {"height": 96}}
-    (tmp_path / "d").mkdir()
     d = _daemon(tmp_path / "d", ray_head)
     try:
-        src = tmp_path / "long.png"
-        shutil.copy(DATA / "camera_small.png", src)
-        (tmp_path / "long.png.yaml").write_text(json.dumps(options))
-        drop(tmp_path / "long.png.yaml", d.inbox)
-        drop(src, d.inbox)
-        job = wait_for(lambda: next(iter(d.jobs()), None), 30, 0.1, "the job")
-        job_dir = Path(d.job(job["id"])["dir"])
+        job, job_dir = _submit_long_job(d, tmp_path)
         wait_for(lambda: (job_dir / "checkpoint.pt").exists(), 120, 0.02, "a checkpoint")
         ray_head["stop"]()
         wait_for(lambda: "went away" in (d.job(job["id"])["progress"]["info"] or {}).get(
@@ -260,6 +259,6 @@ def test_the_cluster_going_away_mid_job_is_waited_for_and_the_job_resumes(ray_he
         assert done["state"] == "done", done["error"]
         meta = json.loads((job_dir / "strokes.json").read_text())["metadata"]
         assert meta["resumed_from_iteration"]
-        assert _groups(job_dir) == _uninterrupted(tmp_path, options)
+        assert _groups(job_dir) == _uninterrupted(tmp_path, LONG_JOB)
     finally:
         d.stop()
