@@ -24,20 +24,29 @@ viewing distance.
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import yaml
 
 from plotterd.errors import ConfigError
 
 __all__ = [
     "DrawingBox",
+    "FittedPen",
     "PenModel",
     "RoundNib",
     "pen_from_dict",
     "box_from_dict",
+    "pens_dir",
+    "load_pen_profile",
+    "save_pen_profile",
+    "list_pen_profiles",
 ]
 
 SIGMA_PER_PIXEL_WIDTH = 0.54925  # method.md, appendix A: Gaussian sigma of a 1-px-wide stroke
@@ -111,6 +120,48 @@ class RoundNib:
         return {"model": "round", "nib_mm": self.nib_mm, "darkness": self.darkness}
 
 
+@dataclass(frozen=True)
+class FittedPen:
+    """A pen measured from a photograph of its calibration sheet (``plotterd pens fit``).
+
+    It lays ink as a round nib of its *effective* width ``nib_mm`` (the nominal nib plus the
+    ink's spread into the paper's fibres) and ``darkness`` (1 - the line's reflectance
+    relative to the paper); ``colour`` is the solid ink's sRGB colour on this paper."""
+
+    name: str
+    nib_mm: float
+    darkness: float
+    colour: str = "#000000"
+    nominal_nib_mm: float | None = None
+    fitted_at: str = ""
+    photo: str = ""
+    residual: float = 0.0
+
+    def __post_init__(self) -> None:
+        RoundNib(self.nib_mm, self.darkness)  # the same checks
+        if not _PROFILE_NAME.fullmatch(self.name):
+            raise ConfigError("pen.profile", f"bad pen name {self.name!r} (letters, digits, "
+                                             "'.', '_' and '-' only)")
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.colour):
+            raise ConfigError("pen.colour", f"must be #rrggbb, got {self.colour!r}")
+
+    def raster_width_px(self, px_per_mm: float) -> float:
+        return self.nib_mm * px_per_mm
+
+    def ink_per_mm(self) -> float:
+        return self.nib_mm * self.darkness
+
+    def render(self, polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm: float,
+               *, supersample: int = 4) -> np.ndarray:
+        return render_paths(polylines_mm, box, px_per_mm, self.nib_mm, self.darkness,
+                            supersample=supersample)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, so strokes.json's metadata rebuilds the pen without the pens folder."""
+        return {"model": "fitted", "profile": self.name, **{
+            k: v for k, v in asdict(self).items() if k != "name"}}
+
+
 def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm: float,
                  nib_mm: float, darkness: float, *, supersample: int = 4) -> np.ndarray:
     """See :meth:`RoundNib.render`."""
@@ -157,13 +208,29 @@ def _supersample(asked: int, nib_px: float, pixels: int) -> int:
     return max(1, asked, min(want, cap))
 
 
-def pen_from_dict(d: dict[str, Any] | None, key: str = "pen") -> RoundNib:
-    """Parse ``{nib_mm, darkness, model: round}``; ConfigError names ``key.field``."""
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_FITTED_KEYS = {"nib_mm", "darkness", "colour", "nominal_nib_mm", "fitted_at", "photo",
+                "residual"}
+
+
+def pen_from_dict(d: dict[str, Any] | None, key: str = "pen",
+                  pens_folder: Path | None = None) -> RoundNib | FittedPen:
+    """Parse ``{nib_mm, darkness, model: round}``, ``{profile: NAME}`` (a fitted pen from
+    the pens folder) or a fitted pen's own ``to_dict``; ConfigError names ``key.field``."""
     d = dict(d or {})
-    model = d.pop("model", "round")
+    model = d.pop("model", "fitted" if "profile" in d else "round")
+    if model == "fitted":
+        return _fitted_from_dict(d, key, pens_folder)
     if model != "round":
-        raise ConfigError(f"{key}.model", f"unknown pen model {model!r} (known: round)")
-    allowed = {"nib_mm", "darkness"}
+        raise ConfigError(f"{key}.model", f"unknown pen model {model!r} (known: round, fitted)")
+    values = _numbers(d, {"nib_mm", "darkness"}, key)
+    try:
+        return RoundNib(**values)
+    except ConfigError as e:
+        raise ConfigError(e.key.replace("pen", key, 1), e.message) from None
+
+
+def _numbers(d: dict[str, Any], allowed: set[str], key: str) -> dict[str, float]:
     for k in d:
         if k not in allowed:
             raise ConfigError(f"{key}.{k}", f"unknown key (known: {', '.join(sorted(allowed))})")
@@ -173,10 +240,82 @@ def pen_from_dict(d: dict[str, Any] | None, key: str = "pen") -> RoundNib:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConfigError(f"{key}.{k}", f"must be a number, got {v!r}")
         values[k] = float(v)
+    return values
+
+
+def _fitted_from_dict(d: dict[str, Any], key: str, pens_folder: Path | None) -> FittedPen:
+    name = d.pop("profile", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}.profile", f"must be a pen profile's name, got {name!r}")
+    if not d:  # a reference: the profile's file says the rest
+        return load_pen_profile(name, pens_folder, key=key)
+    unknown = set(d) - _FITTED_KEYS
+    if unknown:
+        raise ConfigError(f"{key}.{sorted(unknown)[0]}",
+                          f"unknown key (known: profile, {', '.join(sorted(_FITTED_KEYS))})")
     try:
-        return RoundNib(**values)
+        return FittedPen(name=name, **d)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(key, f"not a fitted pen: {e}") from None
     except ConfigError as e:
         raise ConfigError(e.key.replace("pen", key, 1), e.message) from None
+
+
+def pens_dir() -> Path:
+    """Where fitted pen profiles live: ``$PLOTTERD_PENS_DIR``, else the user data folder."""
+    env = os.environ.get("PLOTTERD_PENS_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("plotterd")) / "pens"
+
+
+def _profile_path(name: str, folder: Path | None, key: str) -> Path:
+    if not _PROFILE_NAME.fullmatch(name):  # a name, never a path
+        raise ConfigError(f"{key}.profile", f"bad pen name {name!r} (letters, digits, '.', "
+                                            "'_' and '-' only)")
+    return (folder or pens_dir()) / f"{name}.yaml"
+
+
+def load_pen_profile(name: str, folder: Path | None = None, key: str = "pen") -> FittedPen:
+    """The fitted pen ``name`` from ``folder`` (default :func:`pens_dir`)."""
+    path = _profile_path(name, folder, key)
+    if not path.is_file():
+        known = ", ".join(p.name for p in list_pen_profiles(folder)) or "none"
+        raise ConfigError(f"{key}.profile", f"no pen profile {name!r} in {path.parent} "
+                                            f"(known: {known}); fit one with `plotterd pens fit`")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{key}.profile", f"{path}: unreadable pen profile ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key}.profile", f"{path}: not a pen profile")
+    raw.pop("model", None)
+    raw["profile"] = name
+    return _fitted_from_dict(raw, key, folder)
+
+
+def save_pen_profile(pen: FittedPen, folder: Path | None = None) -> Path:
+    """Write ``pen`` as ``NAME.yaml`` (atomically: a reader never sees half a profile)."""
+    path = _profile_path(pen.name, folder, "pen")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(pen.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def list_pen_profiles(folder: Path | None = None) -> list[FittedPen]:
+    """Every readable profile in ``folder``, by name."""
+    folder = folder or pens_dir()
+    out = []
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:
+            out.append(load_pen_profile(path.stem, folder))
+        except ConfigError:
+            continue
+    return out
 
 
 def box_from_dict(d: Any, aspect: float | None = None, key: str = "page") -> DrawingBox:

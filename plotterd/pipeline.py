@@ -20,7 +20,7 @@ import yaml
 
 from plotterd.bundled import bundled_dir
 from plotterd.errors import ConfigError
-from plotterd.pen import RoundNib, pen_from_dict
+from plotterd.pen import FittedPen, RoundNib, pen_from_dict
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -150,7 +150,7 @@ class Pipeline:
     source: str | None = field(default=None, compare=False)  # file it came from
 
     @property
-    def pen_model(self) -> RoundNib:
+    def pen_model(self) -> RoundNib | FittedPen:
         return pen_from_dict(self.pen)
 
     @property
