@@ -10,6 +10,8 @@ Example (all keys, with their defaults)::
     inbox: null                          # default <state_dir>/inbox
     log_level: info                      # debug | info | warning | error
     weights_dir: null                    # perceptual weights (VGG16/LPIPS); null = stage default
+    pens_dir: null                       # fitted pen profiles (NAME.yaml, `plotterd pens fit`);
+                                         # null = $PLOTTERD_PENS_DIR, else <state_dir>/pens
     pipeline: paper                      # default pipeline
     pipelines: {}                        # inbox subfolder -> pipeline name or path
     pipeline_dirs: []                    # extra folders searched for <name>.yaml pipelines
@@ -40,6 +42,9 @@ Example (all keys, with their defaults)::
       machine: {}                        # plotterd.machine MachineOptions: homing (null: from
                                          # GRBL $22), unlock_alarm (null: only without homing),
                                          # write_settings (false: may set $10), jog_feed
+      pen: null                          # the pen mounted: {profile: NAME} (a fitted pen from
+                                         # pens_dir) or {nib_mm, darkness}; its jobs are drawn,
+                                         # plotted and rendered with it unless they ask for one
     plotters: null                       # several plotters instead of `plotter:` (not both):
       # - name: a3                       # [a-z0-9_-], unique (the `plotter:` one is "plotter")
       #   port: /dev/serial/by-id/...    # ...and every other `plotter:` key, per plotter
@@ -90,6 +95,7 @@ from typing import Any
 import yaml
 
 from plotterd.errors import ConfigError
+from plotterd.pen import FittedPen, RoundNib, pen_from_dict
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OBSERVERS = ("auto", "inotify", "polling")
@@ -115,6 +121,7 @@ class PlotterConfig:
     timeouts: dict[str, float] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    pen: RoundNib | FittedPen | None = None  # the pen mounted; None: the jobs' own
     page: PageConfig | None = None  # None: the top-level page (filled in by parse_config)
     # the vector keys this plotter sets itself (its pens): they win over a job's folder
     # `vector:` and the top-level one, since they describe what is mounted on the machine
@@ -268,6 +275,7 @@ class Config:
     inbox: Path
     log_level: str = "info"
     weights_dir: Path | None = None
+    pens_dir: Path | None = None  # filled in by parse_config (never None after it)
     pipeline: str = "paper"
     pipelines: dict[str, str] = field(default_factory=dict)
     pipeline_dirs: list[Path] = field(default_factory=list)
@@ -316,12 +324,15 @@ class Config:
 
     def vector_of(self, pc: PlotterConfig, folder: str | None) -> VectorConfig:
         """The vector settings of a job from ``folder`` drawn on ``pc``: the folder's (else
-        the top-level), with the plotter's own keys (its pens) over them."""
+        the top-level), with the plotter's own keys (its pens) over them, at the nib of
+        its ``pen:`` when it has one."""
         base = self.vector_for(folder)
-        if not pc.vector_keys:
+        if not pc.vector_keys and pc.pen is None:
             return base
         out = VectorConfig(**{**base.to_dict(), **pc.vector_keys})
         out.pens = [dict(p) for p in out.pens]
+        if pc.pen is not None:  # the pen mounted draws every layer at its nib
+            out.pens = [{**p, "width_mm": pc.pen.nib_mm} for p in out.pens]
         return out
 
     def folder_of(self, origin: str | None) -> str | None:
@@ -397,7 +408,7 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     v = _Validator(source, base_dir)
     top = v.mapping(data, "config")
     known = {
-        "state_dir", "inbox", "log_level", "weights_dir", "pipeline", "pipelines",
+        "state_dir", "inbox", "log_level", "weights_dir", "pens_dir", "pipeline", "pipelines",
         "pipeline_dirs", "folders", "vector", "plotter", "plotters", "routing", "page",
         "optimiser", "intake", "camera", "api", "ray",
     }
@@ -407,6 +418,8 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     cfg = Config(state_dir=state_dir, inbox=inbox, source=source)
     cfg.log_level = v.choice(top.get("log_level", "info"), "log_level", LOG_LEVELS)
     cfg.weights_dir = v.path(top.get("weights_dir"), "weights_dir")
+    cfg.pens_dir = v.path(top.get("pens_dir") or os.environ.get("PLOTTERD_PENS_DIR"),
+                          "pens_dir") or state_dir / "pens"
     _pipelines(v, top, cfg)
     cfg.vector = _vector(v, top.get("vector"), "vector", VectorConfig())
     cfg.folders = _folders(v, top.get("folders"), cfg)
@@ -636,7 +649,7 @@ def _plotters(v: _Validator, top: dict, cfg: Config) -> list[PlotterConfig]:
 
 def _plotter(v: _Validator, raw: dict, key: str, cfg: Config) -> PlotterConfig:
     v.no_unknown(raw, PLOTTER_KEYS, key + ".")
-    body = {k: val for k, val in raw.items() if k not in ("page", "vector", "pens")}
+    body = {k: val for k, val in raw.items() if k not in ("page", "vector", "pens", "pen")}
     pc = PlotterConfig(**body, key=key)
     if not isinstance(pc.name, str) or not PLOTTER_NAME.fullmatch(pc.name):
         raise v.err(f"{key}.name", f"must be letters a-z, digits, _ or - (got {pc.name!r})")
@@ -657,6 +670,8 @@ def _plotter(v: _Validator, raw: dict, key: str, cfg: Config) -> PlotterConfig:
         pc.paper_trigger_file = str(v.path(pc.paper_trigger_file, f"{key}.paper_trigger_file"))
     v.positive(pc.reconnect_s, f"{key}.reconnect_s")
     _check_machine(v, pc, key)
+    if raw.get("pen") is not None:
+        pc.pen = _pen(v, raw["pen"], f"{key}.pen", cfg.pens_dir)
     if raw.get("page") is not None:
         pc.page = _page(v, raw["page"], f"{key}.page", cfg.page)
     vec = dict(v.mapping(raw.get("vector") or {}, f"{key}.vector"))
@@ -670,6 +685,14 @@ def _plotter(v: _Validator, raw: dict, key: str, cfg: Config) -> PlotterConfig:
         _vector(v, vec, where, cfg.vector)
         pc.vector_keys = vec
     return pc
+
+
+def _pen(v: _Validator, raw: Any, key: str, folder: Path | None) -> RoundNib | FittedPen:
+    """A plotter's ``pen:``, loaded now: a missing or bad profile fails the start."""
+    try:
+        return pen_from_dict(v.mapping(raw, key), key=key, pens_folder=folder)
+    except ConfigError as e:
+        raise v.err(e.key, e.message) from None
 
 
 def _tags(v: _Validator, raw: Any, key: str) -> list[str]:
@@ -754,7 +777,7 @@ def check_folder_pipelines(cfg: Config) -> None:
               for name, fc in cfg.folders.items() if fc.pipeline or fc.overrides]
     if not checks:
         return
-    bad = check_pipelines(checks, cfg.pipeline_dirs)
+    bad = check_pipelines(checks, cfg.pipeline_dirs, cfg.pens_dir)
     if bad is not None:
         name, key, message = bad
         fc = cfg.folders[name]

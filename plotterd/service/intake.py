@@ -33,8 +33,10 @@ from typing import Any
 
 import yaml
 
+from plotterd.errors import ConfigError
+from plotterd.pen import pen_from_dict
 from plotterd.service.config import Config
-from plotterd.service.routing import parse_request, unsatisfiable
+from plotterd.service.routing import candidates, parse_request, unsatisfiable
 from plotterd.service.store import TERMINAL, JobStore
 
 log = logging.getLogger("plotterd.intake")
@@ -325,6 +327,8 @@ class Inbox:
 
             # the folder's `set` keys, then the sidecar's over them
             options = merge_overrides(folder.overrides, options)
+        if error is None:
+            options, error = self.with_pen(options, request)
         suffix = safe_suffix(name) or (".svg" if input_kind(name) == "svg" else "")
         moves = [(str(path), "{dir}/input" + suffix)]
         if sidecar is not None:
@@ -347,15 +351,38 @@ class Inbox:
         checked by the caller)."""
         kind = input_kind(name)
         suffix = safe_suffix(name) or (".svg" if kind == "svg" else "")
+        options, error = self.with_pen(options or {}, request)
         job = self.store.create(
             source=source, name=name, kind=kind, jobs_dir=self.cfg.jobs_dir,
             pipeline=(pipeline or self.cfg.pipeline) if kind == "image" else None,
-            options=options or {}, claim=[(str(staged), "{dir}/input" + suffix)],
-            input_name="input" + suffix, plotter_request=request,
+            options=options, claim=[(str(staged), "{dir}/input" + suffix)],
+            input_name="input" + suffix, plotter_request=request, error=error,
         )
         log.info("job %d: %s %s", job["id"], source, name)
         self._finish_claim(job)
         return self.store.get(job["id"])  # type: ignore[return-value]
+
+    def with_pen(self, options: dict[str, Any], request: dict | None
+                 ) -> tuple[dict[str, Any], str | None]:
+        """The job's options with its pen settled now, while the pens folder is the
+        daemon's: a ``pen: {profile: NAME}`` it asks for becomes that fitted pen's whole
+        dict (so no later merge over the pipeline's pen can mix the two, and the job keeps
+        the pen it was given if the profile is refitted); without one, the job takes the
+        pen of the (first) plotter it may go to. Returns (options, error); the error fails
+        the job at intake."""
+        asked = options.get("pen")
+        if isinstance(asked, dict) and "profile" in asked:
+            try:
+                pen = pen_from_dict(asked, pens_folder=self.cfg.pens_dir)
+            except ConfigError as e:
+                return options, f"job options: {e}"
+            return {**options, "pen": pen.to_dict()}, None
+        if asked is not None:
+            return options, None
+        plotters = candidates(request, self.cfg)
+        if plotters and plotters[0].pen is not None:
+            return {**options, "pen": plotters[0].pen.to_dict()}, None
+        return options, None
 
     def _finish_claim(self, job: dict) -> None:
         """Replay the claim's moves (idempotent) and leave state ``claiming``."""

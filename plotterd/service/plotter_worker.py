@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plotterd.errors import PlotterdError
+from plotterd.errors import ConfigError, PlotterdError
+from plotterd.pen import PenModel, pen_from_dict
 from plotterd.progress import Progress
 from plotterd.service import routing, stages
 from plotterd.service.config import DEFAULT_PLOTTER
@@ -541,7 +542,8 @@ class PlotterWorker(threading.Thread):
         ckpt: dict[str, Any] = {}
         report = self._reporter(job_id, ckpt)
         try:
-            result = self._stream(gcode, start, report, control, record, render)
+            result = self._stream(gcode, start, report, control, record, render,
+                                  self.job_pen(job))
         except (PlotterdError, OSError) as e:
             # a program that cannot be sent (an unreadable G-code file, a line too long for
             # the firmware, a move out of bounds): a resume would fail the same way
@@ -551,8 +553,26 @@ class PlotterWorker(threading.Thread):
             return
         self._finish(job, result, ckpt, sheet_before, record, render)
 
+    def job_pen(self, job: dict) -> PenModel | None:
+        """The pen a job is drawn with: the one its strokes were optimised for, else the
+        one it asked for (an SVG job's sidecar), else this plotter's; None: the G-code's
+        nib, in full black."""
+        artefact = (job.get("artefacts") or {}).get("strokes")
+        asked = (job.get("options") or {}).get("pen")
+        try:
+            if artefact:
+                meta = json.loads((Path(job["dir"]) / artefact).read_text()).get("metadata")
+                if isinstance(meta, dict) and isinstance(meta.get("pen"), dict):
+                    return pen_from_dict(meta["pen"])
+            if isinstance(asked, dict):
+                return pen_from_dict(asked, pens_folder=self.d.cfg.pens_dir)
+        except (OSError, ValueError, ConfigError) as e:
+            log.warning("job %d: its pen cannot be read (%s); rendering with %s", job["id"],
+                        e, "this plotter's" if self.pc.pen else "the G-code's nib")
+        return self.pc.pen
+
     def _stream(self, gcode: Path, start: int | None, report: Any, control: Any,
-                record: Path, render: Path | None) -> Any:
+                record: Path, render: Path | None, pen: PenModel | None = None) -> Any:
         if self.link is not None:  # the real plotter, on the connection kept open
             program = stages.load_program(gcode)
             return stages.plot_on(self.link, program, start_stroke=start, progress=report,
@@ -568,8 +588,14 @@ class PlotterWorker(threading.Thread):
                     # a simulator made for this job powers on at its origin, where the
                     # interrupted drawing's frame is: its position is known
                     sim.position_known = True
-                return stages.plot_on(sim, program, start_stroke=start, progress=report,
-                                      control=control, render_to=render)
+                result = stages.plot_on(sim, program, start_stroke=start, progress=report,
+                                        control=control,
+                                        render_to=render if pen is None else None)
+                if pen is not None and render is not None:
+                    # drawn with the job's pen (its nib and darkness), not only the nib
+                    # the G-code names
+                    sim.simulator.render(render, pen=pen)
+                return result
             finally:
                 self._active = None
                 sim.close()

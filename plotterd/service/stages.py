@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,17 +33,20 @@ def pipeline_for_folder(sub: str, search_dirs: list[Path] | tuple = ()) -> str |
 
 
 def check_pipelines(checks: list[tuple[str, str, dict[str, Any]]],
-                    search_dirs: list[Path] | tuple = ()) -> tuple[str, str, str] | None:
+                    search_dirs: list[Path] | tuple = (),
+                    pens_dir: Path | None = None) -> tuple[str, str, str] | None:
     """Load each (label, pipeline, overrides) in a child process (loading a pipeline
-    imports torch, which the daemon process never does); the first failure as (label,
-    key, message), else None."""
+    imports torch, which the daemon process never does), with ``pens_dir`` as its pens
+    folder; the first failure as (label, key, message), else None."""
+    import os
     import subprocess
     import sys
 
     payload = json.dumps({"checks": checks, "dirs": [str(d) for d in search_dirs]})
+    env = dict(os.environ, **({PENS_DIR_ENV: str(pens_dir)} if pens_dir else {}))
     proc = subprocess.run([sys.executable, "-c", "from plotterd.service.stages import "
                            "_check_pipelines_main as m; m()"], input=payload,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     if proc.returncode != 0:
         from plotterd.errors import PlotterdError
 
@@ -78,13 +82,35 @@ def page_spec(page: dict[str, Any]):
                     margin_mm=page["margin_mm"])
 
 
+PENS_DIR_ENV = "PLOTTERD_PENS_DIR"  # where plotterd.pen looks for `pen: {profile: NAME}`
+
+
+@contextmanager
+def pens_folder(folder: str | Path | None) -> Iterator[None]:
+    """The daemon's pens folder as the one a pipeline's ``pen: {profile: NAME}`` is read
+    from, for the duration (the pipeline parser takes it from the environment)."""
+    import os
+
+    saved = os.environ.get(PENS_DIR_ENV)
+    if folder:
+        os.environ[PENS_DIR_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PENS_DIR_ENV, None)
+        else:
+            os.environ[PENS_DIR_ENV] = saved
+
+
 def optimise_image(spec: dict[str, Any], job_dir: Path,
                    progress: Callable[[Progress], None]) -> tuple[Any, dict[str, Path]]:
     """Image -> strokes (resuming from the job's checkpoint) -> the draw artefacts."""
     from plotterd.draw import load_pipeline, optimise, write_outputs
 
-    pipeline = load_pipeline(spec["pipeline"], overrides=spec.get("overrides") or None,
-                             search_dirs=tuple(spec.get("pipeline_dirs", ())))
+    with pens_folder(spec.get("pens_dir")):
+        pipeline = load_pipeline(spec["pipeline"], overrides=spec.get("overrides") or None,
+                                 search_dirs=tuple(spec.get("pipeline_dirs", ())))
     result = optimise(
         str(job_dir / spec["input"]), pipeline, device=spec.get("device", "auto"),
         progress=progress, checkpoint=job_dir / "checkpoint.pt",
@@ -117,6 +143,37 @@ def sequence_source(path: str | Path, options: dict[str, Any] | None):
         return source_with_options(path, options)
     except ConfigError as e:
         raise ConfigError(e.key, e.message, "job options (sidecar)") from e
+
+
+def pen_nib(pen: Any) -> float | None:
+    """The nib of a job's ``pen`` option (a pen's dict, settled at intake), else None."""
+    from plotterd.pen import pen_from_dict
+
+    return pen_from_dict(pen, key="pen").nib_mm if isinstance(pen, dict) else None
+
+
+def with_nib(vector: dict[str, Any], nib: float | None) -> dict[str, Any]:
+    """The vector settings with every pen at the job's pen's ``nib``, if it has one.
+    Strokes optimised for paper draw with their own nib whatever this says (the vector
+    stage reads it from their metadata)."""
+    if nib is None:
+        return vector
+    base = vector.get("pens") or [{"color": "black"}]
+    return {**vector, "pens": [{**p, "width_mm": nib} for p in base]}
+
+
+def at_nib(source: Any, page: Any, options: Any, nib: float):
+    """An SVG or stroke-sequence file laid out on the page with every layer at the pen's
+    ``nib`` (an SVG's own stroke widths say how it was drawn on screen, not what pen
+    the plotter holds): the vector stage's VectorResult."""
+    import vpype as vp
+
+    from plotterd.vector import PX_PER_MM, vectorise
+
+    laid_out = vectorise(source, page, options)
+    for layer in laid_out.document.layers.values():
+        layer.set_property(vp.METADATA_FIELD_PEN_WIDTH, nib * PX_PER_MM)
+    return laid_out
 
 
 # the names the job's artefacts give make_gcode's files (draw's svg is the drawing)
@@ -172,6 +229,7 @@ def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path, out: str = "plo
                ) -> tuple[dict[str, Path], dict]:
     """Strokes or an SVG / stroke-sequence path -> page layout -> G-code in
     ``job_dir/<out>`` (and one file per pen with ``vector.per_pen``)."""
+    from plotterd.draw.strokes import Strokes
     from plotterd.gcode import load_profile
     from plotterd.gcode import make_gcode as _make_gcode
     from plotterd.vector.sequences import is_sequence_file
@@ -179,11 +237,18 @@ def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path, out: str = "plo
     profile = load_profile(spec["profile"])
     if isinstance(source, str | Path) and Path(source).suffix.lower() in FOREIGN_GCODE:
         return _take_foreign_gcode(Path(source), profile, job_dir / out)
+    overrides = dict(spec.get("overrides") or {})
+    nib = pen_nib(overrides.pop("pen", None))
+    vector = with_nib(spec.get("vector") or {}, nib)
     if isinstance(source, str | Path) and is_sequence_file(source):
-        source = sequence_source(source, spec.get("overrides"))
-    vector = spec.get("vector") or {}
-    result = _make_gcode(source, profile=profile, page=page_spec(spec["page"]),
-                         options=vector_options(vector))
+        source = sequence_source(source, overrides)
+    page, options = page_spec(spec["page"]), vector_options(vector)
+    if nib is not None and not isinstance(source, Strokes):  # a file's widths are not the pen's
+        laid_out = at_nib(source, page, options, nib)
+        result = _make_gcode(laid_out.document, profile=profile)
+        result.stats = {**laid_out.stats, **result.stats, "source": laid_out.stats.get("source")}
+    else:
+        result = _make_gcode(source, profile=profile, page=page, options=options)
     out = job_dir / out
     paths = {k: Path(v) for k, v in result.save(out).items()}
     if vector.get("per_pen"):

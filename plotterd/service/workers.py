@@ -143,6 +143,7 @@ class OptimiserSlot:
             "threads": cfg.optimiser.threads, "checkpoint_every": cfg.optimiser.checkpoint_every,
             "iterations": cfg.optimiser.iterations, "seed": cfg.optimiser.seed,
             "weights_dir": str(cfg.weights_dir) if cfg.weights_dir else None,
+            "pens_dir": str(cfg.pens_dir),  # a pipeline's `pen: {profile: NAME}` is read there
             # G-code for every plotter that may draw the job (its profile, page and pens)
             "plotters": gcode_targets(cfg, job),
             "backend": cfg.optimiser.backend, "ray": dataclasses.asdict(cfg.ray),
