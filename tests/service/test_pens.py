@@ -95,18 +95,44 @@ def _render_pen(job_dir: Path) -> tuple[float, float, float]:
     return width, opacity, float(png.min())
 
 
-def test_plotter_and_sidecar_pens_reach_every_stage(tmp_path):
-    """A plotter with a fitted pen: its jobs are optimised, laid out and rendered with that
-    pen; a job whose sidecar names another profile gets that one; a sidecar naming a
-    missing profile fails its job at intake, with the reason."""
+def _pens_and_pipeline(tmp_path: Path, **pipeline) -> tuple[Path, Path]:
+    """A pens folder with FINE and BROAD, and a folder with `tinypaper`: the tiny pipeline
+    sized for paper (30 mm, so the pen's nib sets its canvas)."""
     pens, pipes = tmp_path / "pens", tmp_path / "pipelines"
     save_pen_profile(FINE, pens)
     save_pen_profile(BROAD, pens)
     pipes.mkdir()
     tiny = yaml.safe_load((Path(__file__).parents[2] / "pipelines" / "tiny.yaml").read_text())
     del tiny["resolution"]  # with a page, the canvas follows from the page and the nib
-    tiny.update(name="tinypaper", page={"long_side_mm": 30}, iterations=5)
+    tiny.update(name="tinypaper", page={"long_side_mm": 30}, iterations=5, **pipeline)
     (pipes / "tinypaper.yaml").write_text(yaml.safe_dump(tiny))
+    return pens, pipes
+
+
+def test_a_pipelines_own_profile_is_read_from_the_daemons_pens_folder(tmp_path):
+    """No plotter pen: the pipeline's `pen: {profile}` is loaded by the optimiser process
+    from the daemon's pens_dir; a folder's `set: {pen.profile}` is checked at start."""
+    pens, pipes = _pens_and_pipeline(tmp_path, pen={"profile": "broad"})
+    d = DaemonProc(tmp_path, pens_dir=str(pens), pipeline_dirs=[str(pipes)],
+                   pipeline="tinypaper",
+                   folders={"fine": {"set": {"pen.profile": "fine-liner"}}}).start()
+    try:
+        drop(DATA / "camera_small.png", d.inbox, "own.png")
+        drop(DATA / "camera_small.png", d.inbox / "fine", "fine.png")
+        jobs = {j["name"]: j for j in d.wait_states(2, timeout=180)}
+    finally:
+        d.stop()
+    for name, pen in (("own.png", BROAD), ("fine.png", FINE)):
+        assert jobs[name]["state"] == "done", jobs[name]["error"]
+        meta = yaml.safe_load((Path(jobs[name]["dir"]) / "strokes.json").read_text())
+        assert meta["metadata"]["pen"] == pen.to_dict()
+
+
+def test_plotter_and_sidecar_pens_reach_every_stage(tmp_path):
+    """A plotter with a fitted pen: its jobs are optimised, laid out and rendered with that
+    pen; a job whose sidecar names another profile gets that one; a sidecar naming a
+    missing profile fails its job at intake, with the reason."""
+    pens, pipes = _pens_and_pipeline(tmp_path)
     d = DaemonProc(tmp_path, pens_dir=str(pens), pipeline_dirs=[str(pipes)],
                    pipeline="tinypaper", plotter={"pen": {"profile": "fine-liner"}}).start()
     try:
