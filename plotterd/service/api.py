@@ -21,6 +21,7 @@ from plotterd import __version__
 from plotterd.errors import PlotterdError
 from plotterd.service.api_machine import install as install_machine_api
 from plotterd.service.api_machine import pick
+from plotterd.service.api_pens import install as install_pens_api
 from plotterd.service.camera import CameraError
 from plotterd.service.routing import RoutingError, parse_request, unsatisfiable
 from plotterd.service.web import install as install_web
@@ -66,6 +67,7 @@ def make_app(daemon: Daemon) -> FastAPI:
     _plot_routes(app, daemon, guarded)
     _device_routes(app, daemon, guarded)
     install_machine_api(app, daemon, guarded)  # /api/status, paper, pen, machine controls
+    install_pens_api(app, daemon, guarded, job_view, _save_upload)  # /api/pens: fitted pens
     install_web(app, daemon, guarded, job_view)  # GET /, its endpoints, the CSRF guard
     return app
 

@@ -93,8 +93,9 @@ class Camera:
         log.log(level, "camera: %s (retry in %gs)", msg, self.cfg.retry_s)
         return CameraError(msg)
 
-    def grab(self) -> np.ndarray:
-        """One processed frame. Raises CameraError (and records it) on any failure."""
+    def grab(self, raw: bool = False) -> np.ndarray:
+        """One processed frame (``raw``: as the camera gave it, for measuring). Raises
+        CameraError (and records it) on any failure."""
         if not self.enabled:
             raise CameraError("no camera configured (camera.source)")
         with self._lock:
@@ -109,7 +110,7 @@ class Camera:
                     frame = self._read()
                 if frame is None:
                     raise CameraError(f"camera {self.cfg.source!r} gave no frame")
-                out = process_frame(frame, self.cfg)
+                out = frame if raw else process_frame(frame, self.cfg)
             except CameraError as e:
                 raise self._fail(str(e)) from None
             except Exception as e:  # OpenCV raises cv2.error and others; never fatal

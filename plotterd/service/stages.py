@@ -258,6 +258,79 @@ def make_gcode(source: Any, spec: dict[str, Any], job_dir: Path, out: str = "plo
     return paths, jsonable(getattr(result, "stats", {}))
 
 
+def calibration_sheet(pens: list[Any], names: list[str], page: dict[str, Any], profile: str,
+                      out_dir: Path) -> dict[str, Any]:
+    """The calibration sheet of ``pens`` (PenModels, one row each, called ``names``) on the
+    plotter's paper at its margin: ``sheet.svg`` and ``sheet.json`` (the layout a photo is
+    fitted against) and the sheet's G-code for ``profile`` in ``out_dir``. Returns their
+    paths and the layout. A sheet that does not fit the paper (either way round, with
+    orientation auto) is a ConfigError that says how big it is."""
+    from plotterd.calibration import make_sheet, write_sheet
+    from plotterd.errors import ConfigError
+    from plotterd.vector import PX_PER_MM
+    from plotterd.vector.layout import paper_size_px
+
+    turns = ["portrait", "landscape"] if page["orientation"] == "auto" else [page["orientation"]]
+    for k, turn in enumerate(turns):
+        w, h = paper_size_px(page["paper"], turn, None)
+        try:
+            sheet = make_sheet(pens, (w / PX_PER_MM, h / PX_PER_MM), page["margin_mm"], names)
+            break
+        except ConfigError as e:
+            if e.key != "paper" or k == len(turns) - 1:
+                raise
+    files = write_sheet(sheet, out_dir)
+    spec = {"profile": profile, "page": {**page, "orientation": turn}}
+    paths, _stats = make_gcode(sheet.document, spec, out_dir, out="calibration.gcode")
+    return {"svg": files["svg"], "json": files["json"], "gcode": paths["gcode"],
+            "layout": sheet.layout}
+
+
+def fit_pen_photo(photo: Path, layout: Path, name: str, row: int, record: str
+                  ) -> dict[str, Any]:
+    """Fit pen ``name`` from ``photo`` of the sheet ``layout`` (its ``row``), in a child
+    process (the fit imports torch, which the daemon process never does). The fit's JSON
+    (the pen's dict, residual, swatches); a photo that cannot be measured raises the
+    calibration's CalibrationError with its message, nothing saved."""
+    import subprocess
+    import sys
+
+    from plotterd.calibration.errors import CalibrationError
+    from plotterd.errors import PlotterdError
+
+    payload = json.dumps({"photo": str(photo), "layout": str(layout), "name": name,
+                          "row": row, "record": record})
+    proc = subprocess.run([sys.executable, "-c", "from plotterd.service.stages import "
+                           "_fit_pen_main as m; m()"], input=payload,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PlotterdError(f"the pen fit failed: {tail}")
+    answer = json.loads(proc.stdout)
+    if "error" in answer:
+        raise CalibrationError(answer["error"])
+    return answer["fit"]
+
+
+def _fit_pen_main() -> None:
+    """The child of :func:`fit_pen_photo`: its JSON on stdin, ``{"fit"}`` or ``{"error"}``
+    (an InputError's message: a bad photo or layout) on stdout."""
+    import sys
+
+    from plotterd.calibration import read_layout
+    from plotterd.calibration.fit import fit_pen
+    from plotterd.errors import ConfigError, InputError
+
+    ask = json.load(sys.stdin)
+    try:
+        fit = fit_pen(ask["photo"], read_layout(ask["layout"]), ask["name"], int(ask["row"]),
+                      photo_record=ask["record"])
+        answer: dict[str, Any] = {"fit": jsonable(fit.to_json())}
+    except (InputError, ConfigError) as e:
+        answer = {"error": str(e)}
+    print(json.dumps(answer))
+
+
 FOREIGN_GCODE = (".gcode", ".nc", ".ngc", ".gc")  # G-code made by other tools
 
 
