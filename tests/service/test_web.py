@@ -121,6 +121,13 @@ def test_page_and_static_files(client):
     assert client.get("/static/../web/__init__.py").status_code == 404
 
 
+def test_page_has_a_pens_section(client):
+    html = client.get("/").text
+    assert 'id="pens"' in html and 'id="pen-rows"' in html
+    js = client.get("/static/app.js").text
+    assert '"/api/pens"' in js
+
+
 def test_pipelines_endpoint(client, daemon):
     got = {p["name"]: p for p in client.get("/api/pipelines").json()}
     assert got["tiny"]["default"] and not got["lines-blurmse"]["default"]

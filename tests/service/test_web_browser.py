@@ -408,3 +408,35 @@ def test_two_plotters_show_a_card_each(tmp_path, browser):
         assert p.errors == [], p.errors
     finally:
         d.stop()
+
+
+def test_pens_section_lists_the_fitted_pens(tmp_path, browser):
+    """The Pens section shows each fitted pen with its date and fitted figures, the
+    plotter carrying it, and a pen fitted while the page is open appears on its own."""
+    from plotterd.pen import FittedPen, save_pen_profile
+
+    pens = tmp_path / "pens"
+    save_pen_profile(FittedPen("fine-liner", nib_mm=0.42, darkness=0.8, colour="#1f3a8a",
+                               nominal_nib_mm=0.3, fitted_at="2026-12-07", residual=0.0123),
+                     pens)
+    d = DaemonProc(tmp_path, pens_dir=str(pens),
+                   plotter={"pen": {"profile": "fine-liner"}}).start()
+    try:
+        p = Page(browser, d.url, tmp_path / "screenshots")
+        p.wait('#pen-rows tr[data-pen="fine-liner"]', 20)
+        row = p.page.inner_text('#pen-rows tr[data-pen="fine-liner"]')
+        for words in ("fine-liner", "0.42 mm", "nominal 0.3 mm", "80 %", "0.012",
+                      "2026-12-07", "plotter"):
+            assert words in row, row
+        colour = p.page.eval_on_selector('tr[data-pen="fine-liner"] .swatch',
+                                         "s => getComputedStyle(s).backgroundColor")
+        assert colour == "rgb(31, 58, 138)"
+        assert p.page.is_hidden("#no-pens")
+        save_pen_profile(FittedPen("broad", nib_mm=0.9, darkness=0.6, fitted_at="2026-12-08"),
+                         pens)
+        p.wait('#pen-rows tr[data-pen="broad"]', 20)
+        assert p.page.inner_text("#pen-count") == "2 fitted"
+        p.shot("09-pens")
+        assert p.errors == [], p.errors
+    finally:
+        d.stop()

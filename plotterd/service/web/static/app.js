@@ -19,7 +19,8 @@ const STATE_WORDS = {
 
 const $ = (id) => document.getElementById(id);
 const state = { plan: null, planKey: null, jobs: new Map(), images: new Map(), details: null,
-                pipelinesLoaded: false, file: null, busy: false, livePlotter: null, several: false };
+                pipelinesLoaded: false, file: null, busy: false, livePlotter: null, several: false,
+                pensAt: 0 };
 
 // ---------------------------------------------------------------- talking to the API
 class ApiError extends Error {
@@ -466,6 +467,32 @@ function showJobs(jobs) {
   if (state.details !== null && state.jobs.has(state.details)) fillDetails(state.jobs.get(state.details));
 }
 
+// ---------------------------------------------------------------- fitted pens
+const PENS_EVERY_MS = 10000;  // profiles change only when a pen is fitted
+
+function penRow(pen) {
+  const swatch = el("span", { class: "swatch", title: pen.colour });
+  swatch.style.background = pen.colour;  // through the CSSOM, as the CSP asks
+  const nominal = pen.nominal_nib_mm ? ` (nominal ${pen.nominal_nib_mm} mm)` : "";
+  return el("tr", { "data-pen": pen.name },
+    el("td", { class: "pen-name" }, swatch, pen.name),
+    el("td", {}, `${pen.nib_mm} mm`, el("span", { class: "muted small" }, nominal)),
+    el("td", {}, `${Math.round(pen.darkness * 100)} %`),
+    el("td", {}, pen.residual ? pen.residual.toFixed(3) : "–"),
+    el("td", {}, pen.fitted_at || "–"),
+    el("td", {}, pen.plotters.join(", ") || "–"));
+}
+
+async function loadPens() {
+  if (state.pensAt && Date.now() - state.pensAt < PENS_EVERY_MS) return;
+  state.pensAt = Date.now();
+  const pens = await api("GET", "/api/pens");
+  $("pen-rows").replaceChildren(...pens.map(penRow));
+  $("pen-table").hidden = pens.length === 0;
+  $("no-pens").hidden = pens.length > 0;
+  $("pen-count").textContent = pens.length ? `${pens.length} fitted` : "";
+}
+
 // ---------------------------------------------------------------- one job's details
 // [artefact, caption, shown through the thumbnail endpoint (widens thin pen lines)]
 const PICTURES = [["preview", "optimiser preview (target | strokes)", false],
@@ -588,6 +615,7 @@ async function tick() {
     showPlotters(live.plotters);
     await showLive(live);
     showJobs(jobs);
+    await loadPens();
     document.body.dataset.ready = "1";
   } catch (e) {
     if (e.status !== 401) {
