@@ -184,12 +184,24 @@ def _offsets(length: float, spacing: float, nib_mm: float) -> list[float]:
     return [nib_mm / 2 + span * k / n for k in range(n + 1)]
 
 
-def _zigzag(rect: tuple[float, float, float, float], spacing: float, nib_mm: float) -> list:
-    """One boustrophedon polyline of horizontal lines filling ``rect`` (page mm)."""
+def _exact_offsets(length: float, spacing: float, nib_mm: float) -> list[float]:
+    """Centre-line offsets exactly ``spacing`` apart, as many as fit between half a nib from
+    either edge, centred in ``length``."""
+    n = math.floor((length - nib_mm) / spacing + 1e-9)
+    first = (length - n * spacing) / 2
+    return [first + k * spacing for k in range(n + 1)]
+
+
+def _zigzag(rect: tuple[float, float, float, float], spacing: float, nib_mm: float,
+            exact: bool = False) -> list:
+    """One boustrophedon polyline of horizontal lines filling ``rect`` (page mm): lines
+    exactly ``spacing`` apart if ``exact``, else at most ``spacing`` apart and reaching both
+    edges."""
     x0, y0, x1, y1 = rect
     a, b = x0 + nib_mm / 2, x1 - nib_mm / 2
+    offsets = (_exact_offsets if exact else _offsets)(y1 - y0, spacing, nib_mm)
     pts = []
-    for k, dy in enumerate(_offsets(y1 - y0, spacing, nib_mm)):
+    for k, dy in enumerate(offsets):
         ends = [[a, y0 + dy], [b, y0 + dy]]
         pts.extend(ends if k % 2 == 0 else ends[::-1])
     return pts
@@ -240,7 +252,7 @@ def _hatch(row: int, kind: str, rect: tuple[float, float, float, float], spacing
         along = (nib / 2, SWATCH_MM - nib / 2)
         paths = [[[x0 + along[0], y0 + o], [x0 + along[1], y0 + o]] for o in offsets]
     else:
-        paths = [_zigzag(rect, spacing, nib)]
+        paths = [_zigzag(rect, spacing, nib, exact=True)]
     across = _centred(y0, y1, _periods(spacing))
     window_along = _centred(x0, x1, WINDOW_MM)
     window = [window_along[0], across[0], window_along[1], across[1]]
