@@ -593,6 +593,11 @@ def _folders(v: _Validator, raw: Any, cfg: Config) -> dict[str, FolderConfig]:
         except ConfigError as e:
             sub = "pipeline" if e.key == "pipeline" else f"set.{e.key}"
             raise v.err(f"{key}.{sub}", e.message) from e
+        asked = fc.overrides.get("pen")
+        if isinstance(asked, dict) and "profile" in asked:
+            # loaded now, whole: a missing profile stops the start, and no merge over the
+            # pipeline's own pen can keep that pen's nib under the profile's name
+            fc.overrides["pen"] = _pen(v, asked, f"{key}.set.pen", cfg.pens_dir).to_dict()
         if body.get("vector") is not None:
             fc.vector = _vector(v, body["vector"], f"{key}.vector", cfg.vector)
         out[name] = fc

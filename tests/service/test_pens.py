@@ -33,7 +33,10 @@ def test_plotter_pen_is_a_fitted_profile_and_sets_the_vector_nib(tmp_path):
     cfg = parse_config({"state_dir": str(tmp_path / "state"), "pens_dir": str(tmp_path / "pens"),
                         "plotters": [{"name": "a", "pen": {"profile": "fine-liner"}},
                                      {"name": "b", "pen": {"nib_mm": 0.5, "darkness": 0.9}},
-                                     {"name": "c"}]})
+                                     {"name": "c"}],
+                        "folders": {"fine": {"set": {"pen.profile": "fine-liner"}}}})
+    # a folder's profile is the fitted pen, whole (not merged over the pipeline's pen)
+    assert cfg.folders["fine"].overrides == {"pen": FINE.to_dict()}
     a, b, c = cfg.plotters
     assert a.pen == FINE and b.pen == RoundNib(0.5, 0.9) and c.pen is None
     assert [p["width_mm"] for p in cfg.vector_of(a, None).pens] == [0.42]
@@ -57,6 +60,7 @@ def test_pens_dir_defaults_to_the_environment_then_the_state_folder(tmp_path, mo
     ({"plotter": {"pen": {"profile": "../etc/passwd"}}}, "plotter.pen.profile"),
     ({"plotter": {"pen": {"nib_mm": 0}}}, "plotter.pen.nib_mm"),
     ({"plotter": {"pen": "fine-liner"}}, "plotter.pen"),
+    ({"folders": {"x": {"set": {"pen.profile": "missing"}}}}, "folders.x.set.pen.profile"),
 ])
 def test_a_bad_plotter_pen_is_refused_naming_its_key(tmp_path, data, key):
     save_pen_profile(FINE, tmp_path / "pens")
