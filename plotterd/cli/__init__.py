@@ -21,6 +21,7 @@ _COMMAND_MODULES = {
     "plotterd.cli.weights_cmd": ["weights"],
     "plotterd.cli.gcode_cmd": ["gcode", "profiles"],
     "plotterd.cli.machine_cmd": ["plot", "sim", "machine"],
+    "plotterd.cli.pens_cmd": ["pens"],
     "plotterd.cli.service_cmd": [
         "run", "jobs", "job", "pause", "resume", "cancel", "capture", "submit",
         "status", "paper-changed", "pen-continue", "origin", "ctl",
