@@ -95,7 +95,7 @@ def plot(gcode: Path, port: str, firmware: str | None, baud: int, render: Path |
                + (f", {result.resumes} automatic resume(s)" if result.resumes else ""))
     if result.error:
         click.echo(f"error: {result.error}", err=True)
-    if result.resume_stroke is not None and result.status != "done":
+    if result.resume_stroke is not None and result.status != "done" and result.sent:
         how = " (put the pen at the origin first: --origin-here)" if result.position_lost \
             else ""
         click.echo(f"to resume: plotterd plot {gcode} --port {port} "

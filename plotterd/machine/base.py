@@ -3,10 +3,14 @@ the records of lines in flight and acknowledged."""
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from dataclasses import dataclass
 
 from plotterd.errors import PlotterdError
+
+log = logging.getLogger("plotterd.machine")
 
 
 @dataclass
@@ -15,7 +19,8 @@ class Timeouts:
 
     banner: float = 5.0  # after opening a port, for the reset banner
     ok: float = 10.0  # for an ok, beyond any dwell in the line; extended while the machine moves
-    status: float = 2.0  # for the answer to a GRBL '?' (two misses: link lost)
+    status: float = 2.0  # for the answer to a GRBL '?' (a miss is asked again)
+    silence: float = 10.0  # nothing at all from the board for this long: the link is lost
     command: float = 10.0  # for send-and-wait commands ($I, $X, settings, M110 ...)
     homing: float = 120.0  # for $H / G28
     idle: float = 600.0  # for the machine to finish once everything is acknowledged
@@ -23,12 +28,13 @@ class Timeouts:
     reconnect_attempts: int = 5
     reconnect_backoff: float = 0.5  # first wait; doubles, capped at 8 s
     max_resumes: int = 5  # automatic resumes (reset / reconnect) within one stream() call
+    garbled_run: int = 3  # garbled replies in a row that stop a job (fewer are forgiven)
 
     @classmethod
     def fast(cls) -> Timeouts:
         """Short timeouts for tests on an instant simulator."""
-        return cls(banner=0.5, ok=0.4, status=0.3, command=1.0, homing=5.0, idle=10.0,
-                   poll=0.05, reconnect_attempts=3, reconnect_backoff=0.05)
+        return cls(banner=0.5, ok=0.4, status=0.3, silence=0.6, command=1.0, homing=5.0,
+                   idle=10.0, poll=0.05, reconnect_attempts=3, reconnect_backoff=0.05)
 
 
 class LinkLost(PlotterdError):
@@ -46,6 +52,92 @@ class FirmwareError(PlotterdError):
         super().__init__(message)
         self.needs_reset = needs_reset
         self.alarm = alarm
+
+
+class GarbledReply(PlotterdError):
+    """A reply from the board that cannot be read (line noise, a truncated or corrupted
+    line), or one that says the board no longer knows where it is."""
+
+    def __init__(self, raw: str, why: str, *, position: bool = False, count: int = 1):
+        self.raw = raw
+        self.why = why
+        self.position = position
+        self.count = count
+        seen = f" ({count} in a row)" if count > 1 else ""
+        super().__init__(f"garbled reply{seen} {raw_bytes(raw)!r}: {why}")
+
+
+def raw_bytes(text: str) -> bytes:
+    """The bytes a received line was decoded from (the transport decodes latin-1)."""
+    return text.encode("latin-1", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class Garbled:
+    """A line from the board that no reply parser could read; ``position``: it was a
+    position report whose coordinates are not finite numbers."""
+
+    raw: str
+    why: str
+    position: bool = False
+
+    def error(self, count: int = 1) -> GarbledReply:
+        return GarbledReply(self.raw, self.why, position=self.position, count=count)
+
+
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)", re.ASCII)
+_NON_FINITE = re.compile(r"[-+]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
+_INTEGER = re.compile(r"[0-9]{1,9}", re.ASCII)
+
+
+def reply_number(text: str) -> float | None:
+    """A decimal number as firmware prints it ("-12.500"), else None. Not float(): that
+    also takes "nan", "1e999", "1_0" and non-ASCII digits, none of which a board sends."""
+    s = text.strip()
+    if len(s) > 24 or not _NUMBER.fullmatch(s):
+        return None
+    return float(s)
+
+
+def non_finite(text: str) -> bool:
+    """NaN or infinity spelt out: the board's own arithmetic lost the value."""
+    return bool(_NON_FINITE.fullmatch(text.strip()))
+
+
+def reply_int(text: str) -> int | None:
+    s = text.strip()
+    return int(s) if _INTEGER.fullmatch(s) else None
+
+
+def readable(text: str) -> bool:
+    """Printable ASCII only: what GRBL and Marlin send."""
+    return text.isascii() and text.isprintable()
+
+
+class GarbledWatch:
+    """Garbled replies: each is logged and counted; ``run`` in a row, or one that loses the
+    position, raises GarbledReply (the job's safe stop). Not ``strict`` while stopping."""
+
+    def __init__(self, run: int = 3):
+        self.run = max(1, run)
+        self.in_row = 0
+        self.total = 0
+        self.strict = True
+
+    def good(self) -> None:
+        self.in_row = 0
+
+    def garbled(self, ev: Garbled, port: str) -> None:
+        self.total += 1
+        self.in_row += 1
+        log.warning("%s: garbled reply %r (%s; %d in a row, %d in all)", port,
+                    raw_bytes(ev.raw), ev.why, self.in_row, self.total)
+        if self.strict and (ev.position or self.in_row >= self.run):
+            raise ev.error(self.in_row)
+
+
+def finite(values: tuple[float, ...] | None) -> bool:
+    return values is None or all(math.isfinite(v) for v in values)
 
 
 @dataclass

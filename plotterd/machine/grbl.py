@@ -15,10 +15,17 @@ from plotterd.machine.base import (
     Ack,
     BoardReset,
     FirmwareError,
+    Garbled,
+    GarbledReply,
+    GarbledWatch,
     Item,
     LinkLost,
     Timeouts,
     make_item,
+    non_finite,
+    readable,
+    reply_int,
+    reply_number,
 )
 from plotterd.machine.grbl_codes import alarm_text, error_text
 from plotterd.machine.transport import Transport
@@ -94,76 +101,101 @@ class Unknown:
     text: str
 
 
-Event = Ok | Error | Alarm | Status | Banner | Opt | Message | Setting | Unknown
+Event = Ok | Error | Alarm | Status | Banner | Opt | Message | Setting | Unknown | Garbled
 
 _BANNER = re.compile(r"^Grbl(?:HAL)?\s+(\S+)")  # GRBL, grblHAL, FluidNC
-_NUMS = re.compile(r"[-+]?\d*\.?\d+")
+_POSITION_FIELDS = ("MPos", "WPos", "WCO")
 
 
 def _floats(s: str) -> tuple[float, ...] | None:
-    try:
-        return tuple(float(v) for v in s.split(","))
-    except ValueError:
-        return None
+    values = [reply_number(v) for v in s.split(",")]
+    return None if any(v is None for v in values) else tuple(values)  # type: ignore[misc]
 
 
 def parse(line: str) -> Event:
-    """One line from GRBL -> one event."""
+    """One line from GRBL -> one event; a line that is not one of GRBL's replies, or one
+    whose numbers do not read, is Garbled (never an exception)."""
     s = line.strip()
+    if not readable(s):
+        return Garbled(line, "characters GRBL never sends")
     if s == "ok":
         return Ok()
-    if s.startswith("error:"):
-        try:
-            return Error(int(s[6:]))
-        except ValueError:
-            return Unknown(s)
-    if s.startswith("ALARM:"):
-        try:
-            return Alarm(int(s[6:]))
-        except ValueError:
-            return Unknown(s)
-    if s.startswith("<") and s.endswith(">"):
-        return _parse_status(s[1:-1]) or Unknown(s)
+    for prefix, kind in (("error:", Error), ("ALARM:", Alarm)):
+        if s.startswith(prefix):
+            code = reply_int(s[len(prefix):])
+            return kind(code) if code is not None else Garbled(line, f"bad {prefix} code")
+    if s.startswith("<"):
+        return _parse_status(line, s)
     m = _BANNER.match(s)
     if m:
         return Banner(m.group(1))
-    if s.startswith("[OPT:") and s.endswith("]"):
-        parts = s[5:-1].split(",")
-        blocks = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-        rx = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
-        return Opt(parts[0], blocks, rx)
-    if s.startswith("[") and s.endswith("]"):
-        return Message(s[1:-1])
+    if s.startswith("["):
+        return _parse_bracketed(line, s)
     if s.startswith("$") and "=" in s:
         k, _, v = s[1:].partition("=")
-        if k.isdigit():
-            return Setting(int(k), v)
-    return Unknown(s)
+        key = reply_int(k)
+        if key is None:
+            return Unknown(s)  # $N0=... startup blocks
+        return Setting(key, v) if reply_number(v) is not None else \
+            Garbled(line, f"setting ${k} is not a number")
+    if s.startswith(">"):
+        return Unknown(s)  # a startup block echoed as it runs
+    return Garbled(line, "not a GRBL reply")
 
 
-def _parse_status(body: str) -> Status | None:
-    fields = body.split("|")
-    state, _, sub = fields[0].partition(":")
-    if not state.isalpha():
-        return None
-    values: dict[str, str] = {}
+def _parse_bracketed(line: str, s: str) -> Event:
+    if not s.endswith("]"):
+        return Garbled(line, "truncated feedback message")
+    if s.startswith("[OPT:"):
+        parts = s[5:-1].split(",")
+        nums = [reply_int(p) for p in parts[1:3]]
+        if any(n is None for n in nums):
+            return Garbled(line, "bad build options")
+        return Opt(parts[0], *(nums + [None, None])[:2])
+    return Message(s[1:-1])
+
+
+def _parse_status(line: str, s: str) -> Status | Garbled:
+    if not s.endswith(">"):
+        return Garbled(line, "truncated status report")
+    fields = s[1:-1].split("|")
+    state, colon, sub = fields[0].partition(":")
+    sub_n = reply_int(sub) if colon else None
+    if not state.isalpha() or (colon and sub_n is None):
+        return Garbled(line, "bad state in status report")
+    values: dict[str, tuple[float, ...]] = {}
     for f in fields[1:]:
         k, _, v = f.partition(":")
-        values[k] = v
-    bf = _floats(values["Bf"]) if "Bf" in values else None
-    fs = _floats(values.get("FS", values.get("F", ""))) if ("FS" in values or "F" in values) \
-        else None
+        nums = _floats(v)
+        if nums is None:
+            lost = k in _POSITION_FIELDS and any(non_finite(x) for x in v.split(","))
+            return Garbled(line, f"bad {k} field in status report"
+                           + ("; the position is not a number" if lost else ""),
+                           position=lost)
+        values[k] = nums
+    if "MPos" not in values and "WPos" not in values:
+        return Garbled(line, "status report without a position")
+    bf = values.get("Bf", ())
+    fs = values.get("FS", values.get("F", ()))
     return Status(
-        state=state,
-        sub=int(sub) if sub.isdigit() else None,
-        mpos=_floats(values["MPos"]) if "MPos" in values else None,
-        wpos=_floats(values["WPos"]) if "WPos" in values else None,
-        wco=_floats(values["WCO"]) if "WCO" in values else None,
-        planner_free=int(bf[0]) if bf and len(bf) > 0 else None,
-        rx_free=int(bf[1]) if bf and len(bf) > 1 else None,
+        state=state, sub=sub_n, mpos=values.get("MPos"), wpos=values.get("WPos"),
+        wco=values.get("WCO"),
+        planner_free=int(bf[0]) if len(bf) > 0 else None,
+        rx_free=int(bf[1]) if len(bf) > 1 else None,
         feed=fs[0] if fs else None,
-        spindle=fs[1] if fs and len(fs) > 1 else None,
+        spindle=fs[1] if len(fs) > 1 else None,
     )
+
+
+def setting_number(settings: dict[int, str], key: int, default: float) -> float:
+    """A numeric GRBL setting ($10, $22...); GarbledReply when its value does not read."""
+    raw = settings.get(key)
+    if raw is None:
+        return default
+    v = reply_number(raw)
+    if v is None:
+        raise GarbledReply(f"${key}={raw}", "setting is not a number")
+    return v
 
 
 @dataclass
@@ -198,6 +230,7 @@ class GrblDriver:
         self.seq = 0
         self.settings: dict[int, str] = {}
         self.status_mask = 1  # GRBL 1.1 default $10=1: MPos, no Bf:
+        self.watch = GarbledWatch(timeouts.garbled_run)
 
     def _reset_stream_state(self) -> None:
         self.fifo: deque[_InFlight] = deque()
@@ -205,7 +238,6 @@ class GrblDriver:
         self.acked: deque[Item] = deque(maxlen=512)
         self.executed_seq = getattr(self, "executed_seq", 0)
         self._status_sent: float | None = None
-        self._status_misses = 0
         self._last_poll = 0.0
         self._quiet_since: float | None = None
         self._pending: list[Ack] = []
@@ -258,12 +290,13 @@ class GrblDriver:
 
     def read_settings(self) -> dict[int, str]:
         """``$$`` -> {number: value}; $10 says which status fields come (bit 1: Bf:)."""
-        settings = {ev.key: ev.value for ev in self.command("$$") if isinstance(ev, Setting)}
+        events = self.command("$$")
+        bad = next((ev for ev in events if isinstance(ev, Garbled)), None)
+        if bad is not None:  # a setting lost on the way: homing, limits... cannot be known
+            raise bad.error()
+        settings = {ev.key: ev.value for ev in events if isinstance(ev, Setting)}
         self.settings = settings
-        try:
-            self.status_mask = int(float(settings.get(10, "1")))
-        except ValueError:
-            self.status_mask = 1
+        self.status_mask = int(setting_number(settings, 10, 1)) & 0xFF
         return settings
 
     @property
@@ -371,7 +404,7 @@ class GrblDriver:
             line = self.t.readline(max(0.0, deadline - time.monotonic()))
             if line is None:
                 raise LinkLost(f"{self.t.port}: no answer to {text!r} within {timeout:g} s")
-            ev = parse(line)
+            ev = self._read(line)
             if isinstance(ev, Ok):
                 return events
             if isinstance(ev, Error):
@@ -387,7 +420,8 @@ class GrblDriver:
     def query_status(self, timeout: float | None = None) -> Status:
         """Ask '?' and wait for the report."""
         timeout = self.T.status if timeout is None else timeout
-        for _ in range(2):
+        give_up = time.monotonic() + max(2 * timeout, self.T.silence + timeout)
+        while True:
             self.t.write(b"?")
             deadline = time.monotonic() + timeout
             while True:
@@ -397,7 +431,15 @@ class GrblDriver:
                 ev = self._handle(line)
                 if isinstance(ev, Status):
                     return ev
-        raise LinkLost(f"{self.t.port}: no answer to status queries")
+            self._check_alive()
+            if time.monotonic() > give_up:
+                raise LinkLost(f"{self.t.port}: GRBL answers, but not to status queries")
+
+    def _check_alive(self) -> None:
+        """LinkLost when nothing at all has come from the board for ``silence`` seconds."""
+        quiet = self.t.quiet_for()
+        if quiet > self.T.silence:
+            raise LinkLost(f"{self.t.port}: nothing received from GRBL for {quiet:.1f} s")
 
     # ---- streaming ----
     def can_send(self, item: Item) -> bool:
@@ -437,8 +479,17 @@ class GrblDriver:
         if self.fifo:
             self.fifo[0].since = time.monotonic()
 
-    def _handle(self, line: str) -> Event:
+    def _read(self, line: str) -> Event:
+        """Parse one line; garbled ones are counted (a run of them raises GarbledReply)."""
         ev = parse(line)
+        if isinstance(ev, Garbled):
+            self.watch.garbled(ev, self.t.port)
+        else:
+            self.watch.good()
+        return ev
+
+    def _handle(self, line: str) -> Event:
+        ev = self._read(line)
         if isinstance(ev, Ok | Error):
             if not self.fifo:
                 log.warning("GRBL answered %r with nothing in flight (late ok?)", line)
@@ -461,7 +512,6 @@ class GrblDriver:
         self.status = st
         self.status_time = time.monotonic()
         self._status_sent = None
-        self._status_misses = 0
         if st.wco:
             self.wco = st.wco
         if st.planner_free is not None:
@@ -480,13 +530,13 @@ class GrblDriver:
         return 0
 
     def tick(self) -> None:
-        """Status polling and the ok timeout; raises LinkLost when the board went quiet."""
+        """Status polling and the ok timeout; raises LinkLost when nothing at all came from
+        the board for ``silence`` seconds (a status report that goes missing while oks
+        flow is only asked again)."""
         now = time.monotonic()
         if self._status_sent is not None and now - self._status_sent > self.T.status:
-            self._status_misses += 1
-            self._status_sent = None
-            if self._status_misses >= 2:
-                raise LinkLost(f"{self.t.port}: GRBL stopped answering status queries")
+            self._status_sent = None  # unanswered: ask again below
+            self._check_alive()
         if self._status_sent is None and now - self._last_poll >= self.T.poll:
             self._last_poll = now
             self._status_sent = now
@@ -500,7 +550,7 @@ class GrblDriver:
             return
         st = self.status
         if st is None or self.status_time < head.since:
-            return  # wait for a fresh status; misses end in LinkLost above
+            return  # wait for a fresh status; silence ends in LinkLost above
         if st.state in ("Run", "Hold", "Jog", "Home", "Door"):
             head.since = now  # the machine is busy: the ok is late, not lost
             self._quiet_since = None

@@ -14,10 +14,14 @@ from plotterd.machine.base import (
     Ack,
     BoardReset,
     FirmwareError,
+    Garbled,
+    GarbledWatch,
     Item,
     LinkLost,
     Timeouts,
     make_item,
+    non_finite,
+    reply_number,
 )
 from plotterd.machine.transport import Transport
 
@@ -90,22 +94,30 @@ class Unknown:
     text: str
 
 
-Event = Ok | Resend | Error | Halted | Busy | Start | Position | Echo | Unknown
+Event = Ok | Resend | Error | Halted | Busy | Start | Position | Echo | Unknown | Garbled
 
-_RESEND = re.compile(r"^(?:Resend:|rs)\s*N?\s*(\d+)", re.I)
-_OK_FIELD = re.compile(r"\b([NPB])(\d+)")
-_POS = re.compile(r"^X:\s*([-+\d.]+)\s+Y:\s*([-+\d.]+)\s+Z:\s*([-+\d.]+)")
+_RESEND = re.compile(r"^(?:Resend:\s*N?\s*([0-9]{1,9})?|rs\s*N?\s*([0-9]{1,9}))",
+                     re.I | re.ASCII)
+_OK_FIELD = re.compile(r"\b([NPB])([0-9]{1,9})\b", re.ASCII)
+_POS = re.compile(r"^X:\s*(\S+)\s+Y:\s*(\S+)\s+Z:\s*(\S+)", re.ASCII)
 
 
 def parse(line: str) -> Event:
-    """One line from Marlin -> one event."""
+    """One line from Marlin -> one event. Marlin and Klipper chat in free text (Unknown,
+    logged); a line with bytes neither sends, or a known reply whose numbers do not read,
+    is Garbled (never an exception)."""
     s = line.strip()
+    if not (s.isascii() and s.isprintable()):
+        return Garbled(line, "characters Marlin never sends")
     if s == "ok" or s.startswith("ok "):
         fields = {k: int(v) for k, v in _OK_FIELD.findall(s[2:])}
         return Ok(fields.get("N"), fields.get("P"), fields.get("B"))
     m = _RESEND.match(s)
     if m:
-        return Resend(int(m.group(1)))
+        n = m.group(1) or m.group(2)
+        if n is None:
+            return Garbled(line, "resend request without a line number")
+        return Resend(int(n))
     low = s.lower()
     if low.startswith("error:") or low.startswith("!!"):
         if "halted" in low or "kill()" in low or low.startswith("!!"):
@@ -115,12 +127,23 @@ def parse(line: str) -> Event:
         return Busy(s)
     if s == "start":
         return Start()
-    m = _POS.match(s)
-    if m:
-        return Position(float(m.group(1)), float(m.group(2)), float(m.group(3)))
+    if s.startswith("X:"):
+        return _parse_position(line, s)
     if low.startswith("echo:") or s == "wait":
         return Echo(s)
     return Unknown(s)
+
+
+def _parse_position(line: str, s: str) -> Position | Garbled:
+    m = _POS.match(s)
+    if m is None:
+        return Garbled(line, "truncated position report")
+    values = [reply_number(v) for v in m.groups()]
+    if any(v is None for v in values):
+        lost = any(non_finite(v) for v in m.groups())
+        return Garbled(line, "bad number in position report"
+                       + ("; the position is not a number" if lost else ""), position=lost)
+    return Position(*values)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -151,6 +174,7 @@ class MarlinDriver:
         self.executed_seq = 0
         self.planner_size = 16
         self.position: tuple[float, float] | None = None  # from the last M114
+        self.watch = GarbledWatch(timeouts.garbled_run)
         self._reset_stream_state()
 
     def _reset_stream_state(self) -> None:
@@ -250,6 +274,10 @@ class MarlinDriver:
     def _handle(self, line: str) -> Event:
         ev = parse(line)
         self._alive = time.monotonic()
+        if isinstance(ev, Garbled):
+            self.watch.garbled(ev, self.t.port)
+        else:
+            self.watch.good()
         if isinstance(ev, Ok):
             self._on_ok(ev)
         elif isinstance(ev, Resend):

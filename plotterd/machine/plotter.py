@@ -29,6 +29,7 @@ from serial import SerialBase
 
 from plotterd.errors import ConfigError, InputError, PlotterdError
 from plotterd.machine.base import BoardReset, FirmwareError, LinkLost, Timeouts
+from plotterd.machine.grbl import setting_number
 from plotterd.machine.guard import READ_ONLY_DOLLAR, Follower, RefusedLine, strip
 from plotterd.machine.transport import Transport
 
@@ -228,11 +229,11 @@ class Plotter:
     def _establish_grbl(self) -> None:
         drv = self.driver
         settings = drv.read_settings()
-        mask = int(float(settings.get(10, "1")))
+        mask = int(setting_number(settings, 10, 1)) & 0xFF
         if self.options.write_settings and not mask & 2:
             drv.write_settings({10: mask | 2})  # add Bf: to status reports
             settings = drv.read_settings()
-        homing_enabled = float(settings.get(22, "0")) == 1
+        homing_enabled = setting_number(settings, 22, 0) == 1
         self.homing = homing_enabled if self.options.homing is None else \
             bool(self.options.homing) and homing_enabled
         st = drv.query_status()
@@ -412,7 +413,7 @@ class Plotter:
             self._idle_call("home")
             if self.protocol == "grbl":
                 settings = self.driver.read_settings()
-                if float(settings.get(22, "0")) != 1:
+                if setting_number(settings, 22, 0) != 1:
                     raise FirmwareError("GRBL homing is not enabled ($22=0): set the origin "
                                         "by hand instead (origin)")
                 self.driver.home()

@@ -33,6 +33,7 @@ from plotterd.machine.base import (
     Ack,
     BoardReset,
     FirmwareError,
+    GarbledReply,
     Item,
     LinkLost,
     Timeouts,
@@ -145,12 +146,13 @@ class StreamResult:
     last_completed_stroke: int | None = None  # every drawing line of it has run
     resume_stroke: int | None = None  # where a later stream(start_stroke=...) should start
     elapsed_s: float = 0.0
-    resumes: int = 0  # automatic resumes after a reset or a reconnect
+    resumes: int = 0  # automatic resumes after a reset or a reconnect (carried out)
     pen_up: bool | None = None  # the pen was lifted at the end (None: not known)
     connected: bool = False  # the plotter answered (False: it could not be reached; nothing ran)
     position_lost: bool = False  # the board reset and could not re-establish its position
     reason: str | None = None  # why it stopped: position_lost, link_lost, firmware, ...
     resumable: bool = False  # stream(start_stroke=resume_stroke) can go on later
+    sent: bool = False  # any line of this job (or of its recovery) went to the board
     renders: list[Path] = field(default_factory=list)  # PNG and SVG (simulator only)
     simulator: Any = field(default=None, repr=False)  # the sim:// plotter, else None
 
@@ -306,7 +308,9 @@ class _Streamer:
         # plotter that cannot be reached keeps the same resume point
         first = 0 if start_stroke is None else self.stroke_first[start_stroke]
         self.acked_pos = self.executed_pos = first
-        self.resumes = 0
+        self.resumes = 0  # carried out
+        self._recoveries = 0  # attempted (capped by max_resumes)
+        self.sent_any = False
         self._t0 = time.monotonic()
         self._last_report = 0.0
         self._model_t0: float | None = None  # model time when ETA calibration began
@@ -464,7 +468,37 @@ class _Streamer:
             out.status, out.error, out.reason = "interrupted", str(e), "position_lost"
         except _NoResume as e:
             out.status, out.error, out.reason = "interrupted", str(e), "not_resumable"
+        except GarbledReply as e:
+            self._safe_stop(out, str(e), "garbled")
+        except (ValueError, ArithmeticError) as e:
+            # no parser should let one through; if one does, stop as for garbage
+            log.exception("unexpected error while streaming")
+            self._safe_stop(out, f"unexpected {type(e).__name__} while streaming: {e}",
+                            "internal")
         return self._finish(out)
+
+    def _safe_stop(self, out: _Outcome, error: str, reason: str) -> None:
+        """What the board says can no longer be trusted: feed hold, pen up (as a cancel
+        does), and the position is not trusted until homing or a confirmed origin. The link
+        is closed: the next job opens it afresh."""
+        out.status, out.reason = "failed", reason
+        if not self.sent_any:
+            out.error = f"{error}; nothing was sent"
+            self.plotter._lost(PlotterdError(error))
+            return
+        out.error = error
+        self.control._set("cancelling")
+        self.driver.watch.strict = False  # stopping must not stop on more garbage
+        try:
+            self.driver.safe_cancel(self.pen_up_cmds)
+            out.pen_up = bool(self.pen_up_cmds) or None
+        except (PlotterdError, ValueError, ArithmeticError) as e2:
+            out.error += f"; could not lift the pen afterwards ({e2}): pen state unknown"
+        finally:
+            self.driver.watch.strict = True
+        out.error += ("; stopped and the pen lifted; the position is no longer trusted: "
+                      "home the machine or confirm the pen is at the origin before resuming")
+        self.plotter._lost(PlotterdError(error))
 
     def _connect_and_stream(self, out: _Outcome) -> None:
         """Connect, then stream the plan, resuming after a board reset or a lost link."""
@@ -489,10 +523,12 @@ class _Streamer:
                 start = self._before_resume(e)
                 plotter._after_reset()
                 self._check_position(e)
+                self.resumes += 1
             except LinkLost as e:
                 start = self._before_resume(e)
                 plotter._reconnect()
                 self._check_position(e)
+                self.resumes += 1
 
     def _stop_cancelled(self, out: _Outcome) -> None:
         out.status, out.reason = "cancelled", "cancelled"
@@ -505,6 +541,11 @@ class _Streamer:
 
     def _stop_after_firmware_error(self, out: _Outcome, e: FirmwareError) -> None:
         out.status, out.error, out.reason = "failed", str(e), "firmware"
+        if not self.sent_any:
+            out.error = f"{e}; nothing was sent"  # no pen was moved: nothing to lift
+            if e.alarm not in (None, 2):
+                self.plotter.position_known = False
+            return
         try:
             self.driver.stop_after_error(e, self.pen_up_cmds)
             out.pen_up = bool(self.pen_up_cmds) or None
@@ -530,7 +571,8 @@ class _Streamer:
             last_completed_stroke=self._completed_stroke(),
             elapsed_s=time.monotonic() - self._t0, resumes=self.resumes, pen_up=out.pen_up,
             connected=out.connected, simulator=self.transport.simulator,
-            position_lost=reason == "position_lost", reason=reason)
+            position_lost=reason in ("position_lost", "garbled", "internal"), reason=reason,
+            sent=self.sent_any)
         if status != "done" and self.strokes:
             nxt = self._resume_point()
             result.resume_stroke = None if nxt == "end" else nxt  # type: ignore[assignment]
@@ -554,14 +596,15 @@ class _Streamer:
                 "the pen is at the origin, then resume)")
 
     def _before_resume(self, e: PlotterdError) -> int | str:
-        self.resumes += 1
+        self._recoveries += 1
         self.control._set("recovering")
         if not self.strokes:
             raise _NoResume(f"{e}; plain G-code without stroke marks cannot be resumed")
-        if self.resumes > self.T.max_resumes:
+        if self._recoveries > self.T.max_resumes:
             raise _NoResume(f"{e}; gave up after {self.T.max_resumes} automatic resumes")
         nxt = self._resume_point()
-        log.warning("%s: resuming from %s", e, f"stroke {nxt}" if nxt != "end" else "the end")
+        log.warning("%s: recovering, to go on from %s", e,
+                    f"stroke {nxt}" if nxt != "end" else "the end")
         # the stroke in progress is redrawn from its start
         first = self.stroke_first[nxt] if nxt != "end" else self.executed_pos
         self.executed_pos = min(self.executed_pos, first)
@@ -671,6 +714,7 @@ class _Streamer:
 
     def _send(self, f: _Feed, item: Item) -> None:
         self.driver.send(item)
+        self.sent_any = True
         if item.tag is not None:
             self._sent_seqs.append(item.seq)
             self._sent_tags.append(item.tag)

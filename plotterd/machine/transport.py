@@ -16,6 +16,7 @@ log = logging.getLogger("plotterd.machine")
 
 READ_SLICE = 0.02  # s; reads block at most this long so the streamer stays responsive
 _EOL = re.compile(rb"[\r\n]")
+LINE_CAP = 1024  # bytes without an end of line are handed on as one (garbled) line
 
 
 class Transport:
@@ -36,6 +37,7 @@ class Transport:
         self._buf = bytearray()
         self.log: list[tuple[float, str, str]] = []  # (time, ">" sent / "<" received, text)
         self._t0 = time.monotonic()
+        self._last_rx = self._t0
 
     @property
     def simulator(self):
@@ -56,6 +58,7 @@ class Transport:
             if not self.ser.is_open:
                 self.ser.open()
             self.ser.reset_input_buffer()
+            self._last_rx = time.monotonic()
         except (serial.SerialException, OSError, ValueError) as e:
             raise LinkLost(f"cannot open {self.port}: {e}") from e
         self._buf.clear()
@@ -124,8 +127,14 @@ class Transport:
                 if self._spurious(e):
                     continue
                 raise LinkLost(f"{self.port}: read failed: {e}") from e
+            if data:
+                self._last_rx = time.monotonic()
             self._buf += data
 
+    def quiet_for(self) -> float:
+        """Seconds since the last byte of any kind arrived (or since the port opened): what
+        says a link is alive, whatever the firmware is answering."""
+        return time.monotonic() - self._last_rx
     def _spurious(self, e: Exception) -> bool:
         """A pseudo-terminal (socat, ser2net, a firmware simulator) can report readiness a
         moment before its data can be read; pyserial then raises "returned no data", which is
@@ -141,11 +150,11 @@ class Transport:
     def _pop_line(self) -> str | None:
         while True:
             m = _EOL.search(self._buf)
-            if m is None:
+            if m is None and len(self._buf) < LINE_CAP:
                 return None
-            i = m.start()
+            i = m.start() if m is not None else LINE_CAP
             raw = bytes(self._buf[:i])
-            del self._buf[: i + 1]
+            del self._buf[: i + 1 if m is not None else i]
             text = raw.decode("latin-1").strip()
             if text:
                 self._note("<", text)

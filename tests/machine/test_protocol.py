@@ -31,8 +31,8 @@ def test_grbl_status_parse():
     ("[OPT:V,15,128]", grbl.Opt("V", 15, 128)),
     ("[MSG:'$H'|'$X' to unlock]", grbl.Message("MSG:'$H'|'$X' to unlock")),
     ("$32=0", grbl.Setting(32, "0")),
-    ("o\x8bk", grbl.Unknown("o\x8bk")),
-    ("error:x", grbl.Unknown("error:x")),
+    ("$N0=G54", grbl.Unknown("$N0=G54")),
+    (">G54:ok", grbl.Unknown(">G54:ok")),
 ])
 def test_grbl_parse_each_kind(line, expected):
     assert grbl.parse(line) == expected

@@ -7,7 +7,8 @@ Syntax (the ``faults=`` query of a ``sim://`` URL, comma separated)::
     slow[:max_s]     every response is delayed by a seeded random 0..max_s seconds
 
 Kinds: drop_ok, garble, corrupt, error (arg: GRBL error code), resend, resend_loop,
-disconnect, unplug, reset, silence, halt, slow. See docs/machine.md.
+disconnect, unplug, reset, silence, halt, noise (arg: lines), nan_status, mute_status (arg:
+seconds), slow. See docs/machine.md.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ LINE_FAULTS = (
     "unplug",  # the device disappears and never comes back
     "reset",  # the board resets (banner / "start"); buffered lines are lost
     "silence",  # the board stops answering anything until it is reset (reopen / DTR)
+    "noise",  # <arg> lines (default 1) of seeded random bytes go out before that line's answer
+    "nan_status",  # GRBL: the next status report gives the position as nan
+    "mute_status",  # GRBL: no status reports for <arg> s (firmware time, default 2); oks flow
 )
 GLOBAL_FAULTS = ("slow",)
 
@@ -93,6 +97,14 @@ class FaultPlan:
 
     def delay(self) -> float:
         return self.rng.uniform(0.0, self.slow_max) if self.slow_max > 0 else 0.0
+
+    def noise_line(self) -> str:
+        """3 to 24 seeded random bytes, none an end of line, the first outside ASCII (no
+        firmware sends it), as the host's latin-1 reading sees them."""
+        n = self.rng.randint(2, 23)
+        body = bytes(self.rng.choice([b for b in range(256) if b not in (10, 13)])
+                     for _ in range(n))
+        return (bytes([self.rng.randint(0x80, 0xFF)]) + body).decode("latin-1")
 
     def corrupt(self, line: bytes, bad: bytes) -> bytes:
         """Replace one seeded-chosen byte of ``line`` with one of ``bad``."""

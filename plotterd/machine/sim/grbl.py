@@ -83,6 +83,8 @@ class GrblSim(Simulator):
         self.rx_line_no = 0  # used for drop_ok/garble bookkeeping
         self.no_ok: set[int] = set()
         self.garbled: set[int] = set()
+        self.nan_status = False
+        self.mute_until = -INF
         self.servo = None  # reset turns the spindle off: a servo pen goes up
 
     def _boot(self, t: float) -> None:
@@ -207,6 +209,8 @@ class GrblSim(Simulator):
         """The fields $10 asks for, as report_realtime_status: bit 0 MPos (else WPos),
         bit 1 the Bf: buffer field."""
         mask = int(self.settings.get(10, 1))
+        if t < self.mute_until:
+            return  # the mute_status fault: the report is lost on the way
         self.status_count += 1
         feed = (self.current.feed * 60.0) if self.current is not None else 0.0
         if mask & 1:
@@ -215,6 +219,9 @@ class GrblSim(Simulator):
         else:
             x, y, z = self.work_position(t)
             s = f"<{self.state_name()}|WPos:{x:.3f},{y:.3f},{z:.3f}"
+        if self.nan_status:  # the nan_status fault
+            self.nan_status = False
+            s = s.replace(f"{x:.3f}", "nan", 1)
         if mask & 2:
             free = self.cfg.blocks - self.planner_used()
             s += f"|Bf:{free},{self.cfg.rx_size - len(self.rx)}"  # empty: the full size
@@ -286,6 +293,7 @@ class GrblSim(Simulator):
             self.no_ok.add(n)
         if f.take("garble", n):
             self.garbled.add(n)
+        self._reply_faults(t, n)
         err = f.take("error", n)
         if err:
             self._error(t, int(err.arg) if err.arg is not None else 20, n)
@@ -300,6 +308,18 @@ class GrblSim(Simulator):
             self._error(t, 9, n)
         else:
             self._gcode(t, text, n)
+
+    def _reply_faults(self, t: float, n: int) -> None:
+        """Faults in what the board sends: noise lines, a NaN position, muted status."""
+        f = self.faults
+        noise = f.take("noise", n)
+        for _ in range(int(noise.arg or 1) if noise else 0):
+            self.emit(t, f.noise_line())
+        if f.take("nan_status", n):
+            self.nan_status = True
+        mute = f.take("mute_status", n)
+        if mute:
+            self.mute_until = t + (mute.arg if mute.arg is not None else 2.0)
 
     def _ok(self, t: float, n: int) -> None:
         if n in self.no_ok:

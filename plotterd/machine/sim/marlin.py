@@ -177,6 +177,9 @@ class MarlinSim(Simulator):
             self.no_ok.add(n)
         if f.take("garble", n):
             self.garbled.add(n)
+        noise = f.take("noise", n)
+        for _ in range(int(noise.arg or 1) if noise else 0):
+            self.emit(t, f.noise_line())
         line = raw.decode("latin-1").strip()
         if len(line) > MAX_CMD:
             line = line[:MAX_CMD]  # Marlin truncates: the checksum check then fails
