@@ -317,6 +317,7 @@ class PlotterWorker(threading.Thread):
             "current_job": self.current, "last_error": self.last_error,
             "stream": _get(self.control, "state"),  # the streamer's own state
             "paper": self.paper.state(),
+            "pen": self.pc.pen.to_dict() if self.pc.pen is not None else None,  # mounted
         }
 
     # -- the connection ----------------------------------------------------------------------

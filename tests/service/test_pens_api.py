@@ -49,6 +49,7 @@ def test_pens_are_listed_by_name_with_their_figures(client):
                       "darkness": 0.8, "colour": "#202838", "nominal_nib_mm": 0.3,
                       "residual": 0.012, "photo": "sheet.jpg", "plotters": ["plotter"]}
     assert client.get("/api/pens/fine-liner").json() == listed
+    assert client.get("/api/plotters").json()[0]["pen"] == FINE.to_dict()  # the mounted pen
     for name in ("missing", "..%2Fpens%2Ffine-liner", ".hidden"):
         assert client.get(f"/api/pens/{name}").status_code == 404
 

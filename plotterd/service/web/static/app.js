@@ -360,7 +360,8 @@ function plotterCard(p) {
   card.append(el("h3", {}, p.name, badge));
   const page = p.page ? `${p.page.paper}` : "";
   const tags = (p.tags || []).length ? ` · tags ${p.tags.join(", ")}` : "";
-  card.append(el("p", { class: "muted small" }, `${p.port} · ${p.profile} · ${page}${tags}`));
+  const pen = p.pen ? ` · pen ${p.pen.profile || ""} ${p.pen.nib_mm} mm`.replace("  ", " ") : "";
+  card.append(el("p", { class: "muted small" }, `${p.port} · ${p.profile} · ${page}${tags}${pen}`));
   if (p.message && p.message !== p.state) card.append(el("p", { class: "small" }, p.message));
   if (p.current_job !== null && p.current_job !== undefined) {
     card.append(el("p", { class: "small" }, `job #${p.current_job}`));
