@@ -36,6 +36,9 @@ __all__ = [
 DEFAULT_PIPELINE = "paper"
 PIPELINES_DIR = bundled_dir("pipelines")  # top-level pipelines/, or its copy in a wheel
 COMPOSITIONS = ("softor", "over", "smoothmax")
+# how the drawing matches the photo's tone: in light (coverage from linear luminance, the
+# page compared in L*) or in pixel values (coverage = 1 - sRGB grey, the old way)
+TONES = ("light", "pixel")
 # strokes drawn at random; the structure-following starts (streamlines ...) are registered
 # in plotterd.draw.inits and make their own strokes (`count: auto`)
 INITS = ("uniform", "dark")
@@ -147,6 +150,10 @@ class Pipeline:
     # with a page: the loss sees the pen model's drawing (hard nib, saturating ink), the
     # gradient comes from the smooth raster (straight-through)
     paper_forward: bool = False
+    # light: the photo is decoded to linear luminance, its black laid at the pen's black
+    # point, the page mixed in light and compared in L* (docs/pipelines.md); pixel: tone is
+    # matched in sRGB values. A pipeline file with a page defaults to light, without to pixel
+    tone: str = "pixel"
     source: str | None = field(default=None, compare=False)  # file it came from
 
     @property
@@ -353,6 +360,7 @@ def pipeline_from_dict(
         keep_best=v.boolean(get("keep_best"), "keep_best"),
         smoothness=v.number(get("smoothness"), "smoothness", 0.0, 1e6),
         paper_forward=v.boolean(get("paper_forward"), "paper_forward"),
+        tone=v.choice(d.get("tone", "light" if page is not None else "pixel"), "tone", TONES),
         init_spread=v.number(get("init_spread"), "init_spread", 0.0, 2.0),
         seed=v.integer(get("seed"), "seed", 0, 2**63 - 1),
         reinit=v.boolean(get("reinit"), "reinit"),

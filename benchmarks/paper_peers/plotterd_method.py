@@ -38,14 +38,16 @@ def one_core_busy() -> Iterator[int]:
 
 
 def optimise_strokes(photo: Photo, pipeline_name: str, seed: int = 0,
-                     iterations: int | None = None):
-    """(Strokes, wall seconds) for ``photo`` through the named pipeline."""
+                     iterations: int | None = None, pen=None):
+    """(Strokes, wall seconds) for ``photo`` through the named pipeline (drawing for
+    ``pen`` when given, else for the pipeline's own)."""
     import torch
 
     import plotterd.draw as draw
     from plotterd.cpu import auto_threads
 
-    pipeline = draw.load_pipeline(pipeline_name)
+    overrides = {"pen": pen.to_dict()} if pen is not None else None
+    pipeline = draw.load_pipeline(pipeline_name, overrides)
     t0 = time.perf_counter()
     torch.set_num_threads(auto_threads())  # as `plotterd draw` does (counted in the time)
     result = draw.optimise(str(photo.path), pipeline, device="cpu", seed=seed,
@@ -70,7 +72,7 @@ _warm: set[str] = set()
 
 
 def draw(photo: Photo, pipeline_name: str, *, quick: bool = False, under_load: bool = False,
-         seed: int = 0) -> Drawing:
+         seed: int = 0, pen=None) -> Drawing:
     if pipeline_name not in _warm:
         # one iteration first: the first optimise in a process pays torch's one-time start-up
         # (seconds), which is no part of the optimisation time
@@ -81,12 +83,15 @@ def draw(photo: Photo, pipeline_name: str, *, quick: bool = False, under_load: b
         from plotterd.pipeline import load_pipeline
 
         iterations = max(1, min(30, load_pipeline(pipeline_name).iterations))
-    result, elapsed = optimise_strokes(photo, pipeline_name, seed, iterations)
+    result, elapsed = optimise_strokes(photo, pipeline_name, seed, iterations, pen)
     lines, _ = strokes_to_mm(result.strokes, photo)
-    info: dict = {"iterations": len(result.losses)}
+    meta = result.strokes.metadata
+    info: dict = {"iterations": len(result.losses),
+                  **{k: meta[k] for k in ("tone", "tone_scale", "black_point",
+                                          "init_ink_ratio") if k in meta}}
     if under_load:
         with one_core_busy():
-            _, loaded = optimise_strokes(photo, pipeline_name, seed, iterations)
+            _, loaded = optimise_strokes(photo, pipeline_name, seed, iterations, pen)
         info["opt_s_under_load"] = loaded
         info["load_slowdown"] = loaded / elapsed if elapsed > 0 else float("nan")
     return Drawing(lines, pipeline_name, elapsed, info)

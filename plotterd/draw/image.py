@@ -1,6 +1,10 @@
 """Target images: read any picture OpenCV reads, refuse bad or enormous ones, and bring it
 to the pipeline's working resolution as a float32 (1, C, H, W) tensor in [0, 1] where white
 paper is 1 and dark pixels are ink.
+
+The tensor holds sRGB-encoded values, as an image file does. With ``tone: light`` the
+photo is shrunk in linear light and its grey is its luminance (from RGB), encoded again:
+the optimiser decodes it to the linear luminance the drawing must reflect.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from plotterd.errors import InputError
+from plotterd.light import linear_to_srgb, luminance, np_linear_to_srgb, np_srgb_to_linear
 
 if TYPE_CHECKING:
     from plotterd.pipeline import Pipeline
@@ -154,14 +159,18 @@ def load_image(
     channels: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     size=None,
+    light: bool = False,
 ) -> torch.Tensor:
     """Read ``path`` and resize it (INTER_AREA) to the working size; (1, C, H, W) float32.
-    ``size(src_h, src_w) -> (H, W)``, when given, chooses the working size instead."""
+    ``size(src_h, src_w) -> (H, W)``, when given, chooses the working size instead.
+    ``light``: average in linear light and take grey as the luminance (see the module)."""
     rgb = read_image(path, max_pixels=max_pixels)
     if size is not None:
         h, w = size(rgb.shape[0], rgb.shape[1])
     else:
         h, w = working_size(rgb.shape[0], rgb.shape[1], height, width)
+    if light:
+        return _light_target(rgb, h, w, channels)
     if (h, w) != rgb.shape[:2]:
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     if channels == 1:
@@ -174,6 +183,21 @@ def load_image(
     return t.clamp_(0.0, 1.0)
 
 
+def _light_target(rgb: np.ndarray, h: int, w: int, channels: int) -> torch.Tensor:
+    """(1, C, H, W) sRGB values of ``rgb`` shrunk in linear light; grey is its luminance."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    linear = np_srgb_to_linear(rgb)
+    if (h, w) != rgb.shape[:2]:
+        linear = cv2.resize(linear, (w, h), interpolation=cv2.INTER_AREA)
+    t = torch.from_numpy(np.ascontiguousarray(linear.transpose(2, 0, 1))).unsqueeze(0)
+    if channels == 1:
+        t = luminance(t.clamp(0.0, 1.0))
+        return linear_to_srgb(t).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(
+        np_linear_to_srgb(linear).transpose(2, 0, 1))).unsqueeze(0).clamp_(0.0, 1.0)
+
+
 def load_target(path: str | Path, pipeline: Pipeline) -> torch.Tensor:
     """The pipeline's target: ``path`` at ``pipeline.resolution`` with ``pipeline.channels``."""
     size = None
@@ -184,5 +208,5 @@ def load_target(path: str | Path, pipeline: Pipeline) -> torch.Tensor:
             return page.canvas_size(src_h, src_w, nib)
 
     return load_image(path, height=pipeline.height, width=pipeline.width, size=size,
-                      channels=pipeline.channels,
+                      channels=pipeline.channels, light=pipeline.tone == "light",
                       max_pixels=int(pipeline.max_input_megapixels * 1_000_000))

@@ -359,11 +359,12 @@ class _Best:
 
 
 def _structure_groups(pipeline: Pipeline, canvas: Canvas, target: torch.Tensor, loss_fn,
-                      device: torch.device) -> tuple[list[_Group], dict[str, Any]]:
+                      device: torch.device, loss_for=None
+                      ) -> tuple[list[_Group], dict[str, Any]]:
     """Groups of polylines from the pipeline's structure start, one per size bucket."""
     from plotterd.draw.structure_start import buckets_to_world, pick_start, replace_count
 
-    buckets, holds, info = pick_start(pipeline, target, loss_fn)
+    buckets, holds, info = pick_start(pipeline, target, loss_fn, loss_for)
     spec = pipeline.strokes[0]
     groups = []
     for k, world in buckets_to_world(buckets, canvas.offset, canvas.scale):
@@ -485,12 +486,40 @@ def _as_target(target: str | Path | torch.Tensor, pipeline: Pipeline) -> torch.T
     if not bool(torch.isfinite(t).all()):
         raise InputError("target tensor contains NaN or infinite values")
     if t.shape[1] != pipeline.channels:
-        if pipeline.channels == 1:  # Rec. 601 luma, as OpenCV's RGB2GRAY
+        if pipeline.channels == 1 and pipeline.tone == "light":  # luminance, re-encoded
+            from plotterd.light import linear_to_srgb, srgb_to_luminance
+
+            t = linear_to_srgb(srgb_to_luminance(t.clamp(0.0, 1.0)))
+        elif pipeline.channels == 1:  # Rec. 601 luma, as OpenCV's RGB2GRAY
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             t = (t * w).sum(1, keepdim=True)
         else:
             t = t.expand(1, 3, *t.shape[-2:])
     return t.clamp(0.0, 1.0).contiguous()
+
+
+def _aim(target: torch.Tensor, pipeline: Pipeline) -> torch.Tensor:
+    """What the losses compare the drawing with, as 1 - coverage: the target's sRGB values
+    (tone: pixel), or its linear light (tone: light), the coverage a page needs being
+    1 - luminance once the photo's black is mapped to the pen's black point."""
+    if pipeline.tone != "light":
+        return target
+    from plotterd.light import srgb_to_linear
+
+    return srgb_to_linear(target).contiguous()
+
+
+def _tone_metadata(pipeline: Pipeline, aim: torch.Tensor, info: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """How the tone was matched; in light, the black point and how far a cap moved it."""
+    if pipeline.tone != "light":
+        return {"tone": "pixel"}
+    from plotterd.draw.paper_loss import black_point, cap_shift_lightness
+
+    darkness = pipeline.pen_model.darkness
+    scale = float(info.get("tone_scale", 1.0))
+    return {"tone": "light", "black_point": black_point(darkness, scale),
+            "tone_cap_delta_lightness": round(cap_shift_lightness(aim, darkness, scale), 2)}
 
 
 def _loss_config(pipeline: Pipeline) -> dict[str, Any]:
@@ -501,6 +530,10 @@ def _loss_config(pipeline: Pipeline) -> dict[str, Any]:
     # a loss that compares at viewing distance needs the canvas's scale: 1 px = 1 nib
     if "canvas_px_per_mm" in loss_spec(cfg["type"]).params and not cfg.get("canvas_px_per_mm"):
         cfg["canvas_px_per_mm"] = 1.0 / pipeline.pen_model.nib_mm
+    # a loss that mixes the page in light needs the pipeline's tone and its pen's black
+    if "tone" in loss_spec(cfg["type"]).params:
+        cfg["tone"] = pipeline.tone
+        cfg["pen_darkness"] = pipeline.pen_model.darkness
     return cfg
 
 
@@ -576,8 +609,8 @@ class _Run:
         self.pipeline, self.dev, self.iters, self.seed, self.ckpt = (
             pipeline, dev, iters, seed, ckpt)
         self.source = str(target) if isinstance(target, (str, Path)) else None
-        self.tgt_cpu = _as_target(target, pipeline).cpu()
-        self.tgt = self.tgt_cpu.to(dev)
+        self.tgt_cpu = _as_target(target, pipeline).cpu()  # sRGB values, as the photo
+        self.tgt = _aim(self.tgt_cpu, pipeline).to(dev)  # 1 - coverage: what losses see
         h, w = int(self.tgt.shape[-2]), int(self.tgt.shape[-1])
         self.canvas = Canvas(w, h)
         # losses are built before anything else so a missing weights file fails at once
@@ -587,11 +620,14 @@ class _Run:
         self.switch, self.coarse, self.coarse_loss = _coarse_stage(pipeline, iters, self.tgt,
                                                                    self.loss_cfg)
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
-        self.init = _Init(pipeline, self.canvas, self.tgt_cpu, self.gen)
+        self.init = _Init(pipeline, self.canvas, self.tgt.cpu(), self.gen)
         self.start_info: dict[str, Any] = {}
+        self._capped_losses: dict[float, Any] = {}
         if pipeline.init in STRUCTURE_INITS:
-            self.groups, self.start_info = _structure_groups(pipeline, self.canvas, self.tgt,
-                                                             self.fine_loss, dev)
+            self.groups, self.start_info = _structure_groups(
+                pipeline, self.canvas, self.tgt, self.fine_loss, dev,
+                self.loss_at if pipeline.tone == "light" else None)
+            self._follow_cap(float(self.start_info.get("tone_scale", 1.0)))
         else:
             self.groups = _make_groups(pipeline, self.init, dev)
         self.params = [p for g in self.groups for p in g.params()]
@@ -603,6 +639,29 @@ class _Run:
         self.start_it, self.elapsed0, self.reinits = 0, 0.0, 0
         self.elapsed = 0.0
         self.best = _Best(pipeline.keep_best)
+
+    def loss_at(self, scale: float):
+        """The fine loss against the target an ink cap's tone scale leaves (light): the
+        optimiser then works towards the tones the capped ink can lay, not against the cap."""
+        from plotterd.draw.paper_loss import capped_target
+
+        scale = round(min(float(scale), 1.0), 4)
+        if scale >= 1.0:
+            return self.fine_loss
+        if scale not in self._capped_losses:
+            self._capped_losses[scale] = build_loss(self.loss_cfg,
+                                                    capped_target(self.tgt, scale))
+        return self._capped_losses[scale]
+
+    def _follow_cap(self, scale: float) -> None:
+        """In light, aim the losses at the capped tone curve of the chosen start."""
+        if self.pipeline.tone != "light" or scale >= 1.0:
+            return
+        from plotterd.draw.paper_loss import capped_target
+
+        self.fine_loss = self.loss_at(scale)
+        self.switch, self.coarse, self.coarse_loss = _coarse_stage(
+            self.pipeline, self.iters, capped_target(self.tgt, round(scale, 4)), self.loss_cfg)
 
     # -- checkpoints ------------------------------------------------------------------------
     def resume(self) -> None:
@@ -752,6 +811,7 @@ class _Run:
                 "reinitialised_strokes": self.reinits,
                 "best_iteration": self.best.iteration if self.best.used else None,
                 **self.start_info,
+                **_tone_metadata(pipeline, self.tgt.cpu(), self.start_info),
                 **_paper_metadata(pipeline, self.canvas, self.groups),
                 "source_image": self.source,
                 "plotterd_version": plotterd.__version__,

@@ -12,6 +12,14 @@ at arm's length, where edges and texture show. The loss has one term for each:
 
 The canvas resolution comes from the pipeline's pen (1 px = 1 nib), injected by the
 optimiser as ``canvas_px_per_mm``.
+
+With ``tone: light`` (injected by the optimiser from the pipeline, with the pen's
+``pen_darkness``) the loss works in light: its images and target are ``1 - coverage``
+(linear: the target is ``1 - scale x (1 - Y)`` of the photo's luminance Y), the page's
+reflectance is ``1 - darkness x coverage``, the blur and the resample to the eye's view
+happen on reflectance (lines mix optically), and then the tone term compares L* / 100 and
+the structure term sees both views sRGB-encoded alike. With ``tone: pixel`` both terms
+compare the values as given (coverage = 1 - sRGB grey).
 """
 
 from __future__ import annotations
@@ -30,10 +38,16 @@ from plotterd.draw.losses import (
     register_loss,
 )
 from plotterd.errors import ConfigError
+from plotterd.light import lightness, linear_to_srgb
 
-__all__ = ["PaperLoss", "STRUCTURE_TERMS"]
+__all__ = ["PaperLoss", "STRUCTURE_TERMS", "black_point", "cap_shift_lightness",
+           "capped_target"]
 
 STRUCTURE_TERMS = ("haarpsi", "msssim", "gmsd", "none")
+TONES = ("pixel", "light")
+# L* is taken of eps + (1 - eps) x reflectance: L*'s own floor would leave a solid black
+# (zero reflectance after the blur) without a gradient; eps moves black's L* by under 1
+_LIGHT_EPS = 1e-3
 _MIN_VIEW_PX = 40  # HaarPSI's three Haar scales after its 2x subsampling need this much
 _MSSSIM_MIN_PX = 161  # piq's MS-SSIM: (kernel 11 - 1) x 2^(5 scales - 1) + 1
 
@@ -41,8 +55,11 @@ _MSSSIM_MIN_PX = 161  # piq's MS-SSIM: (kernel 11 - 1) x 2^(5 scales - 1) + 1
 class PaperLoss(Loss):
     def __init__(self, target: torch.Tensor, tone_sigma_px: float, tone_weight: float,
                  structure: str, structure_weight: float, view_px_per_mm: float,
-                 canvas_px_per_mm: float, view_blur_px: float):
+                 canvas_px_per_mm: float, view_blur_px: float, tone: str = "pixel",
+                 pen_darkness: float = 1.0):
         super().__init__(target)
+        self.light = tone == "light"
+        self.pen_darkness = pen_darkness
         # the eye's blur before its "pixels": without it, a one-nib hatch beats against the
         # view grid, and the refinement learns the grid's phase instead of the picture
         self.view_blur = view_blur_px
@@ -62,8 +79,25 @@ class PaperLoss(Loss):
             self.up = self.down = 1
             vh, vw = h, w
         self.view_size = (vh, vw)
-        self.register_buffer("target_tone", gaussian_blur(target, tone_sigma_px))
-        self.register_buffer("target_view", self._view(target).clamp(0.0, 1.0))
+        self.register_buffer("target_tone", self._tone(target))
+        self.register_buffer("target_view", self._seen(target))
+
+    def reflectance(self, image: torch.Tensor) -> torch.Tensor:
+        """The page's reflectance where ``image`` is 1 - coverage (light)."""
+        return 1.0 - self.pen_darkness * (1.0 - image)
+
+    def _tone(self, image: torch.Tensor) -> torch.Tensor:
+        if not self.light:
+            return gaussian_blur(image, self.tone_sigma)
+        mixed = gaussian_blur(self.reflectance(image), self.tone_sigma).clamp(0.0, 1.0)
+        return lightness(_LIGHT_EPS + (1.0 - _LIGHT_EPS) * mixed) / 100.0
+
+    def _seen(self, image: torch.Tensor) -> torch.Tensor:
+        """The view the structure term compares: values as given (pixel), or reflectance
+        mixed in light and sRGB-encoded (light)."""
+        if not self.light:
+            return self._view(image).clamp(0.0, 1.0)
+        return linear_to_srgb(self._view(self.reflectance(image)).clamp(0.0, 1.0))
 
     def _view(self, image: torch.Tensor) -> torch.Tensor:
         if self.view_blur > 0:
@@ -77,7 +111,7 @@ class PaperLoss(Loss):
     def _structure(self, image: torch.Tensor) -> torch.Tensor:
         import piq
 
-        view = self._view(image).clamp(0.0, 1.0)
+        view = self._seen(image)
         ref = self.target_view
         if self.structure == "haarpsi" and min(self.view_size) >= _MIN_VIEW_PX:
             return 1.0 - piq.haarpsi(view, ref, data_range=1.0)
@@ -89,14 +123,15 @@ class PaperLoss(Loss):
         return 1.0 - piq.ssim(view, ref, data_range=1.0, kernel_size=min(11, _odd(view)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        tone = F.mse_loss(gaussian_blur(image, self.tone_sigma), self.target_tone)
+        tone = F.mse_loss(self._tone(image), self.target_tone)
         loss = self.tone_weight * tone
         if self.structure != "none" and self.structure_weight > 0:
             loss = loss + self.structure_weight * self._structure(image)
         return loss
 
     def metadata(self) -> dict[str, Any]:
-        return {"view_size": list(self.view_size), "structure": self.structure}
+        return {"view_size": list(self.view_size), "structure": self.structure,
+                "tone": "light" if self.light else "pixel"}
 
 
 def _odd(image: torch.Tensor) -> int:
@@ -111,6 +146,10 @@ def _validate(cfg: dict[str, Any]) -> None:
     _check_number(cfg, "view_px_per_mm", minimum=0.0, strict=True, maximum=1000.0)
     _check_number(cfg, "canvas_px_per_mm", minimum=0.0, maximum=10000.0)
     _check_number(cfg, "view_blur_px", minimum=0.0, maximum=MAX_BLUR_SIGMA)
+    _check_number(cfg, "pen_darkness", minimum=0.0, strict=True, maximum=1.0)
+    if cfg["tone"] not in TONES:
+        raise ConfigError("loss.tone", f"must be one of {', '.join(TONES)}, got {cfg['tone']!r}"
+                                       " (set it as the pipeline's tone)")
     if cfg["structure"] not in STRUCTURE_TERMS:
         raise ConfigError("loss.structure", f"must be one of {', '.join(STRUCTURE_TERMS)}, "
                                             f"got {cfg['structure']!r}")
@@ -120,8 +159,37 @@ def _validate(cfg: dict[str, Any]) -> None:
     "paper",
     {"tone_sigma_px": 5.0, "tone_weight": 10.0, "structure": "haarpsi",
      "structure_weight": 1.0, "view_px_per_mm": 2.5, "canvas_px_per_mm": 0.0,
-     "view_blur_px": 0.6},
+     "view_blur_px": 0.6, "tone": "pixel", "pen_darkness": 1.0},
     _validate,
 )
 def _make_paper(target: torch.Tensor, **params: Any) -> Loss:
     return PaperLoss(target, **params)
+
+
+def capped_target(target: torch.Tensor, scale: float) -> torch.Tensor:
+    """The tone curve an ink cap imposes in light: coverage ``1 - target`` scaled by
+    ``scale`` (<= 1). Every tone keeps its order and its share of the contrast; only the
+    black point rises, to ``1 - scale x darkness``, rather than dark tones being clipped."""
+    if scale >= 1.0:
+        return target
+    return 1.0 - scale * (1.0 - target)
+
+
+def black_point(pen_darkness: float, scale: float = 1.0) -> dict[str, float]:
+    """The darkest the drawing lays (reflectance, and its L*), after a cap's ``scale``."""
+    reflectance = 1.0 - pen_darkness * min(scale, 1.0)
+    with torch.no_grad():
+        value = lightness(torch.full((1, 1, 1, 1), reflectance))
+    return {"reflectance": round(reflectance, 4), "lightness": round(float(value), 2)}
+
+
+@torch.no_grad()
+def cap_shift_lightness(target: torch.Tensor, pen_darkness: float, scale: float) -> float:
+    """Mean |dL*| between the page the photo asks for and the one the cap allows."""
+    if scale >= 1.0:
+        return 0.0
+
+    def lstar(t: torch.Tensor) -> torch.Tensor:
+        return lightness((1.0 - pen_darkness * (1.0 - t)).clamp(0.0, 1.0))
+
+    return float((lstar(capped_target(target, scale)) - lstar(target)).abs().mean())

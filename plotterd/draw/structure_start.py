@@ -95,12 +95,16 @@ PAPER_SUPERSAMPLE = 8
 def render_on_paper(lines_px: list[np.ndarray], height: int, width: int,
                     pipeline: Pipeline, supersample: int = PAPER_SUPERSAMPLE) -> torch.Tensor:
     """(1, 1, H, W) of ``lines_px`` (canvas px) drawn by the pipeline's pen at the canvas
-    resolution (1 px = 1 nib), supersampled."""
+    resolution (1 px = 1 nib), supersampled, as the loss reads it: the page's reflectance
+    (tone: pixel), or 1 - coverage (tone: light, where the loss applies the pen's
+    darkness itself, so the smooth raster and the pen's page share one scale)."""
     pen = pipeline.pen_model
     nib = pen.nib_mm
     box = DrawingBox(width * nib, height * nib)
     page = pen.render([(p + 0.5) * nib for p in lines_px], box, 1.0 / nib,
                       supersample=supersample)
+    if pipeline.tone == "light":
+        page = 1.0 - (1.0 - page) / pen.darkness
     return torch.from_numpy(np.ascontiguousarray(page, dtype=np.float32))[None, None]
 
 
@@ -113,11 +117,13 @@ def paper_loss(loss_fn, lines_px: list[np.ndarray], target: torch.Tensor,
     return float(loss_fn(image))
 
 
-def pick_start(pipeline: Pipeline, target: torch.Tensor, loss_fn
+def pick_start(pipeline: Pipeline, target: torch.Tensor, loss_fn, loss_for=None
                ) -> tuple[dict[int, list[np.ndarray]], dict[int, np.ndarray], dict[str, Any]]:
     """The pipeline's start (or, for ``init: auto``, the candidate that draws best on
     paper) as size buckets, the points the refinement holds (:func:`held_points`), and what
-    to record about it."""
+    to record about it. ``target`` is 1 - the coverage the photo needs; ``loss_for(scale)``,
+    when given, is the loss whose target follows an ink cap's tone scale (each candidate is
+    judged against the tones its own cap leaves it), else ``loss_fn`` judges them all."""
     darkness = (1.0 - target.detach().to("cpu", torch.float64).mean(1)[0]).clamp(0, 1).numpy()
     nib = pipeline.pen_model.nib_mm
     names = AUTO_CANDIDATES if pipeline.init == "auto" else (pipeline.init,)
@@ -128,7 +134,8 @@ def pick_start(pipeline: Pipeline, target: torch.Tensor, loss_fn
                    else pipeline.init_options)
         start = make_start(name, darkness, options, pipeline.ink, nib, pipeline.seed)
         buckets = to_buckets(start.lines)
-        score = paper_loss(loss_fn, [p for b in buckets.values() for p in b], target, pipeline)
+        judge = loss_fn if loss_for is None else loss_for(start.tone_scale)
+        score = paper_loss(judge, [p for b in buckets.values() for p in b], target, pipeline)
         tried[name] = round(score, 6)
         if best is None or score < best[0]:
             best = (score, name, start, buckets)
@@ -144,6 +151,9 @@ def pick_start(pipeline: Pipeline, target: torch.Tensor, loss_fn
         "init_strokes": len(start.lines),
         "init_ink_mm": round(polylines_length(start.lines) * nib, 1),
         "ink_needed_mm": round(start.needed_px * nib, 1),
+        # the start's ink against what the tone asks for (1 when no cap binds, or the cap's
+        # tone scale when one does)
+        "init_ink_ratio": round(polylines_length(start.lines) / max(start.needed_px, 1e-9), 3),
         "init_plot_minutes": round(plot_minutes(start.lines, nib, pipeline.ink), 2),
         "tone_scale": round(start.tone_scale, 4),
         "held_points": int(sum(int(h.sum()) for h in holds.values())),

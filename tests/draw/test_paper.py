@@ -280,7 +280,9 @@ def test_a_solid_fill_is_held_while_its_edges_are_refined():
     options = {k: dict(v) for k, v in p.init_options.items()}
     for v in options.values():
         v["hold_darkness"] = 2.0  # nothing is that dark: nothing held
-    free = optimise(_black_square(), paper_pipeline(lr=0.0005, iterations=3,
+    # in light the paper undoes a refinement that opens slivers in a black (L* is steep
+    # near black); matched in pixel values it keeps it, which shows the free points moving
+    free = optimise(_black_square(), paper_pipeline(lr=0.0005, iterations=3, tone="pixel",
                                                     init_options=options))
     assert free.strokes.metadata["refinement_kept"]
     assert free.strokes.metadata["held_points"] == 0
