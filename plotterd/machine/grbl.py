@@ -105,6 +105,7 @@ Event = Ok | Error | Alarm | Status | Banner | Opt | Message | Setting | Unknown
 
 _BANNER = re.compile(r"^Grbl(?:HAL)?\s+(\S+)")  # GRBL, grblHAL, FluidNC
 _POSITION_FIELDS = ("MPos", "WPos", "WCO")
+_NUMERIC_FIELDS = (*_POSITION_FIELDS, "Bf", "FS", "F", "Ov", "Ln")
 
 
 def _floats(s: str) -> tuple[float, ...] | None:
@@ -166,6 +167,10 @@ def _parse_status(line: str, s: str) -> Status | Garbled:
     values: dict[str, tuple[float, ...]] = {}
     for f in fields[1:]:
         k, _, v = f.partition(":")
+        if k not in _NUMERIC_FIELDS:
+            if not k.isalpha():
+                return Garbled(line, "bad field name in status report")
+            continue  # Pn:XYZ, A:SFM and other text fields: not used here
         nums = _floats(v)
         if nums is None:
             lost = k in _POSITION_FIELDS and any(non_finite(x) for x in v.split(","))

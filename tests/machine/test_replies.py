@@ -194,3 +194,24 @@ def test_garbage_mid_plot_stops_safely(fw, fault):
     assert result.position_lost and not result.resumable
     assert not sim.out_of_bounds
     assert result.lines_executed < len(program.lines)
+
+
+@pytest.mark.timeout(60)
+def test_missing_status_replies_while_oks_flow_do_not_kill_the_link():
+    """Status reports lost for several poll periods (longer than two status timeouts) while
+    the board keeps acknowledging lines: the link is alive, the job completes unbroken."""
+    program = make_program("grbl", strokes=12, segs=8, seed=2)
+    url = "sim://grbl?speed=scaled:10&seed=1&faults=mute_status@30:12"
+    result = stream(program, url, timeouts=FAST)
+    sim = result.simulator
+    assert sim.faults.fired == [("mute_status", 30)]
+    assert result.status == "done", result.error
+    assert result.resumes == 0
+    assert not [e for t, e in sim.events if e == "reset" and t > sim.first_line_at]
+    check_drawn(sim.segments, expected_strokes(program), 0)
+
+
+def test_grbl_text_status_fields_are_read():
+    ev = grbl.parse("<Idle|MPos:0.000,0.000,0.000|FS:0,0|Pn:PXYZRHS|Ov:100,100,100|A:SFM>")
+    assert isinstance(ev, grbl.Status) and ev.mpos == (0.0, 0.0, 0.0)
+    assert isinstance(grbl.parse("<Idle|MPos:0,0,0|Ov:100,x,100>"), Garbled)
