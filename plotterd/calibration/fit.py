@@ -39,12 +39,12 @@ from plotterd.calibration.sheet import ARUCO_DICTIONARY, MARKER_CELLS
 from plotterd.light import luminance, np_linear_to_srgb, np_srgb_to_linear
 from plotterd.pen import FittedPen
 
-__all__ = ["PenFit", "fit_pen", "MAX_RESIDUAL", "MAX_BLUR_MM", "MAX_CLIPPED"]
+__all__ = ["PenFit", "fit_pen", "marker_detector", "MAX_RESIDUAL", "MAX_BLUR_MM", "MAX_CLIPPED"]
 
 RECT_PX_PER_MM = 10.0
 DETECT_SIDES = (2000, 1000, 500)  # marks are looked for on copies this large (px)
 MAX_RESIDUAL = 0.02  # RMS reflectance error a fit may leave
-MAX_BLUR_MM = 0.35  # the marks' edge spread (Gaussian sigma on the page) a photo may have
+MAX_BLUR_MM = 0.5  # the marks' edge spread (Gaussian sigma on the page) a photo may have
 MAX_CLIPPED = 0.01  # share of the paper's pixels at full scale in any channel
 BLUR_SIDE = 1000  # the photo's blur is judged on a copy this large
 MAX_PHOTO_SPREAD_PX = 2.0  # ... and called blurred beyond this edge spread
@@ -72,10 +72,12 @@ class PenFit:
 
 
 def fit_pen(photo: str | Path | np.ndarray, layout: dict[str, Any], name: str, row: int = 0,
-            nominal: float | None = None, *, photo_record: str | None = None) -> PenFit:
+            nominal: float | None = None, *, photo_record: str | None = None,
+            max_blur_mm: float = MAX_BLUR_MM) -> PenFit:
     """Fit the pen of ``row`` of the sheet ``layout`` from ``photo`` (a path, or an (H, W, 3)
     RGB / (H, W) grey uint8 array). ``photo_record`` is what the pen's ``photo`` field says
-    (default: the path given). Raises CalibrationError, saving nothing."""
+    (default: the path given); ``max_blur_mm`` the edge spread refused. Raises
+    CalibrationError, saving nothing."""
     rgb = _load(photo)
     if not 0 <= row < len(layout["rows"]):
         raise CalibrationError(f"the sheet has rows 0..{len(layout['rows']) - 1}, not {row}")
@@ -90,9 +92,9 @@ def fit_pen(photo: str | Path | np.ndarray, layout: dict[str, Any], name: str, r
             f"{MAX_CLIPPED:.0%}); lower the exposure or the light so the paper is not white-"
             "clipped")
     blur = sheet.blur_mm()
-    if blur > MAX_BLUR_MM:
+    if blur > max_blur_mm:
         raise CalibrationError(
-            f"blurred: the marks' edges spread over {blur:.2f} mm (at most {MAX_BLUR_MM} mm); "
+            f"blurred: the marks' edges spread over {blur:.2f} mm (at most {max_blur_mm} mm); "
             "hold the camera still, focus on the sheet, or come closer")
     readings = sheet.read_swatches(layout["rows"][row]["swatches"])
     nib0 = float(nominal or layout["rows"][row]["nib_mm"])
@@ -133,9 +135,18 @@ def _load(photo: str | Path | np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _detect(grey: np.ndarray) -> dict[int, np.ndarray]:
+def marker_detector() -> cv2.aruco.ArucoDetector:
+    """ArUco's detector for the sheet's marks. Its bits are sampled on 8 px per cell, not
+    4: small, tilted, slightly blurred marks in a phone photo are then read reliably."""
     dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, ARUCO_DICTIONARY))
-    corners, ids, _ = cv2.aruco.ArucoDetector(dictionary).detectMarkers(grey)
+    params = cv2.aruco.DetectorParameters()
+    params.perspectiveRemovePixelPerCell = 8
+    params.perspectiveRemoveIgnoredMarginPerCell = 0.2
+    return cv2.aruco.ArucoDetector(dictionary, params)
+
+
+def _detect(grey: np.ndarray) -> dict[int, np.ndarray]:
+    corners, ids, _ = marker_detector().detectMarkers(grey)
     if ids is None:
         return {}
     return {int(i): c.reshape(4, 2) for i, c in zip(ids.ravel(), corners, strict=True)}
