@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import yaml
 
-from plotterd.errors import ConfigError
+from plotterd.errors import ConfigError, InputError
 
 __all__ = [
     "DrawingBox",
@@ -165,40 +165,22 @@ class FittedPen:
 def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm: float,
                  nib_mm: float, darkness: float, *, supersample: int = 4) -> np.ndarray:
     """See :meth:`RoundNib.render`."""
-    import cv2  # only the renderer needs it
-
     w1 = max(1, round(box.width_mm * px_per_mm))
     h1 = max(1, round(box.height_mm * px_per_mm))
     ss = _supersample(int(supersample), nib_mm * px_per_mm, w1 * h1)
     scale = px_per_mm * ss
-    w, h = w1 * ss, h1 * ss
-    centre = np.full((h, w), 255, np.uint8)  # 0 on centre lines
-    shift = 4
-    for line in polylines_mm:
-        pts = np.asarray(line, dtype=np.float64).reshape(-1, 2)
-        if len(pts) == 0:
-            continue
-        # pixel centres sit at (i + 0.5) / scale mm
-        px = np.round((pts * scale - 0.5) * (1 << shift)).astype(np.int32)
-        if len(px) == 1:
-            px = np.vstack([px, px])
-        cv2.polylines(centre, [px.reshape(-1, 1, 2)], False, 0, 1, cv2.LINE_8, shift)
-    dist = cv2.distanceTransform(centre, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    del centre
-    # a pixel whose centre lies d from the path is covered over [d - 1/2, d + 1/2]: the
-    # band of half-width r covers clip(r + 1/2 - d, 0, 1) of it (exact across straight
-    # lines); in place, so a whole page needs one float array, not three
-    np.subtract(nib_mm * scale / 2 + 0.5, dist, out=dist)
-    covered = np.clip(dist, 0.0, 1.0, out=dist)
-    if ss > 1:
-        covered = cv2.resize(covered, (w // ss, h // ss), interpolation=cv2.INTER_AREA)
-    return 1.0 - darkness * covered
+    segments = _segments(polylines_mm, scale)
+    coverage = _page_coverage(segments, w1, h1, ss, nib_mm * scale / 2)
+    return 1.0 - darkness * coverage
 
 
-# centre lines are rasterised to whole supersampled pixels: with fewer than this many across
-# the nib, hatch lines one nib apart open and close slivers between them
+# with fewer supersampled pixels than this across the nib, the pixels two hatch lines one nib
+# apart share (where the larger of their coverages stands for the union) are coarse enough
+# to open and close slivers between the lines
 _MIN_SS_PX_PER_NIB = 8
-_MAX_SS_PIXELS = 40_000_000  # the supersampled page's size cap (160 MB of float work array)
+# the supersampling's cap: the work grows with the supersampled page (memory does not: it is
+# rendered tile by tile)
+_MAX_SS_PIXELS = 40_000_000
 
 
 def _supersample(asked: int, nib_px: float, pixels: int) -> int:
@@ -206,6 +188,255 @@ def _supersample(asked: int, nib_px: float, pixels: int) -> int:
     want = max(1, asked, math.ceil(_MIN_SS_PX_PER_NIB / max(nib_px, 1e-9)))
     cap = max(1, math.isqrt(max(1, _MAX_SS_PIXELS // max(1, pixels))))
     return max(1, asked, min(want, cap))
+
+
+# The renderer, tile by tile. Segments are cut into pieces of at most _PIECE_TILES tiles,
+# paired with the tiles within reach of them (the pieces' coverage beyond reach is 0), and
+# each tile's supersampled pixels take the largest coverage of its pieces (overlaps
+# saturate), then are area-averaged to the page's pixels. Work and memory go with the ink,
+# not the page; a chunk of pairs is at most _CHUNK_ELEMENTS pixels.
+_TILE_SS_PX = 8  # a tile's side in supersampled pixels (rounded to whole page pixels)
+_PIECE_TILES = 4
+_CHUNK_ELEMENTS = 1 << 16  # a chunk's float arrays stay in the CPU's cache
+_BAND_SS_PIXELS = 1 << 22  # pairs are made for a band of tile rows at a time
+_FILTER_CLASSES = 33  # edge directions the coverage table holds, 0 to 45 degrees
+_TABLE_STEPS_PER_PX = 256  # the coverage table's steps of distance near the edge
+_CURVATURE = 1.0 / 12.0  # see _pair_coverage
+
+
+def _segments(polylines_mm: Iterable[np.ndarray], scale: float) -> np.ndarray:
+    """(N, 4) segments x0, y0, x1, y1 in supersampled pixels whose centres sit at whole
+    numbers; a one-point path is a zero-length segment (a dot)."""
+    parts = []
+    for line in polylines_mm:
+        pts = np.asarray(line, dtype=np.float64).reshape(-1, 2)
+        if len(pts) == 1:
+            pts = np.vstack([pts, pts])
+        if len(pts):
+            parts.append(np.hstack([pts[:-1], pts[1:]]))
+    if not parts:
+        return np.zeros((0, 4))
+    segments = np.concatenate(parts)
+    if not np.isfinite(segments).all():
+        raise InputError("a pen path has a coordinate that is not a finite number")
+    return segments * scale - 0.5
+
+
+def _page_coverage(segments: np.ndarray, w1: int, h1: int, ss: int, r: float) -> np.ndarray:
+    """(h1, w1) float32 ink coverage in [0, 1] of capsules of radius ``r`` (supersampled px)
+    around ``segments``, drawn at ``ss`` x the page's resolution and area-averaged."""
+    t_out = max(1, round(_TILE_SS_PX / ss))  # a tile's side in page pixels
+    tile = t_out * ss
+    ntx, nty = -(-w1 // t_out), -(-h1 // t_out)
+    out = np.zeros((nty, ntx, t_out, t_out), np.float32)
+    reach = r + 0.75  # a pixel's centre this far out is outside the ink at any edge angle
+    pieces = _pieces(segments, _PIECE_TILES * tile)
+    lo = np.floor((np.minimum(pieces[:, :2], pieces[:, 2:]) - reach) / tile).astype(np.int64)
+    hi = np.floor((np.maximum(pieces[:, :2], pieces[:, 2:]) + reach) / tile).astype(np.int64)
+    on_page = (hi >= 0).all(1) & (lo[:, 0] < ntx) & (lo[:, 1] < nty)
+    pieces, lo, hi = pieces[on_page], np.maximum(lo[on_page], 0), hi[on_page]
+    hi = np.minimum(hi, [ntx - 1, nty - 1])
+    table = _CoverageTable(r)
+    grid = _Tiling(tile, t_out, ss, ntx, reach)
+    band = max(1, _BAND_SS_PIXELS // (tile * tile * ntx))
+    for y0 in range(0, nty, band):
+        rows = (lo[:, 1] < y0 + band) & (hi[:, 1] >= y0)
+        if rows.any():
+            lo_b, hi_b = lo[rows], hi[rows]
+            lo_b[:, 1] = np.maximum(lo_b[:, 1], y0)
+            hi_b[:, 1] = np.minimum(hi_b[:, 1], y0 + band - 1)
+            grid.draw(pieces[rows], lo_b, hi_b, table, out)
+    return out.transpose(0, 2, 1, 3).reshape(nty * t_out, ntx * t_out)[:h1, :w1]
+
+
+def _pieces(segments: np.ndarray, longest: float) -> np.ndarray:
+    """The segments cut into equal pieces at most ``longest`` long: a piece's capsule meets
+    a few tiles, and its coordinates within a tile stay small (float32 is exact enough)."""
+    length = np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
+    n = np.maximum(1, np.ceil(length / longest)).astype(np.int64)
+    if (n == 1).all():
+        return segments
+    which = np.repeat(np.arange(len(segments)), n)
+    k = (np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n))[:, None]
+    a, b = segments[which, :2], segments[which, 2:]
+    return np.hstack([a + (b - a) * (k / n[which, None]), a + (b - a) * ((k + 1) / n[which, None])])
+
+
+def _edge_coverage(t: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Area of a unit pixel on the ink's side of a straight edge ``t`` px beyond the pixel's
+    centre (t < 0: the centre is outside), for an edge whose normal has components
+    a >= b >= 0: the distribution function of the pixel's projection onto the normal, a
+    trapezoid of flanks b wide. b = 0 is the box ``clip(t + 1/2, 0, 1)``."""
+    u = np.abs(t)
+    e = (a + b) / 2 - u
+    tail = np.where(e >= b, (e - b / 2) / a, np.maximum(e, 0.0) ** 2 / np.maximum(2 * a * b, 1e-12))
+    return np.where(t >= 0, 1.0 - tail, tail)
+
+
+class _CoverageTable:
+    """Coverage of a pixel by a capsule of radius ``r`` as a table over (edge direction
+    class, squared distance of its centre in steps): a lookup instead of a square root and
+    the trapezoid per pixel."""
+
+    def __init__(self, r: float):
+        reach = r + 0.75
+        step = max(2 * (r - 0.75), 0.25) / _TABLE_STEPS_PER_PX  # squared px
+        self.n = math.ceil(reach * reach / step) + 1
+        self.inv_step = 1.0 / step
+        d = np.sqrt((np.arange(self.n) + 0.5) * step)
+        b = np.linspace(0.0, math.sqrt(0.5), _FILTER_CLASSES)[:, None]
+        a = np.sqrt(1.0 - b * b)
+        # both edges of the band: the far one only counts for a nib under a pixel wide
+        cov = _edge_coverage(r - d, a, b) + _edge_coverage(r + d, a, b) - 1.0
+        cov[:, -1] = 0.0  # where every distance beyond reach lands
+        self.values = np.clip(cov, 0.0, 1.0).astype(np.float32).ravel()
+
+    def offsets(self, u: np.ndarray) -> np.ndarray:
+        """Each unit direction's class (the smaller component's size) as a table offset."""
+        small = np.minimum(np.abs(u[:, 0]), np.abs(u[:, 1]))
+        cls = np.rint(small / math.sqrt(0.5) * (_FILTER_CLASSES - 1)).astype(np.int32)
+        return cls * np.int32(self.n)
+
+
+class _Tiling:
+    """The page's tiles of ``tile`` supersampled pixels (``t_out`` page pixels) a side."""
+
+    def __init__(self, tile: int, t_out: int, ss: int, ntx: int, reach: float):
+        self.tile, self.t_out, self.ss, self.ntx, self.reach = tile, t_out, ss, ntx, reach
+        yy, xx = np.mgrid[0:tile, 0:tile]
+        self.pixels = np.stack([xx.ravel(), yy.ravel(), np.ones(tile * tile)]).astype(np.float32)
+
+    def draw(self, pieces: np.ndarray, lo: np.ndarray, hi: np.ndarray, table: _CoverageTable,
+             out: np.ndarray) -> None:
+        """Max the coverage of ``pieces`` (tile ranges ``lo``..``hi``) into ``out``."""
+        pid, tx, ty = self._pairs(pieces, lo, hi)
+        if not len(pid):
+            return
+        order, chunks = self._schedule(tx, ty)
+        pid, tx, ty = pid[order], tx[order], ty[order]
+        rows, offsets = self._rows(pieces, pid, tx, ty, table)
+        for start, stop, per_rank in chunks:
+            cov = _pair_coverage(rows[3 * start: 3 * stop], offsets[start:stop], table,
+                                 self.pixels)
+            best = cov[:per_rank[0]]  # every tile's first piece
+            at = per_rank[0]
+            for n in per_rank[1:]:  # the k-th pieces of the first n tiles
+                np.maximum(best[:n], cov[at: at + n], out=best[:n])
+                at += n
+            tiles = slice(start, start + per_rank[0])
+            out[ty[tiles], tx[tiles]] = self._area_average(best)
+
+    def _pairs(self, pieces, lo, hi):
+        """(piece, tile x, tile y) of the tiles that meet each piece's rectangle (its length
+        plus reach at both ends, reach on both sides), which holds its capsule: separating
+        axes along and across the piece, the bounding box's tiles being the others."""
+        nx = hi[:, 0] - lo[:, 0] + 1
+        count = nx * (hi[:, 1] - lo[:, 1] + 1)
+        pid = np.repeat(np.arange(len(pieces)), count)
+        k = np.arange(len(pid)) - np.repeat(np.cumsum(count) - count, count)
+        tx = lo[pid, 0] + k % nx[pid]
+        ty = lo[pid, 1] + k // nx[pid]
+        length, u = _directions(pieces)
+        half = (self.tile - 1) / 2
+        box = half * (np.abs(u[:, 0]) + np.abs(u[:, 1]))  # the tile's half extent along u
+        mid = (pieces[:, :2] + pieces[:, 2:]) / 2
+        cx = tx * self.tile + half - mid[pid, 0]
+        cy = ty * self.tile + half - mid[pid, 1]
+        ux, uy = u[pid, 0], u[pid, 1]
+        meets = ((np.abs(cx * ux + cy * uy) <= (length / 2 + self.reach + box)[pid])
+                 & (np.abs(cy * ux - cx * uy) <= (self.reach + box)[pid]))
+        return pid[meets], tx[meets], ty[meets]
+
+    def _schedule(self, tx, ty):
+        """The pairs' order and chunks. A chunk holds whole tiles, about _CHUNK_ELEMENTS
+        pixels of pairs; within it the pairs go by rank (each tile's first piece, then its
+        second, ...) and within a rank by tile, the tiles with most pieces first: rank k's
+        tiles are then a prefix of rank 0's, and saturating is a max of slices, no gather.
+        Returns (order, [(start, stop, pairs per rank)])."""
+        tile_id = ty * self.ntx + tx
+        by_tile = np.argsort(tile_id, kind="stable")
+        tile_id = tile_id[by_tile]
+        new = np.r_[True, tile_id[1:] != tile_id[:-1]]
+        group = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        count = np.diff(np.r_[starts, len(tile_id)])
+        rank = np.arange(len(tile_id)) - starts[group]
+        per_chunk = max(1, _CHUNK_ELEMENTS // (self.tile * self.tile))
+        chunk = (np.cumsum(count) - count) // per_chunk
+        place = np.empty_like(group, shape=len(count))
+        place[np.lexsort((-count, chunk))] = np.arange(len(count))
+        order = np.lexsort((place[group], rank, chunk[group]))
+        key = chunk[group][order] * (count.max() + 1) + rank[order]
+        runs = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        run_len = np.diff(np.r_[runs, len(key)])
+        run_chunk = chunk[group][order][runs]
+        chunks = []
+        for c_start, c_stop in _run_bounds(run_chunk):
+            lens = run_len[c_start:c_stop]
+            start = int(runs[c_start])
+            chunks.append((start, start + int(lens.sum()), lens.tolist()))
+        return by_tile[order], chunks
+
+    def _rows(self, pieces, pid, tx, ty, table):
+        """Per pair, the 3 x 3 matrix taking a tile pixel (x, y, 1) to (distance before the
+        piece's start, beyond its end, across it) in units of sqrt(table step), and the
+        table offset of the piece's direction."""
+        length, u = _directions(pieces)
+        ux, uy = u[pid, 0], u[pid, 1]
+        ax = pieces[pid, 0] - tx * float(self.tile)
+        ay = pieces[pid, 1] - ty * float(self.tile)
+        along = ax * ux + ay * uy
+        across = ax * uy - ay * ux
+        rows = np.empty((len(pid), 3, 3))
+        rows[:, 0] = np.stack([-ux, -uy, along], 1)
+        rows[:, 1] = np.stack([ux, uy, -along - length[pid]], 1)
+        rows[:, 2] = np.stack([-uy, ux, across], 1)
+        rows *= math.sqrt(table.inv_step)
+        return rows.astype(np.float32).reshape(-1, 3), table.offsets(u)[pid]
+
+    def _area_average(self, cov: np.ndarray) -> np.ndarray:
+        """(tiles, tile^2) supersampled coverage -> (tiles, t_out, t_out) page pixels."""
+        n, t, ss = len(cov), self.tile, self.ss
+        blocks = cov.reshape(n * self.t_out, ss, t).sum(1)
+        blocks = blocks.reshape(n * self.t_out * self.t_out, ss).sum(1)
+        return blocks.reshape(n, self.t_out, self.t_out) * np.float32(1.0 / (ss * ss))
+
+
+def _pair_coverage(rows: np.ndarray, offsets: np.ndarray, table: _CoverageTable,
+                   pixels: np.ndarray) -> np.ndarray:
+    """(pairs, tile^2) coverage of each pair's tile pixels by its piece's capsule."""
+    g = (rows @ pixels).reshape(len(offsets), 3, -1)
+    d2 = np.maximum(g[:, 0], g[:, 1])  # beyond an end: the distance along the piece
+    np.maximum(d2, 0, out=d2)
+    cap = d2 > 0
+    d2 *= d2
+    across = g[:, 2]
+    across *= across
+    d2 += across
+    # a round cap bends away from its tangent by x^2 / 2r over a pixel, on average 1/24r
+    # (x's variance across a pixel is 1/12 at any angle): the tangent's coverage is that much
+    # too far out, d^2 by 2r/24r = 1/12 (a dot's disc is pi r^2 + pi/12 px^2 without it)
+    np.add(d2, np.float32(_CURVATURE * table.inv_step), out=d2, where=cap)
+    np.minimum(d2, table.n - 1, out=d2)
+    index = d2.astype(np.int32)
+    index += offsets[:, None]
+    return table.values.take(index)
+
+
+def _directions(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths and unit directions of (N, 4) pieces; a dot's direction is +x."""
+    d = pieces[:, 2:] - pieces[:, :2]
+    length = np.hypot(d[:, 0], d[:, 1])
+    dot = length <= 1e-9
+    u = d / np.where(dot, 1.0, length)[:, None]
+    u[dot] = (1.0, 0.0)
+    return length, u
+
+
+def _run_bounds(values: np.ndarray):
+    """(start, stop) of each run of equal values."""
+    edges = np.flatnonzero(np.r_[True, values[1:] != values[:-1], True])
+    return zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)
 
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
