@@ -77,6 +77,11 @@ def sheet_pens(body: SheetRequest, mounted: PenModel | None, folder: Path
             raise HTTPException(400, "say which pens (pens: [NAME, ...]) or their nominal "
                                      "nib (nib_mm): this plotter has no pen: configured")
         return [mounted], [getattr(mounted, "name", "pen1")]
+    try:  # the names become profile names: check them before anything is drawn
+        for name in body.pens:
+            FittedPen(name, 0.3, 1.0)
+    except ConfigError as e:
+        raise HTTPException(400, str(e)) from None
     known = {p.name: p for p in list_pen_profiles(folder)}
     pens: list[PenModel] = []
     for name in body.pens:
@@ -87,11 +92,6 @@ def sheet_pens(body: SheetRequest, mounted: PenModel | None, folder: Path
         else:
             raise HTTPException(400, f"pen {name!r} has no profile yet: give its nominal "
                                      "nib (nib_mm) to draw its sheet")
-    try:  # the names become profile names: check them now, not after the plot
-        for name in body.pens:
-            FittedPen(name, 0.3, 1.0)
-    except ConfigError as e:
-        raise HTTPException(400, str(e)) from None
     return pens, list(body.pens)
 
 
@@ -148,7 +148,7 @@ def make_sheet_job(daemon: Daemon, body: SheetRequest, view: Callable) -> dict[s
     pc = worker.pc
     pens, names = sheet_pens(body, pc.pen, daemon.cfg.pens_dir)
     page = daemon.cfg.page_of(pc)
-    staging = daemon.stage_file("sheet").with_suffix("")
+    staging = daemon.stage_file("sheet")  # a fresh folder name in the staging area
     try:
         made = stages.calibration_sheet(
             pens, names, {"paper": page.paper, "orientation": page.orientation,

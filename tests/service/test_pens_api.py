@@ -91,6 +91,7 @@ def test_a_sheet_is_queued_as_a_plot_job_with_its_layout(client, daemon):
 @pytest.mark.parametrize("body, status, words", [
     ({"pens": ["unfitted"]}, 400, "give its nominal nib"),
     ({"pens": ["../x"], "nib_mm": 0.3}, 400, "bad pen name"),
+    ({"pens": ["../x"]}, 400, "bad pen name"),
     ({"nib_mm": 5.0}, 400, "the sheet measures nibs of"),
     ({"nib_mm": -1}, 422, "greater than 0"),
     ({"nib_mm": 0.3, "plotter": "nope"}, 404, "no plotter is named"),
