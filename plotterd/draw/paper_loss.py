@@ -45,9 +45,14 @@ __all__ = ["PaperLoss", "STRUCTURE_TERMS", "black_point", "cap_shift_lightness",
 
 STRUCTURE_TERMS = ("haarpsi", "msssim", "gmsd", "none")
 TONES = ("pixel", "light")
-# L* is taken of eps + (1 - eps) x reflectance: L*'s own floor would leave a solid black
-# (zero reflectance after the blur) without a gradient; eps moves black's L* by under 1
+# light is squeezed into [eps, 1 - eps] before L* or the sRGB curve: their clamps to
+# [0, 1] pass no gradient at exactly 0 or 1, which would leave a solid black, or bare
+# paper where the photo is darker, without one; eps moves black's L* by under 1
 _LIGHT_EPS = 1e-3
+
+
+def _squeezed(light: torch.Tensor) -> torch.Tensor:
+    return _LIGHT_EPS + (1.0 - 2.0 * _LIGHT_EPS) * light
 _MIN_VIEW_PX = 40  # HaarPSI's three Haar scales after its 2x subsampling need this much
 _MSSSIM_MIN_PX = 161  # piq's MS-SSIM: (kernel 11 - 1) x 2^(5 scales - 1) + 1
 
@@ -89,15 +94,15 @@ class PaperLoss(Loss):
     def _tone(self, image: torch.Tensor) -> torch.Tensor:
         if not self.light:
             return gaussian_blur(image, self.tone_sigma)
-        mixed = gaussian_blur(self.reflectance(image), self.tone_sigma).clamp(0.0, 1.0)
-        return lightness(_LIGHT_EPS + (1.0 - _LIGHT_EPS) * mixed) / 100.0
+        mixed = gaussian_blur(self.reflectance(image), self.tone_sigma)
+        return lightness(_squeezed(mixed)) / 100.0
 
     def _seen(self, image: torch.Tensor) -> torch.Tensor:
         """The view the structure term compares: values as given (pixel), or reflectance
         mixed in light and sRGB-encoded (light)."""
         if not self.light:
             return self._view(image).clamp(0.0, 1.0)
-        return linear_to_srgb(self._view(self.reflectance(image)).clamp(0.0, 1.0))
+        return linear_to_srgb(_squeezed(self._view(self.reflectance(image))))
 
     def _view(self, image: torch.Tensor) -> torch.Tensor:
         if self.view_blur > 0:
