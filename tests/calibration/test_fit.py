@@ -116,14 +116,12 @@ def test_overexposure(a5_sheet) -> None:
 
 
 def test_a_sheet_with_no_ink_is_refused(a5_sheet) -> None:
-    """The marks drawn but a dry pen: nothing to fit."""
+    """Read where no pen drew (the swatches' windows moved onto bare paper): nothing to fit."""
     layout = json.loads(json.dumps(a5_sheet.layout))
     photo = sheet_photo(layout, 0.38, 0.9, 2)
-    layout["rows"][0]["swatches"] = [  # point the fit at bare paper
-        {**s, "window_mm": [v + (0 if i % 2 else 0) for i, v in enumerate(r)]}
-        for s, r in zip(layout["rows"][0]["swatches"],
-                        [[x0 + 0.5, y0, x1 - 0.5, y1] for x0, y0, x1, y1 in
-                         layout["paper_regions"][1:19]], strict=True)]
+    gaps = layout["paper_regions"][1:]
+    for swatch, gap in zip(layout["rows"][0]["swatches"], gaps, strict=False):
+        swatch["window_mm"] = gap
     with pytest.raises(CalibrationError, match="no ink"):
         fit_pen(photo, layout, "p")
 
