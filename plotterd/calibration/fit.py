@@ -14,7 +14,9 @@
    of coverage ``a(w)`` reflects ``1 - D a(w)``, where ``a = min(1, w / s)`` for lines at
    spacing ``s`` and a dot's area over its pitch squared for dots. For each ``w`` the best
    ``D`` is a one-line least squares, so ``w`` is scanned and the pair then polished by
-   ``scipy.optimize.least_squares``. The colour is the solid patch's, relative to paper.
+   ``scipy.optimize.least_squares``, together with a power ``g`` on the reflectance
+   (``(1 - D a)^g``) that soaks up a phone's own tone curve. The colour is the solid
+   patch's, relative to paper.
 
 Anything that makes the numbers untrustworthy is refused with a :class:`CalibrationError`
 that says which: no marks, marks cut off, blur, overexposure, no ink, or a fit that does not
@@ -51,6 +53,7 @@ MAX_PHOTO_SPREAD_PX = 2.0  # ... and called blurred beyond this edge spread
 MIN_DARKNESS = 0.05  # below this the swatches show no ink
 FLAT_FIELD_DEGREE = 3
 W_SCAN = (0.3, 3.0, 541)  # the nib widths scanned, in nominal nibs (from, to, count)
+TONE_RANGE = (0.6, 1.6)
 
 
 @dataclass
@@ -60,13 +63,15 @@ class PenFit:
     pen: FittedPen
     residual: float  # RMS reflectance error over the swatches
     swatches: list[dict[str, Any]]  # id, kind, spacing_mm, direction_deg, measured, modelled
+    tone_gamma: float = 1.0  # the camera's tone curve left after sRGB decoding (1 = none)
     blur_mm: float = 0.0
     clipped: float = 0.0
     registration_px: float = 0.0  # RMS error of the marks' corners under the homography
     rectified: np.ndarray | None = field(default=None, repr=False)  # sRGB uint8, for a look
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.pen.to_dict(), "residual": self.residual, "blur_mm": self.blur_mm,
+        return {**self.pen.to_dict(), "residual": self.residual,
+                "tone_gamma": self.tone_gamma, "blur_mm": self.blur_mm,
                 "clipped": self.clipped, "registration_px": self.registration_px,
                 "swatches": self.swatches}
 
@@ -98,7 +103,7 @@ def fit_pen(photo: str | Path | np.ndarray, layout: dict[str, Any], name: str, r
             "hold the camera still, focus on the sheet, or come closer")
     readings = sheet.read_swatches(layout["rows"][row]["swatches"])
     nib0 = float(nominal or layout["rows"][row]["nib_mm"])
-    w, darkness, modelled = _fit_nib(readings, nib0)
+    w, darkness, tone, modelled = _fit_nib(readings, nib0)
     residual = float(np.sqrt(np.mean((modelled - readings.measured) ** 2)))
     _check_fit(w, darkness, residual, nib0)
     pen = FittedPen(name=name, nib_mm=round(w, 4), darkness=round(darkness, 4),
@@ -107,7 +112,7 @@ def fit_pen(photo: str | Path | np.ndarray, layout: dict[str, Any], name: str, r
                     photo=photo_record if photo_record is not None else _photo_name(photo),
                     residual=round(residual, 5))
     return PenFit(pen=pen, residual=residual, swatches=readings.report(modelled),
-                  blur_mm=blur, clipped=clipped, registration_px=reg_err,
+                  tone_gamma=tone, blur_mm=blur, clipped=clipped, registration_px=reg_err,
                   rectified=sheet.srgb_preview())
 
 
@@ -482,21 +487,26 @@ def _best_darkness(a: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return np.clip((a @ ink) / np.maximum((a * a).sum(axis=-1), 1e-12), 0.0, 1.0)
 
 
-def _fit_nib(r: _Readings, nib0: float) -> tuple[float, float, np.ndarray]:
+def _fit_nib(r: _Readings, nib0: float) -> tuple[float, float, float, np.ndarray]:
+    """(width, darkness, tone, modelled reflectances): a scan over w (D in closed form),
+    then all three polished together. ``tone`` is a power on the modelled reflectance: what
+    is left of the camera's tone curve after sRGB decoding (a phone adds its own), which
+    would otherwise pull the width and darkness."""
     widths = np.linspace(W_SCAN[0] * nib0, W_SCAN[1] * nib0, W_SCAN[2])
     a = coverage(widths, r.kinds, r.spacing, r.extra)
     d = _best_darkness(a, r.measured)
     sse = ((1.0 - d[:, None] * a - r.measured) ** 2).sum(axis=1)
     k = int(np.argmin(sse))
 
-    def residuals(p: np.ndarray) -> np.ndarray:
-        return 1.0 - p[1] * coverage(p[0], r.kinds, r.spacing, r.extra) - r.measured
+    def model(p: np.ndarray) -> np.ndarray:
+        return (1.0 - p[1] * coverage(p[0], r.kinds, r.spacing, r.extra)) ** p[2]
 
     lo, hi = widths[0], widths[-1]
-    start = np.array([widths[k], max(float(d[k]), 1e-3)])
-    sol = least_squares(residuals, start, bounds=([lo, 1e-3], [hi, 1.0]), x_scale=[nib0, 1.0])
-    w, darkness = float(sol.x[0]), float(sol.x[1])
-    return w, darkness, 1.0 - darkness * coverage(w, r.kinds, r.spacing, r.extra)
+    start = np.array([widths[k], max(float(d[k]), 1e-3), 1.0])
+    sol = least_squares(lambda p: model(p) - r.measured, start,
+                        bounds=([lo, 1e-3, TONE_RANGE[0]], [hi, 1.0, TONE_RANGE[1]]),
+                        x_scale=[nib0, 1.0, 1.0])
+    return float(sol.x[0]), float(sol.x[1]), float(sol.x[2]), model(sol.x)
 
 
 def _check_fit(w: float, darkness: float, residual: float, nib0: float) -> None:

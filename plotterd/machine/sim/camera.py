@@ -10,7 +10,8 @@ light meets them):
   frame at a random place in it, on a background (a table) around it;
 - uneven light: a linear gradient across the frame and a vignette (cos^4 falloff);
 - lens blur (Gaussian) and sensor noise (shot noise and read noise), in linear light;
-- exposure (clipping at full scale), sRGB encoding, JPEG compression.
+- exposure (clipping at full scale), optionally a phone's tone curve (``tone_gamma``), sRGB
+  encoding, JPEG compression.
 
 The defaults are at least as harsh as a hand-held phone photo under a desk lamp. Seeded:
 the same seed gives the same photo, bit for bit.
@@ -43,6 +44,9 @@ class CameraSettings:
     read_noise: float = 0.004  # linear light, one sigma
     shot_noise: float = 0.01  # sigma at full scale; scales with sqrt(signal)
     jpeg_quality: int = 85
+    # a phone's own tone curve on top of sRGB, as a power on linear light (1 = none); phones
+    # add contrast, and a reader that decodes plain sRGB does not know by how much
+    tone_gamma: float = 1.1
     background: tuple[float, float, float] = field(default=(0.18, 0.13, 0.09))  # a wood desk
 
 
@@ -66,7 +70,7 @@ def photograph(page: np.ndarray, px_per_mm: float, settings: CameraSettings | No
     if s.blur_px > 0:
         light = cv2.GaussianBlur(light, (0, 0), s.blur_px)
     light = _noisy(light, s, rng)
-    encoded = np_linear_to_srgb(np.clip(light, 0.0, 1.0))
+    encoded = np_linear_to_srgb(np.clip(light, 0.0, 1.0) ** s.tone_gamma)
     pixels = np.round(encoded * 255.0).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, int(s.jpeg_quality)])
