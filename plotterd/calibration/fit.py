@@ -107,7 +107,7 @@ def fit_pen(photo: str | Path | np.ndarray, layout: dict[str, Any], name: str, r
     residual = float(np.sqrt(np.mean((modelled - readings.measured) ** 2)))
     _check_fit(w, darkness, residual, nib0)
     pen = FittedPen(name=name, nib_mm=round(w, 4), darkness=round(darkness, 4),
-                    colour=_colour(readings.solid_rgb), nominal_nib_mm=nib0,
+                    colour=_colour(readings.solid_rgb ** (1.0 / tone)), nominal_nib_mm=nib0,
                     fitted_at=datetime.now(timezone.utc).date().isoformat(),
                     photo=photo_record if photo_record is not None else _photo_name(photo),
                     residual=round(residual, 5))

@@ -102,9 +102,14 @@ def sheet_cmd(out_dir: Path, pen_names: tuple[str, ...], profile: str,
 @click.option("--name", required=True, help="The pen profile's name.")
 @click.option("--row", type=click.IntRange(min=0), default=0, show_default=True,
               help="The pen's row on a multi-pen sheet.")
+@click.option("--rectified", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the sheet as the fit saw it (rectified, flat-fielded) here.")
 @_PENS_DIR
-def fit_cmd(photo: Path, sheet_dir: Path, name: str, row: int, pens_dir: Path | None) -> None:
+def fit_cmd(photo: Path, sheet_dir: Path, name: str, row: int, rectified: Path | None,
+            pens_dir: Path | None) -> None:
     """Fit a pen from PHOTO of its plotted sheet and save it as profile NAME."""
+    import cv2
+
     from plotterd.calibration import fit_pen, read_layout
     from plotterd.pen import FittedPen, save_pen_profile
     from plotterd.pen import pens_dir as default_pens_dir
@@ -118,13 +123,16 @@ def fit_cmd(photo: Path, sheet_dir: Path, name: str, row: int, pens_dir: Path | 
     if photo.resolve() != kept.resolve():
         shutil.copyfile(photo, kept)
     profile = save_pen_profile(fit.pen, folder)
+    if rectified is not None and fit.rectified is not None:
+        cv2.imwrite(str(rectified), fit.rectified[..., ::-1])
     p = fit.pen
     click.echo(f"pen {p.name}: nib {p.nib_mm:.3f} mm (nominal {p.nominal_nib_mm:g}), darkness "
                f"{p.darkness:.3f}, colour {p.colour}")
     click.echo(f"  fit error   {fit.residual:.4f} RMS reflectance over "
                f"{len(fit.swatches)} swatches")
     click.echo(f"  photo       blur {fit.blur_mm:.2f} mm, registration "
-               f"{fit.registration_px:.2f} px, {fit.clipped:.1%} clipped")
+               f"{fit.registration_px:.2f} px, {fit.clipped:.1%} clipped, tone curve "
+               f"{fit.tone_gamma:.2f}")
     click.echo(f"  profile     {profile}")
     click.echo(f"  photo kept  {kept}")
     click.echo(json.dumps({"name": p.name, "nib_mm": p.nib_mm, "darkness": p.darkness,
