@@ -198,7 +198,7 @@ def _supersample(asked: int, nib_px: float, pixels: int) -> int:
 _TILE_SS_PX = 8  # a tile's side in supersampled pixels (rounded to whole page pixels)
 _PIECE_TILES = 4
 _CHUNK_ELEMENTS = 1 << 16  # a chunk's float arrays stay in the CPU's cache
-_BAND_SS_PIXELS = 1 << 22  # pairs are made for a band of tile rows at a time
+_BAND_PAIRS = 1 << 18  # pairs are made for a band of tile rows at a time
 _FILTER_CLASSES = 33  # edge directions the coverage table holds, 0 to 45 degrees
 _TABLE_STEPS_PER_PX = 256  # the coverage table's steps of distance near the edge
 _CURVATURE = 1.0 / 12.0  # see _pair_coverage
@@ -238,15 +238,30 @@ def _page_coverage(segments: np.ndarray, w1: int, h1: int, ss: int, r: float) ->
     hi = np.minimum(hi, [ntx - 1, nty - 1])
     table = _CoverageTable(r)
     grid = _Tiling(tile, t_out, ss, ntx, reach)
-    band = max(1, _BAND_SS_PIXELS // (tile * tile * ntx))
-    for y0 in range(0, nty, band):
-        rows = (lo[:, 1] < y0 + band) & (hi[:, 1] >= y0)
+    for y0, y1 in _bands(lo, hi, nty):
+        rows = (lo[:, 1] < y1) & (hi[:, 1] >= y0)
         if rows.any():
             lo_b, hi_b = lo[rows], hi[rows]
             lo_b[:, 1] = np.maximum(lo_b[:, 1], y0)
-            hi_b[:, 1] = np.minimum(hi_b[:, 1], y0 + band - 1)
+            hi_b[:, 1] = np.minimum(hi_b[:, 1], y1 - 1)
             grid.draw(pieces[rows], lo_b, hi_b, table, out)
     return out.transpose(0, 2, 1, 3).reshape(nty * t_out, ntx * t_out)[:h1, :w1]
+
+
+def _bands(lo: np.ndarray, hi: np.ndarray, nty: int) -> list[tuple[int, int]]:
+    """Bands [y0, y1) of tile rows holding about _BAND_PAIRS (piece, tile) candidates each
+    (the pieces' tile ranges ``lo``..``hi``): the pairs' bookkeeping, some 100 bytes a
+    pair, stays bounded however much line the page holds."""
+    width = (hi[:, 0] - lo[:, 0] + 1).astype(np.float64)
+    per_row = np.cumsum(np.bincount(lo[:, 1], width, nty + 1)
+                        - np.bincount(hi[:, 1] + 1, width, nty + 1))[:nty]
+    bands, start, held = [], 0, 0.0
+    for row, n in enumerate(per_row.tolist()):
+        if held and held + n > _BAND_PAIRS:
+            bands.append((start, row))
+            start, held = row, 0.0
+        held += n
+    return bands + [(start, nty)]
 
 
 def _pieces(segments: np.ndarray, longest: float) -> np.ndarray:
@@ -291,9 +306,9 @@ class _CoverageTable:
         cov[:, -1] = 0.0  # where every distance beyond reach lands
         self.values = np.clip(cov, 0.0, 1.0).astype(np.float32).ravel()
 
-    def offsets(self, u: np.ndarray) -> np.ndarray:
+    def offsets(self, ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
         """Each unit direction's class (the smaller component's size) as a table offset."""
-        small = np.minimum(np.abs(u[:, 0]), np.abs(u[:, 1]))
+        small = np.minimum(np.abs(ux), np.abs(uy))
         cls = np.rint(small / math.sqrt(0.5) * (_FILTER_CLASSES - 1)).astype(np.int32)
         return cls * np.int32(self.n)
 
@@ -309,14 +324,20 @@ class _Tiling:
     def draw(self, pieces: np.ndarray, lo: np.ndarray, hi: np.ndarray, table: _CoverageTable,
              out: np.ndarray) -> None:
         """Max the coverage of ``pieces`` (tile ranges ``lo``..``hi``) into ``out``."""
-        pid, tx, ty = self._pairs(pieces, lo, hi)
+        length, u = _directions(pieces)
+        ux, uy = u[:, 0].copy(), u[:, 1].copy()
+        pid, tx, ty = self._pairs(pieces, lo.astype(np.int32), hi.astype(np.int32), length,
+                                  ux, uy)
         if not len(pid):
             return
         order, chunks = self._schedule(tx, ty)
         pid, tx, ty = pid[order], tx[order], ty[order]
-        rows, offsets = self._rows(pieces, pid, tx, ty, table)
+        del order
+        rows = self._rows(pieces, length, ux, uy, pid, tx, ty, table)
+        offsets = table.offsets(ux, uy)[pid]
+        del pid
         for start, stop, per_rank in chunks:
-            cov = _pair_coverage(rows[3 * start: 3 * stop], offsets[start:stop], table,
+            cov = _pair_coverage(rows[:, start:stop], offsets[start:stop], table,
                                  self.pixels)
             best = cov[:per_rank[0]]  # every tile's first piece
             at = per_rank[0]
@@ -326,25 +347,32 @@ class _Tiling:
             tiles = slice(start, start + per_rank[0])
             out[ty[tiles], tx[tiles]] = self._area_average(best)
 
-    def _pairs(self, pieces, lo, hi):
+    def _pairs(self, pieces, lo, hi, length, ux, uy):
         """(piece, tile x, tile y) of the tiles that meet each piece's rectangle (its length
         plus reach at both ends, reach on both sides), which holds its capsule: separating
         axes along and across the piece, the bounding box's tiles being the others."""
         nx = hi[:, 0] - lo[:, 0] + 1
         count = nx * (hi[:, 1] - lo[:, 1] + 1)
-        pid = np.repeat(np.arange(len(pieces)), count)
-        k = np.arange(len(pid)) - np.repeat(np.cumsum(count) - count, count)
-        tx = lo[pid, 0] + k % nx[pid]
-        ty = lo[pid, 1] + k // nx[pid]
-        length, u = _directions(pieces)
+        pid = np.repeat(np.arange(len(pieces), dtype=np.int32), count)
+        k = np.arange(len(pid), dtype=np.int32) - np.repeat(
+            (np.cumsum(count) - count).astype(np.int32), count)
+        nx = nx[pid]
+        tx = lo[:, 0][pid] + k % nx
+        ty = lo[:, 1][pid] + k // nx
+        del k, nx
         half = (self.tile - 1) / 2
-        box = half * (np.abs(u[:, 0]) + np.abs(u[:, 1]))  # the tile's half extent along u
-        mid = (pieces[:, :2] + pieces[:, 2:]) / 2
-        cx = tx * self.tile + half - mid[pid, 0]
-        cy = ty * self.tile + half - mid[pid, 1]
-        ux, uy = u[pid, 0], u[pid, 1]
-        meets = ((np.abs(cx * ux + cy * uy) <= (length / 2 + self.reach + box)[pid])
-                 & (np.abs(cy * ux - cx * uy) <= (self.reach + box)[pid]))
+        box = half * (np.abs(ux) + np.abs(uy))  # the tile's half extent along u
+        slack = 0.01  # float32 rounding of page-sized coordinates
+        across_max = (self.reach + box + slack).astype(np.float32)
+        along_max = (length / 2 + self.reach + box + slack).astype(np.float32)
+        # tile (0, 0)'s centre from the piece's middle, then each tile's
+        x0 = (half - (pieces[:, 0] + pieces[:, 2]) / 2).astype(np.float32)
+        y0 = (half - (pieces[:, 1] + pieces[:, 3]) / 2).astype(np.float32)
+        cx = tx.astype(np.float32) * np.float32(self.tile) + x0[pid]
+        cy = ty.astype(np.float32) * np.float32(self.tile) + y0[pid]
+        pux, puy = ux.astype(np.float32)[pid], uy.astype(np.float32)[pid]
+        meets = np.abs(cx * pux + cy * puy) <= along_max[pid]
+        meets &= np.abs(cy * pux - cx * puy) <= across_max[pid]
         return pid[meets], tx[meets], ty[meets]
 
     def _schedule(self, tx, ty):
@@ -365,10 +393,11 @@ class _Tiling:
         chunk = (np.cumsum(count) - count) // per_chunk
         place = np.empty_like(group, shape=len(count))
         place[np.lexsort((-count, chunk))] = np.arange(len(count))
-        order = np.lexsort((place[group], rank, chunk[group]))
-        key = chunk[group][order] * (count.max() + 1) + rank[order]
-        runs = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        run_len = np.diff(np.r_[runs, len(key)])
+        chunk_rank = chunk[group] * (count.max() + 1) + rank
+        order = np.argsort(chunk_rank * len(count) + place[group])  # keys are unique
+        chunk_rank = chunk_rank[order]
+        runs = np.flatnonzero(np.r_[True, chunk_rank[1:] != chunk_rank[:-1]])
+        run_len = np.diff(np.r_[runs, len(order)])
         run_chunk = chunk[group][order][runs]
         chunks = []
         for c_start, c_stop in _run_bounds(run_chunk):
@@ -377,22 +406,23 @@ class _Tiling:
             chunks.append((start, start + int(lens.sum()), lens.tolist()))
         return by_tile[order], chunks
 
-    def _rows(self, pieces, pid, tx, ty, table):
-        """Per pair, the 3 x 3 matrix taking a tile pixel (x, y, 1) to (distance before the
-        piece's start, beyond its end, across it) in units of sqrt(table step), and the
-        table offset of the piece's direction."""
-        length, u = _directions(pieces)
-        ux, uy = u[pid, 0], u[pid, 1]
-        ax = pieces[pid, 0] - tx * float(self.tile)
-        ay = pieces[pid, 1] - ty * float(self.tile)
-        along = ax * ux + ay * uy
-        across = ax * uy - ay * ux
-        rows = np.empty((len(pid), 3, 3))
-        rows[:, 0] = np.stack([-ux, -uy, along], 1)
-        rows[:, 1] = np.stack([ux, uy, -along - length[pid]], 1)
-        rows[:, 2] = np.stack([-uy, ux, across], 1)
-        rows *= math.sqrt(table.inv_step)
-        return rows.astype(np.float32).reshape(-1, 3), table.offsets(u)[pid]
+    def _rows(self, pieces, length, ux, uy, pid, tx, ty, table):
+        """Per pair, the rows (3, pairs, 3) taking a tile pixel (x, y, 1) to its distance
+        before the piece's start, beyond its end and across it, in units of sqrt(table
+        step)."""
+        k = math.sqrt(table.inv_step)
+        pux, puy = ux[pid], uy[pid]
+        ax = pieces[:, 0][pid] - tx * float(self.tile)  # the start, from the tile's corner
+        ay = pieces[:, 1][pid] - ty * float(self.tile)
+        rows = np.empty((3, len(pid), 3), np.float32)
+        rows[0, :, 0], rows[0, :, 1] = -pux * k, -puy * k
+        rows[1, :, 0], rows[1, :, 1] = pux * k, puy * k
+        rows[2, :, 0], rows[2, :, 1] = -puy * k, pux * k
+        along = (ax * pux + ay * puy) * k
+        rows[0, :, 2] = along
+        rows[1, :, 2] = -along - length[pid] * k
+        rows[2, :, 2] = (ax * puy - ay * pux) * k
+        return rows
 
     def _area_average(self, cov: np.ndarray) -> np.ndarray:
         """(tiles, tile^2) supersampled coverage -> (tiles, t_out, t_out) page pixels."""
@@ -405,19 +435,18 @@ class _Tiling:
 def _pair_coverage(rows: np.ndarray, offsets: np.ndarray, table: _CoverageTable,
                    pixels: np.ndarray) -> np.ndarray:
     """(pairs, tile^2) coverage of each pair's tile pixels by its piece's capsule."""
-    g = (rows @ pixels).reshape(len(offsets), 3, -1)
-    d2 = np.maximum(g[:, 0], g[:, 1])  # beyond an end: the distance along the piece
+    before, beyond, across = rows[0] @ pixels, rows[1] @ pixels, rows[2] @ pixels
+    d2 = np.maximum(before, beyond, out=before)  # beyond an end: the distance along it
     np.maximum(d2, 0, out=d2)
     cap = d2 > 0
     d2 *= d2
-    across = g[:, 2]
     across *= across
     d2 += across
     # a round cap bends away from its tangent by x^2 / 2r over a pixel, on average 1/24r
     # (x's variance across a pixel is 1/12 at any angle): the tangent's coverage is that much
     # too far out, d^2 by 2r/24r = 1/12 (a dot's disc is pi r^2 + pi/12 px^2 without it)
-    np.add(d2, np.float32(_CURVATURE * table.inv_step), out=d2, where=cap)
-    np.minimum(d2, table.n - 1, out=d2)
+    d2 += np.multiply(cap, np.float32(_CURVATURE * table.inv_step), out=beyond)
+    np.minimum(d2, np.float32(table.n - 1), out=d2)
     index = d2.astype(np.int32)
     index += offsets[:, None]
     return table.values.take(index)
