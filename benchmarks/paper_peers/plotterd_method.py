@@ -87,8 +87,9 @@ def draw(photo: Photo, pipeline_name: str, *, quick: bool = False, under_load: b
     lines, _ = strokes_to_mm(result.strokes, photo)
     meta = result.strokes.metadata
     info: dict = {"iterations": len(result.losses),
-                  **{k: meta[k] for k in ("tone", "tone_scale", "black_point",
-                                          "init_ink_ratio") if k in meta}}
+                  **{k: meta[k] for k in ("tone", "tone_scale", "black_point", "init",
+                                          "init_candidates", "init_ink_ratio",
+                                          "refinement_kept") if k in meta}}
     if under_load:
         with one_core_busy():
             _, loaded = optimise_strokes(photo, pipeline_name, seed, iterations, pen)

@@ -6,8 +6,7 @@ darkness passes 1/8, every 2nd past 3/8, three in four past 5/8 and all of them 
 fill) past 7/8. So the lines' coverage is the tone quantised to ``levels`` steps, at line
 pitches fine enough (at most ``levels`` nibs) that the eye sees tone rather than lines.
 Where a tone boundary cuts a line, it lifts; neighbouring ends are then joined (as
-streamlines are) to save lifts. With ``diffuse: 1`` error diffusion across the lines picks
-them instead, so the coverage is the tone itself, not its nearest step.
+streamlines are) to save lifts.
 
 The hatched package does this with 3 fixed thresholds and one pitch per zone through
 shapely; this version quantises per pixel along each line, in numpy, and gives the
@@ -47,11 +46,6 @@ class HatchSettings:
     # the solid fill reaches this far from its core into tones at least half dark: out to a
     # black shape's edge (the horse's HaarPSI 0.806 -> 0.871); below 1: the core only
     solid_reach_px: float = 2.0
-    # 1: which lines ink is decided by error diffusion across the lines instead of the
-    # ordered dither, so the coverage averages the tone exactly rather than rounding it to
-    # one of `levels` steps (sRGB 0.5 needs 0.79 in light: the nearest step, 0.75, is 4 L*
-    # too light); tones under half the first step stay paper, as with the ordered dither
-    diffuse: int = 0
 
 
 def _bit_reversed(n: int) -> np.ndarray:
@@ -68,13 +62,10 @@ def hatch(darkness: np.ndarray, settings: HatchSettings | None = None) -> list[n
     theta = math.radians(s.angle_deg)
     xs, ys, tone = _sample_lines(darkness, theta, s.step_px, s.pitch_px)
     inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+    rank = _bit_reversed(levels)[np.arange(len(xs)) % levels]  # this line's dither rank
+    threshold = (rank[:, None] + 0.5) / levels
     solid = s.solid_tone <= 1.0
-    if s.diffuse:
-        dithered = _diffused(np.where(inside, tone, 0.0), 0.5 / levels)
-    else:
-        rank = _bit_reversed(levels)[np.arange(len(xs)) % levels]  # this line's dither rank
-        dithered = tone > (rank[:, None] + 0.5) / levels
-    ink = inside & dithered & ~(solid & (tone >= s.solid_tone))
+    ink = inside & (tone > threshold) & ~(solid & (tone >= s.solid_tone))
     lines = _runs(xs, ys, ink, s.step_px, s.min_length_px)
     if solid:  # the solid black's own, denser lines
         xs, ys, tone = _sample_lines(_solid_field(darkness, s), theta, s.step_px,
@@ -84,21 +75,6 @@ def hatch(darkness: np.ndarray, settings: HatchSettings | None = None) -> list[n
     if s.contours:
         lines += tone_contours(darkness, levels, s.contour_blur_px, s.min_length_px)
     return link_ends(lines, s.link_gap_px)
-
-
-def _diffused(tone: np.ndarray, floor: float) -> np.ndarray:
-    """(lines, samples) of which samples each line inks, by error diffusion across the
-    lines (a sigma-delta at every position along them): a line inks where its tone plus
-    the error the lines before it left there passes one half. Along a line the decision
-    changes only where the tone does, so the runs stay as long as the ordered dither's."""
-    ink = np.zeros(tone.shape, dtype=bool)
-    err = np.zeros(tone.shape[1])
-    for k in range(len(tone)):
-        lit = tone[k] >= floor
-        want = np.where(lit, tone[k] + err, 0.0)
-        ink[k] = want > 0.5
-        err = np.where(lit, want - ink[k], 0.0)
-    return ink
 
 
 def _solid_field(darkness: np.ndarray, s: HatchSettings) -> np.ndarray:

@@ -38,8 +38,7 @@ class InitStrategy:
 
 _REGISTRY: dict[str, InitStrategy] = {}
 _SIGNED_OPTIONS = {"angle_deg"}  # options that may be 0 or negative
-# options where 0 turns the feature off
-_ZERO_OK_OPTIONS = {"contours", "link_gap_px", "solid_reach_px", "diffuse"}
+_ZERO_OK_OPTIONS = {"contours", "link_gap_px", "solid_reach_px"}  # 0 turns the feature off
 
 
 def register_init(name: str, options: dict[str, Any]):
