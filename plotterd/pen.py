@@ -4,13 +4,21 @@ A :class:`PenModel` says how one pen lays ink on paper. Every stage takes the sa
 
 - the optimiser sizes its canvas and its strokes' Gaussian from it (:meth:`raster_width_px`),
 - the vector and G-code stages draw with its nib width,
-- the simulated plotter and the paper benchmark render with :meth:`PenModel.render`.
+- the simulated plotter, the paper benchmark and the optimiser's paper forward pass render
+  with :meth:`PenModel.render` (:func:`render_paths`).
 
 :class:`RoundNib` is the analytic model: a round nib of ``nib_mm`` that lays ink of
 ``darkness`` over every point within ``nib_mm / 2`` of its path; where lines cross, ink
 saturates (a pixel is covered or not, never covered twice). A pen fitted from photographs of
 real plots can replace it behind the same interface (``nib_mm``, ``darkness``,
 ``raster_width_px``, ``ink_per_mm``, ``render``).
+
+:func:`render_paths` draws that ink exactly: each (supersampled) pixel is covered by the
+fraction of its area inside the nearest capsule's edge, from its centre's exact distance to
+the true segment, so a line lays length x nib plus its round caps at every angle (within
+0.03 %; measuring to a rasterised 1-px centre line instead gave +2 to +5 % between 5 and 40
+degrees, an error the optimiser would learn). It works tile by tile over the tiles each
+segment reaches, so time and memory follow the line, not the page.
 
 :class:`DrawingBox` is the drawing's box on the paper, in mm; with a pen it gives the working
 canvas of the optimiser: 1 canvas pixel = 1 nib width. That is the coarsest raster on which
@@ -109,10 +117,12 @@ class RoundNib:
                *, supersample: int = 4) -> np.ndarray:
         """Grey image (H, W) float32 of the box at ``px_per_mm``; 1 = paper.
 
-        Drawn at ``supersample`` times the resolution and area-averaged. The ink is every
-        pixel within nib/2 of a path, by a Euclidean distance transform of the 1-px centre
-        lines: exact width and round caps at any nib, unlike cv2's thick lines, whose width
-        is rounded to odd pixel counts (a 0.3 mm line at 40 px/mm comes out 13 px, not 12)."""
+        Drawn at ``supersample`` times the resolution (more for a thin nib) and
+        area-averaged. The ink is everything within nib/2 of a path: each supersampled
+        pixel takes the share of its area on the ink's side of the edge nearest it, from
+        its centre's exact distance to the segment (see :func:`render_paths`): exact width,
+        round caps and the same ink at every angle, unlike cv2's thick lines (width rounded
+        to odd pixel counts) or a distance transform of rasterised centre lines."""
         return render_paths(polylines_mm, box, px_per_mm, self.nib_mm, self.darkness,
                             supersample=supersample)
 
@@ -164,7 +174,16 @@ class FittedPen:
 
 def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm: float,
                  nib_mm: float, darkness: float, *, supersample: int = 4) -> np.ndarray:
-    """See :meth:`RoundNib.render`."""
+    """Grey (H, W) float32, ``1 - darkness * coverage``, of round-nib lines along
+    ``polylines_mm`` (box mm, origin top-left; a one-point path is a dot).
+
+    A supersampled pixel whose centre lies ``d`` from the nearest segment (the exact
+    point-to-segment distance) is covered by the area of the pixel on the ink's side of the
+    capsule's edge there: the distribution function of the pixel's projection onto the
+    edge's normal at ``r - d`` (``clip(r + 1/2 - d, 0, 1)`` for an axis-parallel edge, a
+    trapezoid's for others), exact for a straight edge, so the ink a line lays does not
+    depend on its angle; round caps take a curvature term. Where lines overlap a pixel
+    takes the larger coverage: ink saturates. Then area-averaged to ``px_per_mm``."""
     w1 = max(1, round(box.width_mm * px_per_mm))
     h1 = max(1, round(box.height_mm * px_per_mm))
     ss = _supersample(int(supersample), nib_mm * px_per_mm, w1 * h1)
