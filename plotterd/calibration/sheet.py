@@ -340,12 +340,15 @@ def write_sheet(sheet: Sheet, out_dir: str | Path) -> dict[str, Path]:
     """Write ``sheet.svg`` (mm, one layer per pen) and ``sheet.json`` (the layout) into
     ``out_dir``; returns {"svg", "json"}."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     svg, layout = out / "sheet.svg", out / "sheet.json"
-    with atomic.atomic_path(svg) as tmp, tmp.open("w") as f:
-        vp.write_svg(f, sheet.document, source_string="plotterd calibration sheet",
-                     set_date=False)
-    atomic.write_text(layout, json.dumps(sheet.layout, indent=1) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(svg) as tmp, tmp.open("w") as f:
+            vp.write_svg(f, sheet.document, source_string="plotterd calibration sheet",
+                         set_date=False)
+        atomic.write_text(layout, json.dumps(sheet.layout, indent=1) + "\n")
+    except OSError as e:
+        raise InputError(f"{out}: cannot write the calibration sheet: {e}") from e
     return {"svg": svg, "json": layout}
 
 

@@ -74,6 +74,7 @@ def sheet_cmd(out_dir: Path, pen_names: tuple[str, ...], profile: str,
     from plotterd.errors import ConfigError
     from plotterd.gcode import load_profile, write_program
     from plotterd.light import np_linear_to_srgb
+    from plotterd.pen import FittedPen
 
     if not 0.1 <= nib <= 1.0:
         raise ConfigError("--nib", f"must be within 0.1..1.0 mm, got {nib:g}")
@@ -83,7 +84,8 @@ def sheet_cmd(out_dir: Path, pen_names: tuple[str, ...], profile: str,
     paths = write_sheet(sheet, out_dir)
     program.save(out_dir / "sheet.gcode")
     paths["gcode"] = out_dir / "sheet.gcode"
-    preview = np_linear_to_srgb(render_sheet(sheet.layout, pen_list, 6.0))
+    colours = [p.colour if isinstance(p, FittedPen) else None for p in pen_list]
+    preview = np_linear_to_srgb(render_sheet(sheet.layout, pen_list, 6.0, colours=colours))
     paths["png"] = out_dir / "sheet.png"
     cv2.imwrite(str(paths["png"]), np.round(preview * 255).astype(np.uint8)[..., ::-1])
     x0, y0, x1, y1 = sheet.layout["sheet_mm"]

@@ -51,6 +51,7 @@ def test_a_coloured_pen_gets_its_colour(a5_sheet) -> None:
     assert fit.pen.nib_mm == pytest.approx(0.4, rel=0.05)
 
 
+@pytest.mark.slow
 def test_fit_reads_the_named_row_of_a_multi_pen_sheet() -> None:
     from plotterd.calibration import make_sheet, render_sheet
     from plotterd.machine.sim.camera import photograph
@@ -153,6 +154,7 @@ def test_cli_sheet_photo_fit_list_show(tmp_path: Path) -> None:
     assert pen.fitted_at in shown and "fine03.jpg" in shown and pen.colour in shown
 
 
+@pytest.mark.slow
 def test_cli_bad_photo_exits_2_and_saves_nothing(tmp_path: Path, a5_sheet) -> None:
     write_sheet(a5_sheet, tmp_path / "sheet")
     blurred = cv2.GaussianBlur(sheet_photo(a5_sheet.layout, 0.38, 0.9, 2), (0, 0), 6.0)
