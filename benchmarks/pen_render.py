@@ -5,8 +5,11 @@ The page is a real drawing: the optimiser's hatch start (``plotterd.draw.hatchin
 ``camera.png`` on a 150 mm square with a 0.3 mm nib, about 40 m of line. It is rendered
 
 - as the simulator and the paper benchmark do: 10 px/mm, supersampled 4x (6000 x 6000),
-- as the optimiser's start scoring does: its size buckets (``to_buckets``: short segments of
-  about 1.5 nib), 1 px per nib, supersampled 8x (4000 x 4000).
+- as the optimiser's start scoring and paper forward pass do: its size buckets
+  (``to_buckets``: short segments of about 1.5 nib), 1 px per nib, supersampled 8x
+  (4000 x 4000),
+- as the simulator renders a whole 300 mm bed: the same drawing at twice the size (80 m),
+  10 px/mm, supersampled 4x (12000 x 12000).
 
 Each case runs in its own subprocess, so peak RSS is the case's own; tracemalloc's peak
 (numpy's arrays) is printed beside it. The angle sweep draws a 30 mm line through a point
@@ -37,10 +40,12 @@ PHOTO = Path("/work/shared/data/images/camera.png")
 NIB_MM = 0.3
 SIDE_MM = 150.0
 
-# name: (px_per_mm, supersample); 1 / NIB_MM px per mm is the optimiser's canvas
+# name: (px_per_mm, supersample, scale of the drawing); 1 / NIB_MM px per mm is the
+# optimiser's canvas
 CASES = {
-    "sim_page_10px_mm_x4": (10.0, 4),
-    "canvas_1px_nib_x8": (1.0 / NIB_MM, 8),
+    "sim_page_10px_mm_x4": (10.0, 4, 1),
+    "canvas_1px_nib_x8": (1.0 / NIB_MM, 8, 1),
+    "bed_300mm_10px_mm_x4": (10.0, 4, 2),
 }
 
 
@@ -92,9 +97,9 @@ def run_case(name: str, repeat: int, against: str | None) -> dict:
     from plotterd.pen import DrawingBox, total_length_mm
 
     render = renderer(against)
-    px_per_mm, ss = CASES[name]
-    lines = case_lines(name)
-    box = DrawingBox(SIDE_MM, SIDE_MM)
+    px_per_mm, ss, size = CASES[name]
+    lines = [p * size for p in case_lines(name)]
+    box = DrawingBox(SIDE_MM * size, SIDE_MM * size)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for _ in range(repeat):
