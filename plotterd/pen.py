@@ -214,7 +214,9 @@ def _supersample(asked: int, nib_px: float, pixels: int) -> int:
 # each tile's supersampled pixels take the largest coverage of its pieces (overlaps
 # saturate), then are area-averaged to the page's pixels. Work and memory go with the ink,
 # not the page; a chunk of pairs is at most _CHUNK_ELEMENTS pixels.
-_TILE_SS_PX = 8  # a tile's side in supersampled pixels (rounded to whole page pixels)
+# a tile's side in supersampled pixels (rounded to whole page pixels): the nib's radius
+# within these bounds, so a thick nib's piece meets a few tiles, not dozens (measured)
+_TILE_SS_PX = (8, 16)
 _PIECE_TILES = 4
 _CHUNK_ELEMENTS = 1 << 16  # a chunk's float arrays stay in the CPU's cache
 _BAND_PAIRS = 1 << 18  # pairs are made for a band of tile rows at a time
@@ -244,7 +246,7 @@ def _segments(polylines_mm: Iterable[np.ndarray], scale: float) -> np.ndarray:
 def _page_coverage(segments: np.ndarray, w1: int, h1: int, ss: int, r: float) -> np.ndarray:
     """(h1, w1) float32 ink coverage in [0, 1] of capsules of radius ``r`` (supersampled px)
     around ``segments``, drawn at ``ss`` x the page's resolution and area-averaged."""
-    t_out = max(1, round(_TILE_SS_PX / ss))  # a tile's side in page pixels
+    t_out = max(1, round(min(max(r, _TILE_SS_PX[0]), _TILE_SS_PX[1]) / ss))  # page pixels
     tile = t_out * ss
     ntx, nty = -(-w1 // t_out), -(-h1 // t_out)
     out = np.zeros((nty, ntx, t_out, t_out), np.float32)

@@ -51,6 +51,7 @@ def test_a_45_degree_line_lays_the_same_ink_as_a_straight_one():
     (0.3, PX_PER_MM, 4),  # the paper test and the simulator
     (0.5, PX_PER_MM, 4),
     (1.0, 4.0, 4),
+    (2.0, PX_PER_MM, 4),  # a thick nib: larger tiles
     (0.3, 1 / 0.3, 8),  # the optimiser's canvas: 1 px = 1 nib
 ])
 def test_a_line_at_any_angle_lays_length_times_nib_plus_its_caps(nib, px_per_mm, supersample):
