@@ -251,6 +251,7 @@ def _page_coverage(segments: np.ndarray, w1: int, h1: int, ss: int, r: float) ->
     ntx, nty = -(-w1 // t_out), -(-h1 // t_out)
     out = np.zeros((nty, ntx, t_out, t_out), np.float32)
     reach = r + 0.75  # a pixel's centre this far out is outside the ink at any edge angle
+    segments = _clipped(segments, w1 * ss - 1, h1 * ss - 1, reach + 1)
     pieces = _pieces(segments, _PIECE_TILES * tile)
     lo = np.floor((np.minimum(pieces[:, :2], pieces[:, 2:]) - reach) / tile).astype(np.int64)
     hi = np.floor((np.maximum(pieces[:, :2], pieces[:, 2:]) + reach) / tile).astype(np.int64)
@@ -283,6 +284,24 @@ def _bands(lo: np.ndarray, hi: np.ndarray, nty: int) -> list[tuple[int, int]]:
             start, held = row, 0.0
         held += n
     return bands + [(start, nty)]
+
+
+def _clipped(segments: np.ndarray, x_max: float, y_max: float, margin: float) -> np.ndarray:
+    """The segments' parts within ``margin`` of [0, x_max] x [0, y_max] (Liang-Barsky): a
+    path far off the page costs nothing, and a cut end's cap lies beyond the ink's reach."""
+    a, d = segments[:, :2], segments[:, 2:] - segments[:, :2]
+    enter, leave = np.zeros(len(a)), np.ones(len(a))
+    for axis, top in ((0, x_max), (1, y_max)):
+        step = d[:, axis]
+        moving = step != 0
+        below = (-margin - a[:, axis]) / np.where(moving, step, 1.0)
+        above = (top + margin - a[:, axis]) / np.where(moving, step, 1.0)
+        enter = np.maximum(enter, np.where(moving, np.minimum(below, above), -np.inf))
+        leave = np.minimum(leave, np.where(moving, np.maximum(below, above), np.inf))
+        still_out = ~moving & ((a[:, axis] < -margin) | (a[:, axis] > top + margin))
+        leave[still_out] = -1.0
+    keep = enter <= leave
+    return np.hstack([a + d * enter[:, None], a + d * leave[:, None]])[keep]
 
 
 def _pieces(segments: np.ndarray, longest: float) -> np.ndarray:

@@ -261,3 +261,15 @@ def test_bands_and_chunks_do_not_change_the_page(monkeypatch):
 def test_a_path_with_a_coordinate_that_is_not_a_number_is_refused():
     with pytest.raises(InputError, match="finite"):
         RoundNib(0.3).render([np.array([[1.0, 2.0], [np.nan, 3.0]])], BOX, PX_PER_MM)
+
+
+def test_a_path_running_far_off_the_page_draws_its_part_on_the_page():
+    # cut to the page (plus the nib's reach) before it is drawn: a kilometre-long line costs
+    # what its part on the page costs, and looks the same
+    pen = RoundNib(0.3)
+    far = [np.array([[-1e6, 20.0], [40.0, 20.0]]), np.array([[-1e5, -1e5 + 3], [1e5, 1e5 + 3]]),
+           np.array([[200.0, 5.0], [300.0, 5.0]])]
+    near = [np.array([[-5.0, 20.0], [40.0, 20.0]]), np.array([[-10.0, -7.0], [90.0, 93.0]])]
+    page = pen.render(far, BOX, PX_PER_MM)
+    assert np.abs(page - pen.render(near, BOX, PX_PER_MM)).max() < 1e-6
+    assert page.min() < 0.01
