@@ -31,7 +31,8 @@ DARKNESS = (0.5, 0.75, 1.0)
 DISTORTIONS = {
     "flat, sharp, JPEG 95, plain sRGB": dict(max_tilt_deg=0.0, gradient=0.0, vignette=0.0,
                                              read_noise=0.001, shot_noise=0.002, blur_px=0.3,
-                                             jpeg_quality=95, tone_gamma=1.0),
+                                             jpeg_quality=95, tone_gamma=1.0,
+                                             radial_k1=0.0),
     "defaults": {},
     "tilt 30 deg": dict(max_tilt_deg=30.0),
     "light: gradient 0.5, vignette x2": dict(gradient=0.5, vignette=2.0),
@@ -40,6 +41,7 @@ DISTORTIONS = {
     "JPEG 50": dict(jpeg_quality=50),
     "dim: exposure 0.3": dict(exposure=0.3),
     "phone tone curve gamma 1.3": dict(tone_gamma=1.3),
+    "webcam lens, barrel k1 -0.15": dict(radial_k1=-0.15),
 }
 
 

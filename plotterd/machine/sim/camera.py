@@ -9,7 +9,8 @@ light meets them):
   random direction, rolled up to ``max_roll_deg``, the paper filling a random share of the
   frame at a random place in it, on a background (a table) around it;
 - uneven light: a linear gradient across the frame and a vignette (cos^4 falloff);
-- lens blur (Gaussian) and sensor noise (shot noise and read noise), in linear light;
+- radial lens distortion (mild barrel), lens blur (Gaussian) and sensor noise (shot noise
+  and read noise), in linear light;
 - exposure (clipping at full scale), optionally a phone's tone curve (``tone_gamma``), sRGB
   encoding, JPEG compression.
 
@@ -41,6 +42,9 @@ class CameraSettings:
     gradient: float = 0.25  # light falls this much across the frame
     vignette: float = 1.0  # cos^4 falloff scale (0 = none)
     blur_px: float = 0.8  # lens blur sigma in photo pixels
+    # radial lens distortion r' = r (1 + k1 r^2), r in half-diagonals: < 0 is barrel (what a
+    # phone's own correction leaves; an uncorrected webcam is ten times worse)
+    radial_k1: float = -0.02
     read_noise: float = 0.004  # linear light, one sigma
     shot_noise: float = 0.01  # sigma at full scale; scales with sqrt(signal)
     jpeg_quality: int = 85
@@ -54,7 +58,8 @@ class CameraSettings:
 class Photo:
     jpeg: bytes
     image: np.ndarray  # (H, W, 3) uint8 RGB, the decoded JPEG
-    page_to_photo: np.ndarray  # 3x3 homography, page mm -> photo px (pixel centres at 0)
+    # 3x3 homography, page mm -> photo px (pixel centres at 0), before the lens distortion
+    page_to_photo: np.ndarray
 
 
 def photograph(page: np.ndarray, px_per_mm: float, settings: CameraSettings | None = None,
@@ -66,6 +71,7 @@ def photograph(page: np.ndarray, px_per_mm: float, settings: CameraSettings | No
     paper_mm = (rgb.shape[1] / px_per_mm, rgb.shape[0] / px_per_mm)
     h_page = _page_homography(paper_mm, s, rng)
     light = _warp(rgb.astype(np.float32), px_per_mm, h_page, s, rng)
+    light = _distort(light, s.radial_k1)
     light *= _illumination(s, rng)[..., None]
     if s.blur_px > 0:
         light = cv2.GaussianBlur(light, (0, 0), s.blur_px)
@@ -130,6 +136,19 @@ def _warp(rgb: np.ndarray, px_per_mm: float, h_page: np.ndarray, s: CameraSettin
     table = _background(s, rng)
     warped[outside] = table[outside]
     return warped
+
+
+def _distort(img: np.ndarray, k1: float) -> np.ndarray:
+    """Radial distortion about the frame's centre (inverse map to first order in k1)."""
+    if k1 == 0:
+        return img
+    h, w = img.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy, half_diag = (w - 1) / 2, (h - 1) / 2, math.hypot(w, h) / 2
+    r2 = ((x - cx) ** 2 + (y - cy) ** 2) / half_diag ** 2
+    scale = 1.0 - k1 * r2  # the undistorted point a distorted pixel sees
+    return cv2.remap(img, cx + (x - cx) * scale, cy + (y - cy) * scale, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
 
 
 def _background(s: CameraSettings, rng: np.random.Generator) -> np.ndarray:
