@@ -86,6 +86,7 @@ Example (all keys, with their defaults)::
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -407,6 +408,7 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     the config file's folder (``base_dir``), else to the working directory."""
     v = _Validator(source, base_dir)
     top = v.mapping(data, "config")
+    _refuse_non_finite(data, "", source)
     known = {
         "state_dir", "inbox", "log_level", "weights_dir", "pens_dir", "pipeline", "pipelines",
         "pipeline_dirs", "folders", "vector", "plotter", "plotters", "routing", "page",
@@ -526,12 +528,13 @@ def _api(v: _Validator, raw: Any) -> ApiConfig:
     v.number(api.port, "api.port", integer=True, minimum=0)
     if api.port > 65535:
         raise ConfigError("api.port", "must be at most 65535", source)
-    if api.token is not None:
-        api.token = v.string(api.token, "api.token")
-        if len(api.token) < 8:
-            raise ConfigError("api.token", "too short (8 characters at least)", source)
+    key = "api.token"
     if api.token is None and os.environ.get("PLOTTERD_TOKEN"):
-        api.token = os.environ["PLOTTERD_TOKEN"]
+        api.token, key = os.environ["PLOTTERD_TOKEN"], "PLOTTERD_TOKEN"
+    if api.token is not None:  # the same minimum wherever the token comes from
+        api.token = v.string(api.token, key)
+        if len(api.token.strip()) < 8:
+            raise ConfigError(key, "too short (8 characters at least)", source)
     if not api.is_loopback and not api.token:
         raise ConfigError(
             "api.token",
@@ -821,7 +824,19 @@ def _check_machine(v: _Validator, plotter: PlotterConfig, key: str = "plotter") 
 
 
 def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _refuse_non_finite(val: Any, key: str, source: str | None) -> None:
+    """No NaN or infinity anywhere in the config (YAML's .nan / .inf), naming the key:
+    checked once over the whole tree so that no section can forget it."""
+    if isinstance(val, float) and not math.isfinite(val):
+        raise ConfigError(key or "config", f"must be a finite number (got {val})", source)
+    items = val.items() if isinstance(val, dict) else (
+        enumerate(val) if isinstance(val, list) else ())
+    for k, sub in items:
+        sub_key = f"{key}[{k}]" if isinstance(val, list) else (f"{key}.{k}" if key else str(k))
+        _refuse_non_finite(sub, sub_key, source)
 
 
 def _check_speed(speed: Any, source: str | None, key: str = "plotter.sim_speed") -> None:

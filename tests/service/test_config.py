@@ -115,3 +115,28 @@ def test_plotterd_run_reports_the_bad_key(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip() == f"plotterd: error: {bad}: api.port: must be an integer"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("api: {max_upload_mb: .inf}", "api.max_upload_mb"),
+    ("intake: {stable_s: .nan}", "intake.stable_s"),
+    ("camera: {crop: [0, 0, .nan, 1]}", "camera.crop[2]"),
+    ("optimiser: {timeout_s: -.inf}", "optimiser.timeout_s"),
+    ("plotter: {timeouts: {silence: .inf}}", "plotter.timeouts.silence"),
+])
+def test_nan_and_infinity_are_refused_naming_the_key(tmp_path, text, key):
+    path = tmp_path / "plotterd.yaml"
+    path.write_text(f"state_dir: {tmp_path}\n{text}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.key == key and "finite" in str(e.value)
+
+
+def test_token_from_the_environment_has_the_same_minimum(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLOTTERD_TOKEN", "short")
+    with pytest.raises(ConfigError) as e:
+        parse_config({"state_dir": str(tmp_path), "api": {"bind": "0.0.0.0"}})
+    assert e.value.key == "PLOTTERD_TOKEN" and "8 characters" in str(e.value)
+    monkeypatch.setenv("PLOTTERD_TOKEN", "        x")  # blanks do not count
+    with pytest.raises(ConfigError):
+        parse_config({"state_dir": str(tmp_path)})
