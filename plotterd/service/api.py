@@ -25,6 +25,7 @@ from plotterd.service.api_pens import install as install_pens_api
 from plotterd.service.camera import CameraError
 from plotterd.service.routing import RoutingError, parse_request, unsatisfiable
 from plotterd.service.web import install as install_web
+from plotterd.service.web.hosts import HostGuard, own_names
 
 if TYPE_CHECKING:
     from plotterd.service.daemon import Daemon
@@ -69,6 +70,8 @@ def make_app(daemon: Daemon) -> FastAPI:
     install_machine_api(app, daemon, guarded)  # /api/status, paper, pen, machine controls
     install_pens_api(app, daemon, guarded, job_view, _save_upload)  # /api/pens: fitted pens
     install_web(app, daemon, guarded, job_view)  # GET /, its endpoints, the CSRF guard
+    # outermost: a foreign Host (DNS rebinding) is refused before anything else runs
+    app.add_middleware(HostGuard, names=own_names(cfg.api.bind, cfg.api.hosts))
     return app
 
 

@@ -80,7 +80,8 @@ Example (all keys, with their defaults)::
       retry_s: 30                        # retry a camera that cannot be opened
       warmup_frames: 2                   # frames dropped before the one kept (stale buffers)
       pipeline: null                     # pipeline for camera jobs (null = default pipeline)
-    api: {bind: 127.0.0.1, port: 8765, token: null, max_upload_mb: 50}
+    api: {bind: 127.0.0.1, port: 8765, token: null, max_upload_mb: 50,
+          hosts: []}                     # names besides loopback, IPs, this host's own
 """
 
 from __future__ import annotations
@@ -222,6 +223,7 @@ class ApiConfig:
     port: int = 8765
     token: str | None = None
     max_upload_mb: float = 50.0
+    hosts: list[str] = field(default_factory=list)  # more names it answers to (Host header)
 
     @property
     def is_loopback(self) -> bool:
@@ -543,6 +545,9 @@ def _api(v: _Validator, raw: Any) -> ApiConfig:
             source,
         )
     v.positive(api.max_upload_mb, "api.max_upload_mb")
+    if not isinstance(api.hosts, list):
+        raise ConfigError("api.hosts", "must be a list of host names", source)
+    api.hosts = [v.string(h, f"api.hosts[{i}]").strip() for i, h in enumerate(api.hosts)]
     return api
 
 

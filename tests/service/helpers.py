@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+LOCAL = "http://127.0.0.1:8765"  # a test client's base URL: a Host the daemon answers to
 PLOTTERD = str(Path(sys.executable).with_name("plotterd"))  # the installed console script
 
 

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from plotterd.service.api import make_app
 from plotterd.service.daemon import Daemon
 
-from .helpers import DATA
+from .helpers import DATA, LOCAL
 
 TOKEN = "a-long-enough-token"
 
@@ -20,7 +20,7 @@ def daemon(cfg):
 
 def test_token_required_when_set(daemon):
     daemon.cfg.api.token = TOKEN
-    c = TestClient(make_app(daemon))
+    c = TestClient(make_app(daemon), base_url=LOCAL)
     assert c.get("/health").status_code == 200
     assert c.get("/jobs").status_code == 401
     assert c.get("/jobs", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
@@ -32,7 +32,7 @@ def test_token_required_when_set(daemon):
 
 
 def test_upload_and_job_views(daemon):
-    c = TestClient(make_app(daemon))
+    c = TestClient(make_app(daemon), base_url=LOCAL)
     with open(DATA / "camera_small.png", "rb") as f:
         r = c.post("/jobs", files={"file": ("my photo.png", f)},
                    data={"pipeline": "tiny", "options": '{"iterations": 3}'})
@@ -64,7 +64,7 @@ def test_upload_and_job_views(daemon):
 
 def test_upload_size_limit_and_status(daemon):
     daemon.cfg.api.max_upload_mb = 0.001
-    c = TestClient(make_app(daemon))
+    c = TestClient(make_app(daemon), base_url=LOCAL)
     r = c.post("/jobs", files={"file": ("big.png", b"x" * 5000)})
     assert r.status_code == 413
     assert not any(daemon.staging.iterdir())

@@ -16,7 +16,7 @@ from plotterd.service.api import make_app
 from plotterd.service.daemon import Daemon
 from plotterd.service.plotter_worker import POSITION_LOST
 
-from .helpers import wait_for
+from .helpers import LOCAL, wait_for
 from .test_plotter import square_program
 
 
@@ -47,7 +47,7 @@ def _state(d: Daemon, jid: int) -> str:
 def test_pen_change_waits_and_continues_through_the_api(cfg):
     cfg.plotter.sim_speed = "instant"
     d = Daemon(cfg)
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     job = _job_with(d, two_pen_program())
     assert api.post("/api/pen/continue").status_code == 409  # nothing waits
     d.plotter.start()
@@ -87,7 +87,7 @@ def test_a_board_reset_interrupts_until_the_origin_is_confirmed(cfg, tmp_path):
     # room for a drawing offset by where the head stood at the reset
     server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=instant&faults=reset@60"
                             "&bounds=0,0,1000,1000", paper="auto")
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     job = _job_with(d, square_program(10))
     d.plotter.start()
     try:
@@ -117,7 +117,7 @@ def test_a_board_reset_interrupts_until_the_origin_is_confirmed(cfg, tmp_path):
 
 def test_machine_controls_between_jobs_refused_while_plotting(cfg, tmp_path):
     server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=scaled:4", paper="manual")
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     d.plotter.start()
     try:
         wait_for(lambda: api.get("/api/status").json()["plotter"]["connected"], 20)
@@ -164,7 +164,7 @@ def test_cable_pulled_mid_plot_then_plugged_back(cfg, tmp_path, homing):
     server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=scaled:6" + extra,
                             paper="auto", timeouts={"reconnect_attempts": 2,
                                                     "reconnect_backoff": 0.1, "status": 0.5})
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     job = _job_with(d, square_program(12))
     link = Path(cfg.plotter.port)
     d.plotter.start()
@@ -223,7 +223,7 @@ def test_a_board_locked_in_alarm_shows_alarm_and_jobs_wait(cfg, tmp_path):
     # homing enabled on the board, but the config forbids homing and unlocking
     server, d = _pty_daemon(cfg, tmp_path, "sim://grbl?speed=instant&homing=1",
                             paper="auto", machine={"homing": False, "unlock_alarm": False})
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     job = _job_with(d, square_program(2))
     d.plotter.start()
     try:
@@ -240,7 +240,7 @@ def test_a_board_locked_in_alarm_shows_alarm_and_jobs_wait(cfg, tmp_path):
 
 def test_dry_run_machine_commands_go_to_a_simulator(cfg):
     d = Daemon(cfg)  # dry-run; the worker thread is not needed for commands
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     try:
         assert api.post("/api/machine/origin").json()["result"] == {"resumed": []}
         r = api.post("/api/machine/jog", json={"dx": 10, "dy": 20})

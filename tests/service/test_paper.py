@@ -13,7 +13,7 @@ from plotterd.service.api import make_app
 from plotterd.service.config import parse_config
 from plotterd.service.daemon import Daemon
 
-from .helpers import wait_for
+from .helpers import LOCAL, wait_for
 from .test_plotter import _vectorised_job
 
 
@@ -25,7 +25,7 @@ def test_manual_paper_waits_between_jobs_and_survives_a_restart(cfg):
     cfg.plotter.sim_speed = "instant"
     cfg.plotter.paper = "manual"
     d = Daemon(cfg)
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     first, second, third = (_vectorised_job(d, 2) for _ in range(3))
     assert api.get("/api/status").json()["plotter"]["state"] == "idle"  # a fresh sheet
     d.plotter.start()
@@ -58,7 +58,7 @@ def test_manual_paper_waits_between_jobs_and_survives_a_restart(cfg):
         d.plotter.join(10)
     # the used sheet is remembered across a restart
     d2 = Daemon(cfg)
-    st = TestClient(make_app(d2)).get("/api/status").json()
+    st = TestClient(make_app(d2), base_url=LOCAL).get("/api/status").json()
     assert st["plotter"]["state"] == "waiting_for_paper" and st["paper"]["job"] == third["id"]
 
 
@@ -83,7 +83,7 @@ def test_paper_changed_is_refused_while_a_job_plots_on_the_sheet(cfg):
     cfg.plotter.sim_speed = "scaled:5"
     cfg.plotter.paper = "manual"
     d = Daemon(cfg)
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     job = _vectorised_job(d, 8)
     d.plotter.start()
     try:
@@ -113,7 +113,7 @@ def test_an_interrupted_job_resumes_on_its_own_sheet_and_the_next_waits(cfg):
     d2 = Daemon(cfg)
     d2.recover()
     nxt = _vectorised_job(d2, 2)
-    api = TestClient(make_app(d2))
+    api = TestClient(make_app(d2), base_url=LOCAL)
     d2.plotter.start()
     try:
         time.sleep(1.5)

@@ -20,7 +20,7 @@ from plotterd.service.plotter_worker import POSITION_LOST
 from plotterd.service.store import JobStore
 
 from .daemon_proc import DaemonProc, drop
-from .helpers import PLOTTERD, SimPort, free_port, wait_for
+from .helpers import LOCAL, PLOTTERD, SimPort, free_port, wait_for
 from .test_plotter import square_program
 
 
@@ -286,7 +286,7 @@ def test_ambiguous_and_named_commands(tmp_path):
     cfg = parse_config({"state_dir": str(tmp_path / "state"), "api": {"port": free_port()},
                         "plotters": [{"name": "a"}, {"name": "b", "tags": ["red"]}]})
     d = Daemon(cfg)
-    api = TestClient(make_app(d))
+    api = TestClient(make_app(d), base_url=LOCAL)
     try:
         r = api.post("/api/machine/jog", json={"dx": 1, "dy": 1})
         assert r.status_code == 400 and "2 plotters (a, b)" in r.json()["detail"], r.text

@@ -14,6 +14,7 @@ from PIL import Image
 from plotterd.service.api import make_app
 from plotterd.service.daemon import Daemon
 from plotterd.service.web.csrf import HEADER, is_loopback_host, refusal
+from plotterd.service.web.hosts import host_allowed
 from plotterd.service.web.plan import job_plan
 
 from .helpers import DATA
@@ -80,13 +81,35 @@ def test_dns_rebinding_host_is_refused_on_loopback(daemon):
     evil = TestClient(make_app(daemon), base_url="http://evil.example:8765")
     same = {"Origin": "http://evil.example:8765", "Sec-Fetch-Site": "same-origin", HEADER: "1"}
     r = evil.post("/plot/pause", headers=same)
-    assert r.status_code == 403 and "loopback" in r.json()["detail"]
-    # bound beyond loopback (with a token, as required) any host name may reach it
+    assert r.status_code == 400 and "evil.example" in r.json()["detail"]
+    # bound beyond loopback (with a token, as required) the names in api.hosts reach it
     daemon.cfg.api.bind, daemon.cfg.api.token = "0.0.0.0", "a-long-enough-token"
+    daemon.cfg.api.hosts = ["plotter.lan"]
     lan = TestClient(make_app(daemon), base_url="http://plotter.lan:8765")
     r = lan.post("/plot/pause", headers={**same, "Origin": "http://plotter.lan:8765",
                                          "Authorization": "Bearer a-long-enough-token"})
     assert r.status_code == 200, r.text
+
+
+def test_reads_with_a_foreign_host_are_refused(daemon, tmp_path):
+    """A rebinding page cannot read the job list, the status, artefacts or camera frames."""
+    job, _ = _svg_job(daemon, tmp_path)
+    jid = job["id"]
+    Image.new("L", (40, 40), 128).save(tmp_path / "jobs" / str(jid) / "render.png")
+    daemon.store.update(jid, artefacts={"gcode": "plot.gcode", "render": "render.png"})
+    assert TestClient(make_app(daemon), base_url=OWN).get(
+        f"/api/jobs/{jid}/thumbnail/render").status_code == 200
+    paths = ["/jobs", "/api/status", "/api/live", f"/jobs/{jid}", f"/jobs/{jid}/artefacts/gcode",
+             f"/api/jobs/{jid}/thumbnail/render", f"/api/jobs/{jid}/plan", "/plotter", "/"]
+    evil = TestClient(make_app(daemon), base_url="http://evil.example:8765")
+    for path in paths:
+        r = evil.get(path)
+        assert r.status_code == 400, (path, r.status_code)
+    for host in ("127.0.0.1:8765", "localhost:8765", "[::1]:8765", "192.168.1.20:8765"):
+        assert TestClient(make_app(daemon), base_url=f"http://{host}").get(
+            "/jobs").status_code == 200, host
+    assert not host_allowed("", set()) and not host_allowed("plotter.lan", set())
+    assert host_allowed("Plotter.LAN.:8765", {"plotter.lan"})
 
 
 def test_refusal_rules():

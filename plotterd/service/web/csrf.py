@@ -49,7 +49,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _split_host(host_header: str) -> str:
+def split_host(host_header: str) -> str:
     """The host part of a Host header (``[::1]:8765`` -> ``::1``)."""
     if host_header.startswith("["):
         return host_header[1:].split("]", 1)[0]
@@ -75,7 +75,7 @@ def refusal(method: str, scheme: str, headers: Headers, loopback_only: bool) -> 
         parts = urlsplit(referer)
         if f"{parts.scheme}://{parts.netloc}".lower() != own:
             return "cross-site request refused (Referer from another site)"
-    if loopback_only and not is_loopback_host(_split_host(host)):
+    if loopback_only and not is_loopback_host(split_host(host)):
         return f"request refused: Host {host!r} is not a loopback name (DNS rebinding?)"
     if site is None and HEADER not in headers:
         return f"browser request without Sec-Fetch-Site or the {HEADER} header refused"
