@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from plotterd.errors import ConfigError
+
 
 @click.command()
 @click.argument("gcode", type=click.Path(path_type=Path, dir_okay=False))
@@ -31,20 +33,25 @@ from tqdm import tqdm
 @click.option("--origin-here", is_flag=True,
               help="The pen is at the origin (0, 0) now: trust the position from here.")
 @click.option("--profile", default=None,
-              help="Firmware profile (name or YAML file) to check G-code written by other "
-                   "tools against: its bounds, and its pen commands to find the strokes.")
+              help="The machine's firmware profile (name or YAML file): every move, Z "
+                   "included, is checked against its bounds, never against the file's "
+                   "header. Required for a real port (or --config).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None,
+              help="The daemon's configuration: the profile of its plotter on PORT (or of "
+                   "its only plotter), when --profile is not given.")
 def plot(gcode: Path, port: str, firmware: str | None, baud: int, render: Path | None,
-         start_stroke: int | None, origin_here: bool, profile: str | None) -> None:
+         start_stroke: int | None, origin_here: bool, profile: str | None,
+         config_path: Path | None) -> None:
     """Stream GCODE to the plotter on PORT. Ctrl-C stops safely (pen up); a second Ctrl-C
     aborts at once. At a pen change it waits for Enter."""
     from plotterd.gcode.program import Program
     from plotterd.machine import Plotter, StreamControl
 
-    prof = None
-    if profile is not None:
-        from plotterd.gcode.profile import load_profile
-
-        prof = load_profile(profile)
+    prof = _machine_profile(port, profile, config_path)
+    if prof is not None and firmware is not None and firmware != prof.firmware:
+        raise ConfigError("firmware", f"--firmware {firmware}, but profile {prof.name!r} is "
+                                      f"for {prof.firmware}")
     program = Program.load(gcode, profile=prof)
     control = StreamControl()
     bars: list[tqdm] = []
@@ -77,7 +84,8 @@ def plot(gcode: Path, port: str, firmware: str | None, baud: int, render: Path |
     old = None
     if threading.current_thread() is threading.main_thread():
         old = signal.signal(signal.SIGINT, on_sigint)
-    plotter = Plotter(port, firmware or program.firmware, baudrate=baud, header=program.header)
+    plotter = Plotter(port, prof or firmware or program.firmware, baudrate=baud,
+                      header=program.header)
     try:
         if origin_here:
             plotter.connect()
@@ -106,6 +114,31 @@ def plot(gcode: Path, port: str, firmware: str | None, baud: int, render: Path |
         raise SystemExit(1)
 
 
+def _machine_profile(port: str, profile: str | None, config_path: Path | None):
+    """The profile a file is checked against: --profile, else the configuration's plotter
+    on ``port`` (or its only one). A real port needs one: a file's own header says what it
+    was written for, not what the machine is."""
+    from plotterd.gcode.profile import load_profile
+
+    if profile is not None:
+        return load_profile(profile)
+    if config_path is not None:
+        from plotterd.service.config import load_config
+
+        plotters = load_config(config_path).plotters
+        mine = [pc for pc in plotters if pc.port == port] or \
+            (plotters if len(plotters) == 1 else [])
+        if not mine:
+            raise ConfigError("plotters", f"{config_path}: no plotter on {port}, and more "
+                                          "than one configured: give --profile")
+        return load_profile(mine[0].profile)
+    if not port.lower().startswith("sim://"):
+        raise ConfigError("profile", f"plotting to {port} needs the machine's profile "
+                                     "(--profile NAME, or --config with its plotter): every "
+                                     "move is checked against it, not the file's header")
+    return None
+
+
 @click.command()
 @click.option("--firmware", type=click.Choice(["grbl", "marlin"]), default="grbl",
               show_default=True)
@@ -120,7 +153,6 @@ def plot(gcode: Path, port: str, firmware: str | None, baud: int, render: Path |
 def sim(firmware: str, speed: str, faults: str, seed: int, options: str,
         render: Path | None) -> None:
     """Serve a simulated plotter on a pseudo-terminal and print its path; runs until Ctrl-C."""
-    from plotterd.errors import ConfigError
     from plotterd.machine.sim.pty_server import PtyServer
 
     url = f"sim://{firmware}?speed={speed}&seed={seed}"
@@ -204,8 +236,6 @@ def ports() -> None:
 @_BAUD
 def pen(where: str, port: str, profile: str | None, baud: int) -> None:
     """Lift or lower the pen with the profile's pen commands."""
-    from plotterd.errors import ConfigError
-
     if profile is None:
         raise ConfigError("profile", "pen up/down needs --profile (its pen commands)")
     plotter = _connect(port, profile, None, baud)

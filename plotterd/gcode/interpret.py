@@ -194,8 +194,11 @@ class Interpreter:
 
     def __init__(self, bounds: tuple[float, float, float, float], firmware: str,
                  pen: PenModel, machine: str, travel_feed: float = 6000.0,
-                 acceleration: float = 500.0):
+                 acceleration: float = 500.0, z_range: tuple[float, float] | None = None):
+        """``z_range``: the Z travel every Z move must stay in (:func:`z_range`); None:
+        Z is not checked."""
         self.bounds = tuple(float(b) for b in bounds)
+        self.z_range = z_range
         self.firmware = firmware
         self.pen = pen
         self.machine = machine  # "profile 'grbl-servo'", for messages
@@ -414,11 +417,22 @@ class Interpreter:
             st.z = (st.z or 0.0) + z if st.relative else z
         return xs, ys
 
+    def _check_z(self, n: int, cmd: str) -> None:
+        z, zr = self.state.z, self.z_range
+        if zr is None or z is None:
+            return
+        if not math.isfinite(z) or not zr[0] - 1e-9 <= z <= zr[1] + 1e-9:
+            raise OutOfBoundsError(
+                f"G-code line {n} ({cmd[:40]!r}) moves Z to {z:g}, outside {self.machine}'s "
+                f"Z travel {zr[0]:g}..{zr[1]:g} mm (its pen's up and down heights). "
+                "Nothing was sent.")
+
     def _move(self, n: int, cmd: str, vals: dict[str, list[float]], step: Step,
               bare: bool) -> None:
         st = self.state
         start = (st.x, st.y)
         xs, ys = self._target(vals)
+        self._check_z(n, cmd)
         end = (xs[-1], ys[-1])
         self._check(n, cmd, [(x, ys[-1]) for x in xs] + [(xs[-1], y) for y in ys])
         if not ("X" in vals or "Y" in vals):
@@ -480,6 +494,30 @@ class Interpreter:
                 extremes.append((cx + r * math.cos(ang), cy + r * math.sin(ang)))
         self._check(n, cmd, [end, *extremes, *pts])
         return [*pts, end]
+
+
+def z_range(up: list[str] | tuple[str, ...], down: list[str] | tuple[str, ...]
+            ) -> tuple[float, float]:
+    """The Z travel a machine allows: between its pen's up and down heights for a pen on
+    Z; none at all (0..0) when the pen is not on Z."""
+    pen = PenModel.from_commands(up, down)
+    if pen.kind == "z":
+        return (min(pen.up, pen.down), max(pen.up, pen.down))
+    return (0.0, 0.0)
+
+
+def command_words(cmd: str) -> tuple[str, list[tuple[str, float]]]:
+    """How the interpreter reads one command (comment removed): ("", its words) for
+    classic G-code, (NAME, []) for an extended command (Klipper's SET_SERVO ...), (M-code,
+    its first word only) for an M-code with free text (M117 Hello)."""
+    cmd = _CHECKSUM.sub("", _LINE_NUMBER.sub("", cmd)).strip()
+    words = gcode_words(cmd)
+    if _text_m(cmd, words):
+        return "", words[:1]
+    if not _CLASSIC.match(cmd):
+        m = _EXTENDED.match(cmd)
+        return (m.group(1).upper() if m else cmd.split()[0].upper()), []
+    return "", words
 
 
 def _text_m(cmd: str, words: list[tuple[str, float]]) -> bool:

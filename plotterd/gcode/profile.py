@@ -104,6 +104,7 @@ class Profile:
     description: str = ""
     units: str = "mm"
     absolute: bool = True
+    send_allow: tuple[str, ...] = ()  # commands `send` may pass besides its own allow-list
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -369,6 +370,7 @@ def parse_profile(data: Any, name: str, source: str | None = None) -> Profile:
     start = top.commands("start")
     end = top.commands("end")
     pen_change = top.commands("pen_change")
+    send_allow = _send_allow(top)
     top.finish()
 
     profile = Profile(
@@ -377,10 +379,24 @@ def parse_profile(data: Any, name: str, source: str | None = None) -> Profile:
         origin=origin, offset_x=float(off[0]), offset_y=float(off[1]), invert_x=invert_x,
         invert_y=invert_y, start=start, end=end, pen_change=pen_change,
         max_line_length=max_line, decimals=decimals, description=description, units=units,
-        absolute=absolute, source=source,
+        absolute=absolute, send_allow=send_allow, source=source,
     )
     _check_lines(profile)
     return profile
+
+
+def _send_allow(top: _Section) -> tuple[str, ...]:
+    """Command names (M17, SET_FAN_SPEED...) a profile adds to send's allow-list."""
+    v = top.raw("send_allow", [])
+    if not isinstance(v, list) or not all(isinstance(c, str) for c in v):
+        raise top.error("send_allow", "must be a list of command names (M17, SET_SERVO...)")
+    out = []
+    for i, c in enumerate(v):
+        name = c.strip().upper()
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*(\.[0-9]+)?", name):
+            raise top.error(f"send_allow[{i}]", f"{c!r}: a command name, without parameters")
+        out.append(name)
+    return tuple(out)
 
 
 def _check_lines(p: Profile) -> None:

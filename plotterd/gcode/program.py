@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plotterd import atomic
-from plotterd.errors import InputError
-from plotterd.gcode.interpret import Interpreter, PenModel, Step, strip_comment
+from plotterd.errors import InputError, OutOfBoundsError
+from plotterd.gcode.interpret import Interpreter, PenModel, Step, strip_comment, z_range
 
 if TYPE_CHECKING:
     from plotterd.gcode.profile import Profile
@@ -299,9 +299,32 @@ def _parse_own(raw: list[tuple[int, str]], profile: Profile | None,
     for key, kind in (("pen_down", "pen_down"), ("pen_up", "pen_up")):
         if key not in header:  # from the structure: stroke 0 has no pen change
             header[key] = [ln.text for ln in lines if ln.stroke == 0 and ln.kind == kind]
+    if profile is not None:
+        _check_header_bounds(raw, header, profile)
     _check_moves(lines, header, profile)
     _restore_times(lines, header)
     return Program(lines, header)
+
+
+def _check_header_bounds(raw: list[tuple[int, str]], header: dict[str, Any],
+                         profile: Profile) -> None:
+    """A file is plotted on a machine only if it was written for bounds that fit it: the
+    header must say which (``; bounds:``), and they must lie inside the profile's."""
+    n = next((n for n, s in raw if s.startswith("; bounds:")), None)
+    b = header.get("bounds")
+    if not (isinstance(b, list) and len(b) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)):
+        raise InputError(f"G-code line {raw[0][0] if raw else 1}: the plotterd header has no "
+                         f"'; bounds:' line: what machine the file was written for is not "
+                         f"known, so it is refused for profile {profile.name!r}")
+    x0, y0, x1, y1 = (float(v) for v in b)
+    px0, py0, px1, py1 = profile.bounds
+    if x0 < px0 - 1e-9 or y0 < py0 - 1e-9 or x1 > px1 + 1e-9 or y1 > py1 + 1e-9:
+        where = f"G-code line {n}" if n is not None else "the sidecar's header"
+        raise OutOfBoundsError(
+            f"{where}: the file was written for bounds X {x0:g}..{x1:g}, Y {y0:g}..{y1:g} "
+            f"mm, larger than profile {profile.name!r} (X {px0:g}..{px1:g}, Y {py0:g}..{py1:g}"
+            " mm): refused. Nothing was sent.")
 
 
 def _xy_motion(cmd: str) -> float | None:
@@ -359,6 +382,7 @@ def _check_moves(lines: list[GLine], header: dict[str, Any], profile: Profile | 
     if profile is not None:
         bounds, machine = profile.bounds, f"profile {profile.name!r}"
         firmware = profile.firmware
+        z = z_range(profile.pen_up_lines(), profile.pen_down_lines())
     else:
         b = header.get("bounds")
         if not (isinstance(b, list) and len(b) == 4
@@ -367,7 +391,8 @@ def _check_moves(lines: list[GLine], header: dict[str, Any], profile: Profile | 
         bounds = tuple(float(v) for v in b)
         machine = f"the bounds it was written for ({header.get('profile', 'no profile')})"
         firmware = str(header.get("firmware", "grbl"))
-    interp = Interpreter(bounds, firmware, PenModel("none"), machine)
+        z = z_range(header.get("pen_up", []), header.get("pen_down", []))
+    interp = Interpreter(bounds, firmware, PenModel("none"), machine, z_range=z)
     for i, ln in enumerate(lines):
         interp.run(ln.source_line or i + 1, ln.text)
 
@@ -421,7 +446,8 @@ def _parse_foreign(raw: list[tuple[int, str]], profile: Profile) -> Program:
 
     pen = PenModel.from_commands(profile.pen.up_commands, profile.pen.down_commands)
     interp = Interpreter(profile.bounds, profile.firmware, pen, f"profile {profile.name!r}",
-                         profile.travel_feed, profile.acceleration)
+                         profile.travel_feed, profile.acceleration,
+                         z_range(profile.pen_up_lines(), profile.pen_down_lines()))
     runs: list[_Run] = []
     for n, s in raw:
         cmd = strip_comment(s)

@@ -1,135 +1,139 @@
-"""The last check before a byte goes to the plotter: every move inside the bounds, and no
-line that would change coordinates behind plotterd's back (G92, G10, G53, inches).
+"""The last check before a byte goes to the plotter, read with the G-code stage's own
+interpreter (plotterd.gcode.interpret): every move, Z included, inside the machine's bounds;
+nothing that would change coordinates behind plotterd's back (G92, G10, G53, ...).
 
-Hand-written rather than taken from a G-code library: what is needed is a conservative
-follower of the few modal states that move the pen (G90/G91, G0-G3), refusing anything it
-cannot follow, not a full interpreter.
+A job's lines are checked whole before streaming (:func:`check_program_lines`). A line
+sent by hand (:func:`check_send`) must also be on the allow-list: motion (G0-G3 within the
+bounds), the profile's own pen commands, dwell, status and setting reads, and the commands a
+profile adds (``send_allow``). Everything else is refused, naming the command.
 """
 
 from __future__ import annotations
 
-import math
-import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from plotterd.errors import OutOfBoundsError, PlotterdError
+from plotterd.errors import InputError, OutOfBoundsError, PlotterdError
+from plotterd.gcode.interpret import (
+    Interpreter,
+    PenModel,
+    command_words,
+    strip_comment,
+    z_range,
+)
 
-_WORD = re.compile(r"([A-Z])\s*([-+]?(?:\d+\.?\d*|\.\d+))")
-_EPS = 1e-6
-
-# what a host cannot follow, and why
-REFUSED_G = {
-    92.0: "G92 (coordinate offset)", 92.1: "G92.1", 10.0: "G10 (coordinate system change)",
-    53.0: "G53 (machine coordinates)", 20.0: "G20 (inches)", 28.1: "G28.1", 30.1: "G30.1",
-    28.0: "G28 (homing: use home)", 30.0: "G30", 38.2: "G38 (probing)",
-    54.0: "G54-G59 (coordinate systems)", 55.0: "G55", 56.0: "G56", 57.0: "G57",
-    58.0: "G58", 59.0: "G59",
-}
 # GRBL '$' commands that only read; everything else ($n=v, $RST, $SLP, $J=...) is refused
 READ_ONLY_DOLLAR = {"$", "$$", "$#", "$G", "$I", "$N", "$C", "$X"}
+# G-codes a hand-sent line may carry: motion, dwell, the XY plane, millimetres, distance
+# and feed modes (anything that changes coordinates is refused by the interpreter anyway)
+_SEND_G = {0.0, 1.0, 2.0, 3.0, 4.0, 17.0, 21.0, 90.0, 91.0, 94.0}
+# status and setting reads (Marlin, Klipper), and waiting for the planner
+_SEND_READS = {"M114", "M115", "M119", "M105", "M503", "M27", "M31", "M400",
+               "GET_POSITION", "QUERY_ENDSTOPS", "STATUS", "HELP"}
+# the words a motion or dwell line may carry
+_SEND_LETTERS = set("GXYZFIJRP")
 
 
 class RefusedLine(PlotterdError):
-    """A line plotterd will not send (it cannot follow what it does to coordinates)."""
+    """A line plotterd will not send (it cannot follow what it does to coordinates, or it
+    is not on the allow-list)."""
 
 
-def strip(text: str) -> str:
-    s = re.sub(r"\([^)]*\)", "", text).split(";", 1)[0]
-    return "".join(s.split()).upper()
+@dataclass(frozen=True)
+class Limits:
+    """What a line is checked against: the machine's bounds, Z travel, firmware, its pen
+    commands and the extra commands its profile allows."""
+
+    bounds: tuple[float, float, float, float]
+    firmware: str = "grbl"
+    z: tuple[float, float] | None = None  # None: Z is not checked
+    pen_commands: frozenset[str] = frozenset()
+    allow: frozenset[str] = frozenset()
+    machine: str = "the machine"
+
+    @classmethod
+    def of(cls, profile) -> Limits:
+        """From a firmware profile (plotterd.gcode.profile.Profile)."""
+        up, down = profile.pen_up_lines(), profile.pen_down_lines()
+        return cls(tuple(profile.bounds), profile.firmware, z_range(up, down),
+                   frozenset(_norm(c) for c in (*up, *down)), frozenset(profile.send_allow),
+                   f"profile {profile.name!r}")
+
+    @classmethod
+    def of_header(cls, bounds: Sequence[float], firmware: str, pen_up: Sequence[str],
+                  pen_down: Sequence[str]) -> Limits:
+        """From a program header (a plotter without a profile: the simulator)."""
+        return cls(tuple(float(v) for v in bounds), firmware, z_range(pen_up, pen_down),
+                   machine="the bounds the program was written for")
 
 
-def words(text: str) -> list[tuple[str, float]]:
-    return [(k, float(v)) for k, v in _WORD.findall(text)]
+def _norm(cmd: str) -> str:
+    return " ".join(strip_comment(cmd).upper().split())
 
 
-class Follower:
-    """Follows the modal distance mode and the XY position through G-code lines, checking
-    every move against ``bounds`` (xmin, ymin, xmax, ymax)."""
+def _interpreter(limits: Limits, position: tuple[float, float] | None = None) -> Interpreter:
+    it = Interpreter(limits.bounds, limits.firmware, PenModel("none"), limits.machine,
+                     z_range=limits.z)
+    if position is not None:
+        it.state.x, it.state.y = position
+    return it
 
-    def __init__(self, bounds: tuple[float, float, float, float],
-                 position: tuple[float, float] | None = None, absolute: bool = True):
-        self.bounds = bounds
-        self.pos = position  # None: unknown (absolute moves make it known)
-        self.absolute = absolute
-        self.motion = 0.0
 
-    def inside(self, x: float, y: float) -> bool:
-        x0, y0, x1, y1 = self.bounds
-        return x0 - _EPS <= x <= x1 + _EPS and y0 - _EPS <= y <= y1 + _EPS
+def check_program_lines(lines: Sequence[tuple[int, str]], limits: Limits) -> None:
+    """Every ``(file line number, text)`` of a program through the interpreter, from the
+    origin a program starts at; raises OutOfBoundsError / InputError naming the line."""
+    it = _interpreter(limits)
+    for n, text in lines:
+        it.run(n, strip_comment(text))
 
-    def _check(self, x: float, y: float, line: str) -> None:
-        if not self.inside(x, y):
-            x0, y0, x1, y1 = self.bounds
-            raise OutOfBoundsError(f"{line!r} moves to X{x:g} Y{y:g}, outside the machine's "
-                                   f"bounds X{x0:g}..{x1:g} Y{y0:g}..{y1:g}")
 
-    def line(self, text: str) -> tuple[float, float] | None:
-        """Follow one line; returns its XY target when it moves. RefusedLine /
-        OutOfBoundsError when it cannot be sent."""
-        s = strip(text)
-        if not s or s.startswith("$") or not s[0].isalpha():
-            return None
-        ws = words(s)
-        gs = [v for k, v in ws if k == "G"]
-        for g in gs:
-            if g in REFUSED_G:
-                raise RefusedLine(f"{text.strip()!r}: {REFUSED_G[g]} is refused: plotterd "
-                                  "could not keep the moves inside the bounds after it")
-        for g in gs:
-            if g == 90.0:
-                self.absolute = True
-            elif g == 91.0:
-                self.absolute = False
-            elif g in (0.0, 1.0, 2.0, 3.0):
-                self.motion = g
-        axes = {k: v for k, v in ws if k in "XYIJR"}
-        if "X" not in axes and "Y" not in axes:
-            return None
-        if any(g == 4.0 for g in gs):
-            return None
-        if self.absolute:
-            base = self.pos if self.pos is not None else (None, None)
+def check_send(text: str, limits: Limits, position: tuple[float, float] | None) -> None:
+    """One hand-sent line: on the allow-list, and every move inside the limits from the
+    known ``position``. RefusedLine / OutOfBoundsError when it may not be sent."""
+    cmd = strip_comment(text)
+    compact = "".join(cmd.split()).upper()
+    if compact.startswith("$"):
+        if compact not in READ_ONLY_DOLLAR:
+            raise RefusedLine(f"{text!r}: only read-only $ commands ($$, $#, $G, $I, $N, $C) "
+                              "and $X may be sent; home with 'home'")
+        return
+    if _norm(cmd) in limits.pen_commands:
+        return  # the profile's own pen commands (a Z pen's are inside its travel)
+    name, words = command_words(cmd)
+    if name:
+        if name in _SEND_READS or name in limits.allow:
+            return
+        raise RefusedLine(f"{text!r}: {name} is not on send's allow-list (motion, the "
+                          "profile's pen commands, dwell, status and setting reads; a "
+                          "profile adds commands with send_allow)")
+    _check_words(text, words, limits)
+    moves = any(k in "XYZ" for k, _ in words)
+    if moves and position is None:
+        raise RefusedLine(f"{text!r}: the position is unknown (home, or set the origin "
+                          "first): a move cannot be bounds-checked")
+    if moves and "Z" in {k for k, _ in words} and 91.0 in {v for k, v in words if k == "G"}:
+        raise RefusedLine(f"{text!r}: a relative Z move from an unknown height")
+    try:
+        _interpreter(limits, position).run(1, cmd)
+    except OutOfBoundsError as e:
+        raise OutOfBoundsError(str(e).replace("G-code line 1 ", "", 1)) from None
+    except InputError as e:
+        raise RefusedLine(str(e).replace("G-code line 1 ", "", 1)) from None
+
+
+def _check_words(text: str, words: list[tuple[str, float]], limits: Limits) -> None:
+    """Every G and M word on the allow-list, and no other word than a move's or a dwell's
+    (a command a profile allows brings its parameters: M3 S90)."""
+    added = any(f"{k}{v:g}" in limits.allow for k, v in words if k in "GM")
+    for k, v in words:
+        code = f"{k}{v:g}"
+        if k == "G":
+            ok = v in _SEND_G or code in limits.allow
+        elif k == "M":
+            ok = code in _SEND_READS or code in limits.allow
         else:
-            if self.pos is None:
-                raise RefusedLine(f"{text.strip()!r}: a relative move from an unknown "
-                                  "position cannot be bounds-checked")
-            base = self.pos
-        tx = axes.get("X", base[0]) if self.absolute else base[0] + axes.get("X", 0.0)
-        ty = axes.get("Y", base[1]) if self.absolute else base[1] + axes.get("Y", 0.0)
-        if tx is None or ty is None:
-            raise RefusedLine(f"{text.strip()!r}: moves one axis from an unknown position")
-        self._check(tx, ty, text.strip())
-        if self.motion in (2.0, 3.0):
-            self._check_arc(text.strip(), tx, ty, axes)
-        self.pos = (tx, ty)
-        return self.pos
-
-    def _check_arc(self, line: str, tx: float, ty: float, axes: dict[str, float]) -> None:
-        if self.pos is None:
-            raise RefusedLine(f"{line!r}: an arc from an unknown position")
-        sx, sy = self.pos
-        if "R" in axes:
-            r = abs(axes["R"])
-            # the centre is within r of both ends: the arc stays within 2r of the start
-            cx, cy, reach = (sx + tx) / 2, (sy + ty) / 2, r + math.dist((sx, sy), (tx, ty)) / 2
-        else:
-            cx, cy = sx + axes.get("I", 0.0), sy + axes.get("J", 0.0)
-            reach = math.dist((sx, sy), (cx, cy))
-        # conservative: the whole circle must fit (an arc never leaves its circle)
-        for px, py in ((cx - reach, cy), (cx + reach, cy), (cx, cy - reach), (cx, cy + reach)):
-            if not self.inside(px, py):
-                raise OutOfBoundsError(f"{line!r}: the arc may leave the machine's bounds")
-
-
-def check_program_lines(texts: list[str], bounds: tuple[float, float, float, float]) -> None:
-    """Every move of a program inside ``bounds``; raises on the first that is not.
-
-    A program starts at the origin (clamped into the bounds), as the G-code stage assumes
-    and as GRBL's frame is after a reset or homing; a relative file is followed from there."""
-    x0 = min(max(0.0, bounds[0]), bounds[2])
-    y0 = min(max(0.0, bounds[1]), bounds[3])
-    f = Follower(bounds, position=(x0, y0))
-    for i, t in enumerate(texts):
-        try:
-            f.line(t)
-        except (RefusedLine, OutOfBoundsError) as e:
-            raise type(e)(f"G-code line {i + 1}: {e}") from None
+            ok = k in _SEND_LETTERS or added or k in limits.allow
+        if not ok:
+            raise RefusedLine(f"{text!r}: {code} is not on send's allow-list (motion, the "
+                              "profile's pen commands, dwell, status and setting reads; a "
+                              "profile adds commands with send_allow)")

@@ -30,7 +30,7 @@ from serial import SerialBase
 from plotterd.errors import ConfigError, InputError, PlotterdError
 from plotterd.machine.base import BoardReset, FirmwareError, LinkLost, Timeouts
 from plotterd.machine.grbl import setting_number
-from plotterd.machine.guard import READ_ONLY_DOLLAR, Follower, RefusedLine, strip
+from plotterd.machine.guard import Limits, RefusedLine, check_send
 from plotterd.machine.transport import Transport
 
 if TYPE_CHECKING:
@@ -351,8 +351,9 @@ class Plotter:
 
     def send_now(self, line: str) -> list[str]:
         """Send one line and wait for its answer (the firmware's lines before ``ok``).
-        Moves are bounds-checked from the known position; lines that change coordinates
-        (G92, G10, G53, G20, ...) and setting writes are refused."""
+        Only what is on the allow-list goes (plotterd.machine.guard.check_send): moves
+        bounds-checked from the known position (Z too), the profile's pen commands, dwell,
+        status and setting reads, and the profile's ``send_allow``."""
         with self._lock:
             self._idle_call("send")
             text = line.strip()
@@ -360,40 +361,39 @@ class Plotter:
                 raise InputError("send: empty line")
             if "\n" in text or "\r" in text:
                 raise InputError("send: one line at a time")
-            s = strip(text)
+            if self.protocol == "grbl" and text == "?":
+                return self._status_line()
             if self.protocol == "grbl" and any(c in text for c in "?!~\x18"):
                 raise RefusedLine(f"{text!r}: real-time characters are sent by the controls")
-            if s.startswith("$"):
-                if s not in READ_ONLY_DOLLAR:
-                    raise RefusedLine(f"{text!r}: only read-only $ commands ($$, $#, $G, $I, "
-                                      "$N, $C) and $X may be sent; home with 'home'")
-                out = self._command(text)
-                if s == "$X":
-                    self.message = "alarm unlocked by the user"
-                return out
-            self._check_move(text)
+            check_send(text, self._limits(text), self.status.position)
             out = self._command(text)
+            s = "".join(text.split()).upper()
+            if s == "$X":
+                self.message = "alarm unlocked by the user"
+            if s.startswith("$"):
+                return out
             if "G91" in s:
                 self._command("G90")  # relative for this line only: jobs assume G90
-            if s.startswith("M84") or s.startswith("M18"):
+            if s.startswith(("M84", "M18")):  # allowed only by a profile's send_allow
                 self.position_known = False
             self.driver.after_move()
             return out
 
-    def _check_move(self, text: str) -> None:
-        bounds = self.bounds
-        f = Follower(bounds or (0, 0, 0, 0), self.status.position)
-        s = strip(text)
-        moves = ("X" in s or "Y" in s) and not s.startswith(("M", "SET_", "T"))
-        if not moves:
-            f.line(text)  # refuses G92/G10/G53/... even without axis words
-            return
-        if bounds is None:
+    def _limits(self, text: str = "") -> Limits:
+        """What a hand-sent line is checked against: the profile; without one, no move."""
+        if self.profile is not None:
+            return Limits.of(self.profile)
+        if any(a in text.upper() for a in "XYZ") and not text.lstrip().startswith("$"):
             raise ConfigError("profile", "moves need the machine's bounds: give a profile")
-        if not self.position_known:
-            raise RefusedLine(f"{text!r}: the position is unknown (home, or set the origin "
-                              "first): a move cannot be bounds-checked")
-        f.line(text)
+        return Limits((0.0, 0.0, 0.0, 0.0), self.firmware)
+
+    def _status_line(self) -> list[str]:
+        """GRBL's answer to '?', as it came."""
+        self.driver.query_status()
+        for _, direction, text in reversed(self.transport.log):
+            if direction == "<" and text.startswith("<"):
+                return [text]
+        return []
 
     def pen_up(self) -> None:
         with self._lock:
@@ -437,10 +437,9 @@ class Plotter:
             if pos is None:
                 raise RefusedLine("jog: the board did not report its position")
             tx, ty = pos[0] + dx, pos[1] + dy
-            f = Follower(self.bounds, pos)
             feed = feed or self.options.jog_feed
             line = f"G90 G1 X{tx:.3f} Y{ty:.3f} F{feed:.0f}"
-            f.line(line)
+            check_send(line, self._limits(line), pos)
             self._command(line)
             self.driver.after_move()
             return (tx, ty)

@@ -38,7 +38,7 @@ from plotterd.machine.base import (
     LinkLost,
     Timeouts,
 )
-from plotterd.machine.guard import check_program_lines
+from plotterd.machine.guard import Limits, check_program_lines
 from plotterd.machine.transport import Transport
 from plotterd.progress import Cancelled, Progress, ProgressCallback
 
@@ -346,15 +346,24 @@ class _Streamer:
         for i, ln in enumerate(self.lines):
             text = self.driver.make_item(ln.text).text
             if len(text) > limit:
-                raise InputError(f"G-code line {i + 1} ({text[:30]!r}...) is {len(text)} "
-                                 f"characters; {self.fw} accepts at most {limit}")
-        bounds = self.plotter.bounds
+                raise InputError(f"G-code line {self._file_line(i)} ({text[:30]!r}...) is "
+                                 f"{len(text)} characters; {self.fw} accepts at most {limit}. "
+                                 "Nothing was sent.")
+        limits = None
         hb = self.program.header.get("bounds")
-        if bounds is None and isinstance(hb, list | tuple) and len(hb) == 4:
-            bounds = tuple(float(v) for v in hb)
-        if bounds is not None:
+        if self.plotter.profile is not None:
+            limits = Limits.of(self.plotter.profile)
+        elif isinstance(hb, list | tuple) and len(hb) == 4:
+            limits = Limits.of_header(hb, self.fw, self.pen_up_cmds, self.pen_down_cmds)
+        if limits is not None:
             # the last guard: no move outside the machine, whoever wrote the G-code
-            check_program_lines([ln.text for ln in self.lines], bounds)
+            check_program_lines([(self._file_line(i), ln.text)
+                                 for i, ln in enumerate(self.lines)], limits)
+
+    def _file_line(self, i: int) -> int:
+        """The file's own line number of program line ``i`` (comments and blank lines
+        counted); a program built in memory counts its lines."""
+        return self.lines[i].source_line or i + 1
 
     # ---- bookkeeping ----
     def _item(self, i: int) -> Item:
@@ -393,7 +402,8 @@ class _Streamer:
         for ack in acks:
             item = ack.item
             if ack.error is not None:
-                where = f"line {item.tag + 1}" if item.tag is not None else "injected line"
+                where = f"line {self._file_line(item.tag)}" if item.tag is not None \
+                    else "injected line"
                 raise FirmwareError(f"{where} {item.text!r}: {ack.error}")
             if item.tag is not None:
                 self.acked_pos = max(self.acked_pos, item.tag + 1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from plotterd.draw.strokes import Canvas, StrokeGroup, Strokes
-from plotterd.errors import OutOfBoundsError
+from plotterd.errors import InputError, OutOfBoundsError
 from plotterd.gcode import load_profile, make_gcode
 from plotterd.gcode.program import Program, sidecar_path
 from plotterd.vector import PageSpec, Pen, VectorOptions
@@ -88,8 +88,46 @@ def test_own_files_are_bounds_checked_too() -> None:
     # against another machine's (smaller) bounds, when the profile is given
     small = load_profile("grbl-servo")
     from dataclasses import replace
-    with pytest.raises(OutOfBoundsError, match="beyond x_max"):
+    with pytest.raises(OutOfBoundsError, match=r"line 4: the file was written for bounds X "
+                                               r"0\.\.300.*larger than profile"):
         Program.parse(prog.text(), profile=replace(small, x_max=50.0))
+    with pytest.raises(OutOfBoundsError, match="beyond x_max"):
+        Program.parse(prog.text().replace("G0 X0 Y0", "G0 X310 Y0"), profile=small)
+
+
+def test_machine_profile_not_the_header_decides() -> None:
+    """Given the machine's profile, a file without a '; bounds:' line, or one claiming
+    bounds bigger than the machine, is refused naming the file's line; a header claiming
+    huge bounds cannot carry a move past the profile."""
+    prog = _job("grbl-servo").program
+    text = prog.text()
+    profile = load_profile("grbl-servo")
+    no_bounds = "\n".join(ln for ln in text.splitlines() if not ln.startswith("; bounds:"))
+    with pytest.raises(InputError, match=r"line 1: the plotterd header has no '; bounds:'"):
+        Program.parse(no_bounds, profile=profile)
+    big = text.replace("; bounds: 0 0 300 300", "; bounds: 0 0 3000 3000")
+    assert big != text
+    with pytest.raises(OutOfBoundsError, match=r"line 4: the file was written for bounds "
+                                               r"X 0\.\.3000"):
+        Program.parse(big, profile=profile)
+    Program.parse(big.replace("G0 X0 Y0", "G0 X2000 Y0"))  # header alone: as it claims
+    with pytest.raises(OutOfBoundsError):
+        Program.parse(text.replace("G0 X0 Y0", "G0 X2000 Y0"), profile=profile)
+
+
+def test_z_moves_are_bounds_checked() -> None:
+    """Z too: a Z pen's travel is between its up and down heights; a machine whose pen is
+    not on Z has none."""
+    z_prog = _job("grbl-z").program
+    text = z_prog.text()
+    Program.parse(text, profile=load_profile("grbl-z"))
+    with pytest.raises(OutOfBoundsError, match=r"line \d+ .*moves Z to 40.*Z travel 0\.\.3"):
+        Program.parse(text.replace("G0 X0 Y0", "G0 X0 Y0 Z40"), profile=load_profile("grbl-z"))
+    servo = _job("grbl-servo").program.text().replace("G0 X0 Y0", "G0 X0 Y0 Z-5")
+    with pytest.raises(OutOfBoundsError, match="moves Z to -5.*Z travel 0\\.\\.0"):
+        Program.parse(servo, profile=load_profile("grbl-servo"))
+    with pytest.raises(OutOfBoundsError, match="moves Z to -5"):
+        Program.parse(servo)  # the header's own pen commands say the same
 
 
 def test_per_pen_files_one_pen_each(tmp_path: Path) -> None:

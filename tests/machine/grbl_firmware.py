@@ -145,12 +145,12 @@ def writer_job(strokes: int = 6, seed: int = 0, layers: int = 1, area=(10.0, 25.
 
 def expected_moves(program) -> list[tuple[float, float]]:
     """The XY target of every G0/G1 line of the program, in order."""
-    from plotterd.machine.guard import Follower
+    from plotterd.gcode.interpret import Interpreter, PenModel
 
-    f = Follower((-1e9, -1e9, 1e9, 1e9), (0.0, 0.0))
+    it = Interpreter((0.0, 0.0, 1e9, 1e9), "grbl", PenModel("none"), "test")
+    it.state.x = it.state.y = 0.0
     out = []
-    for ln in program.lines:
-        t = f.line(ln.text)
-        if t is not None:
-            out.append(t)
+    for n, ln in enumerate(program.lines, 1):
+        if it.run(n, ln.text).moved:
+            out.append((it.state.x, it.state.y))
     return out

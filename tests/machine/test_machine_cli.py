@@ -50,7 +50,7 @@ def test_machine_refusals_are_one_line_errors(capsys, monkeypatch):
     with PtyServer("sim://grbl?speed=instant") as server:
         common = ["--port", server.path, "--profile", "grbl-servo"]
         for args, words in ((["jog", "5", "5"], "position is unknown"),
-                            (["jog", "500", "5", "--from-origin"], "outside the machine's"),
+                            (["jog", "500", "5", "--from-origin"], "outside profile"),
                             (["send", "G92 X0 Y0"], "G92"), (["home"], "$22=0")):
             code, err = _main(["machine", *args, *common], capsys, monkeypatch)
             assert code == 2 and words in err and err.count("\n") == 1, err
@@ -96,3 +96,69 @@ def test_a_relative_foreign_file_draws_what_its_absolute_twin_draws(tmp_path):
         renders[kind] = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
     assert (renders["abs"] < 128).sum() > 1000
     assert np.abs(renders["abs"].astype(int) - renders["rel"]).mean() < 0.01
+
+
+def _own_file(tmp_path, profile="grbl-servo"):
+    """A small plotterd G-code file written for ``profile``."""
+    from plotterd.gcode.program import Program
+
+    from .helpers import make_program
+
+    program = make_program("grbl", strokes=3, segs=3, seed=5)
+    program.header.update(profile=profile, bounds=[0, 0, 300, 300])
+    path = tmp_path / "job.gcode"
+    path.write_text(Program(program.lines, program.header).text())
+    return path
+
+
+@pytest.mark.timeout(60)
+def test_plot_to_a_real_port_checks_against_the_machine_profile(tmp_path, capsys, monkeypatch):
+    """To a real port: a profile is required; a file claiming bigger bounds than the machine,
+    or none, is refused naming its line; the config's plotter gives the profile."""
+    path = _own_file(tmp_path)
+    text = path.read_text()
+    with PtyServer("sim://grbl?speed=instant") as server:
+        code, err = _main(["plot", str(path), "--port", server.path], capsys, monkeypatch)
+        assert code == 2 and "needs the machine's profile" in err, err
+        path.write_text(text.replace("; bounds: 0 0 300 300", "; bounds: 0 0 3000 3000"))
+        code, err = _main(["plot", str(path), "--port", server.path, "--profile",
+                           "grbl-servo"], capsys, monkeypatch)
+        assert code == 2 and "line 4: the file was written for bounds X 0..3000" in err, err
+        path.write_text("\n".join(ln for ln in text.splitlines()
+                                  if not ln.startswith("; bounds:")) + "\n")
+        code, err = _main(["plot", str(path), "--port", server.path, "--profile",
+                           "grbl-servo"], capsys, monkeypatch)
+        assert code == 2 and "no '; bounds:' line" in err, err
+        assert server.sim.lines_received == 0  # nothing reached the board
+        path.write_text(text)
+        config = tmp_path / "plotterd.yaml"
+        config.write_text(f"plotter: {{port: {server.path}, profile: grbl-servo}}\n")
+        res = _run("plot", str(path), "--port", server.path, "--config", str(config))
+        assert res.exit_code == 0 and "done:" in res.output, res.output
+
+
+def test_too_long_line_reports_the_file_line(tmp_path, capsys, monkeypatch):
+    """Comment lines count: the refusal names the line an editor shows."""
+    long = "G1 X10." + "0" * 40 + " Y10." + "0" * 40 + " F1000"
+    path = tmp_path / "foreign.gcode"
+    path.write_text("; made by hand\n; two comments\nG21\nG90\n\n(a comment)\n" + long + "\n")
+    code, err = _main(["plot", str(path), "--port", "sim://grbl?speed=instant",
+                       "--profile", "grbl-servo"], capsys, monkeypatch)
+    assert code == 2 and "G-code line 7 " in err and "Nothing was sent" in err, err
+
+
+def test_a_failure_before_sending_says_so_and_nothing_else(tmp_path, capsys, monkeypatch):
+    """Homing fails at connect (an alarm on $H, the third line the board receives): the
+    message says nothing was sent; no pen-lift complaint, no resume hint."""
+    from plotterd.cli import main
+
+    path = _own_file(tmp_path)
+    monkeypatch.setattr("sys.argv", ["plotterd", "plot", str(path), "--port",
+                                     "sim://grbl?speed=instant&homing=1&faults=halt@3"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out = capsys.readouterr()
+    assert e.value.code == 1
+    assert "ALARM:1" in out.err and out.err.rstrip().endswith("nothing was sent"), out.err
+    assert "could not lift" not in out.err and "to resume" not in out.out + out.err
+    assert out.out.startswith("failed: 0/")

@@ -68,7 +68,7 @@ def test_position_unknown_until_origin_then_jog_is_bounds_checked():
     assert p.jog(25, 40) == (25.0, 40.0)
     assert p.refresh().position == (25.0, 40.0)
     assert p.simulator.pos[:2] == [25.0, 40.0]
-    with pytest.raises(OutOfBoundsError, match="outside the machine's bounds"):
+    with pytest.raises(OutOfBoundsError, match="outside profile 'grbl-servo'"):
         p.jog(-30, 0)
     with pytest.raises(OutOfBoundsError):
         p.send_now("G1 X301 Y10 F1000")
@@ -88,6 +88,63 @@ def test_send_refuses_what_it_cannot_follow(line):
     with pytest.raises((RefusedLine, OutOfBoundsError)):
         p.send_now(line)
     p.close()
+
+
+@pytest.mark.parametrize("line,named", [
+    ("M206 X10", "M206"), ("M428", "M428"), ("M92 X80", "M92"), ("M211 S0", "M211"),
+    ("M500", "M500"), ("M502", "M502"), ("G5 X1 Y1 I1 J1 P1 Q1", "G5"), ("G18", "G18"),
+    ("G19", "G19"), ("G93", "G93"), ("M3 S90", "M3"), ("S1000", "S1000"), ("T1", "T1"),
+    ("SET_GCODE_OFFSET X=10", "SET_GCODE_OFFSET"), ("FORCE_MOVE STEPPER=x DISTANCE=5",
+                                                     "FORCE_MOVE"),
+    ("SET_KINEMATIC_POSITION X=0", "SET_KINEMATIC_POSITION"), ("M84", "M84")])
+def test_send_allows_only_its_list(line, named):
+    """send passes motion, the profile's pen commands, dwell and reads; anything else is
+    refused naming the command (before: passed on to the board)."""
+    p = _plotter("sim://grbl?speed=instant")
+    p.set_origin()
+    with pytest.raises((RefusedLine, OutOfBoundsError), match=named):
+        p.send_now(line)
+    p.close()
+
+
+def test_send_checks_z_and_passes_the_allowed():
+    p = _plotter("sim://grbl?speed=instant&pen=z", "grbl-z")  # Z travel 0..3
+    p.set_origin()
+    with pytest.raises(OutOfBoundsError, match="moves Z to 40"):
+        p.send_now("G0 Z40")
+    with pytest.raises(OutOfBoundsError, match="moves Z to -2"):
+        p.send_now("G1 X10 Y-10 Z-2 F1000")
+    assert p.send_now("G0 Z3") == []  # the profile's own pen-up
+    assert p.send_now("G1 X10 Y-10 Z1 F1000") == []
+    assert p.send_now("G4 P0.01") == []
+    assert p.send_now("?")[0].startswith("<Idle|")
+    assert p.send_now("$G")[0].startswith("[GC:")
+    assert not p.simulator.out_of_bounds
+    p.close()
+
+
+def test_a_profile_extends_the_allow_list(tmp_path):
+    import yaml
+
+    from plotterd.gcode.profile import bundled_dir, load_profile
+
+    data = yaml.safe_load((bundled_dir() / "grbl-servo.yaml").read_text())
+    data["send_allow"] = ["M3", "s"]
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_profile(path).send_allow == ("M3", "S")
+    p = _plotter("sim://grbl?speed=instant", str(path))
+    p.set_origin()
+    assert p.send_now("M3 S90") == []
+    with pytest.raises(RefusedLine, match="M206"):
+        p.send_now("M206 X1")
+    with pytest.raises(RefusedLine, match="G92"):
+        p.send_now("G92 X0")  # an allow-list never lets through what cannot be followed
+    p.close()
+    data["send_allow"] = ["M3 S90"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"send_allow\[0\]"):
+        load_profile(path)
 
 
 def test_send_answers_and_pen_controls():
@@ -329,7 +386,10 @@ def test_streaming_refuses_moves_outside_the_bounds_before_sending():
     with pytest.raises(OutOfBoundsError, match="line 6"):
         stream(program, "sim://grbl?speed=instant", timeouts=FAST)
     program.lines[5] = GLine("G92 X0 Y0", "setup")
-    with pytest.raises(RefusedLine, match="G92"):
+    with pytest.raises(InputError, match="line 6 .*G92"):
+        stream(program, "sim://grbl?speed=instant", timeouts=FAST)
+    program.lines[5] = GLine("G0 Z7", "draw", 0)  # servo pen (M3/M5): no Z travel
+    with pytest.raises(OutOfBoundsError, match="line 6 .*moves Z to 7"):
         stream(program, "sim://grbl?speed=instant", timeouts=FAST)
 
 
