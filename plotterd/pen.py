@@ -189,8 +189,10 @@ def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm:
     ss = _supersample(int(supersample), nib_mm * px_per_mm, w1 * h1)
     scale = px_per_mm * ss
     segments = _segments(polylines_mm, scale)
-    coverage = _page_coverage(segments, w1, h1, ss, nib_mm * scale / 2)
-    return 1.0 - darkness * coverage
+    grey = _page_coverage(segments, w1, h1, ss, nib_mm * scale / 2)
+    grey *= -darkness  # in place: a whole page is one float array
+    grey += 1.0
+    return grey
 
 
 # with fewer supersampled pixels than this across the nib, the pixels two hatch lines one nib
@@ -249,7 +251,8 @@ def _page_coverage(segments: np.ndarray, w1: int, h1: int, ss: int, r: float) ->
     t_out = max(1, round(min(max(r, _TILE_SS_PX[0]), _TILE_SS_PX[1]) / ss))  # page pixels
     tile = t_out * ss
     ntx, nty = -(-w1 // t_out), -(-h1 // t_out)
-    out = np.zeros((nty, ntx, t_out, t_out), np.float32)
+    page = np.zeros((nty * t_out, ntx * t_out), np.float32)
+    out = page.reshape(nty, t_out, ntx, t_out)  # a view: tile (ty, tx) is out[ty, :, tx]
     reach = r + 0.75  # a pixel's centre this far out is outside the ink at any edge angle
     segments = _clipped(segments, w1 * ss - 1, h1 * ss - 1, reach + 1)
     pieces = _pieces(segments, _PIECE_TILES * tile)
@@ -267,7 +270,7 @@ def _page_coverage(segments: np.ndarray, w1: int, h1: int, ss: int, r: float) ->
             lo_b[:, 1] = np.maximum(lo_b[:, 1], y0)
             hi_b[:, 1] = np.minimum(hi_b[:, 1], y1 - 1)
             grid.draw(pieces[rows], lo_b, hi_b, table, out)
-    return out.transpose(0, 2, 1, 3).reshape(nty * t_out, ntx * t_out)[:h1, :w1]
+    return page if page.shape == (h1, w1) else page[:h1, :w1].copy()
 
 
 def _bands(lo: np.ndarray, hi: np.ndarray, nty: int) -> list[tuple[int, int]]:
@@ -385,7 +388,7 @@ class _Tiling:
                 np.maximum(best[:n], cov[at: at + n], out=best[:n])
                 at += n
             tiles = slice(start, start + per_rank[0])
-            out[ty[tiles], tx[tiles]] = self._area_average(best)
+            out[ty[tiles], :, tx[tiles]] = self._area_average(best)
 
     def _pairs(self, pieces, lo, hi, length, ux, uy):
         """(piece, tile x, tile y) of the tiles that meet each piece's rectangle (its length
