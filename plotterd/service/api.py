@@ -7,7 +7,6 @@ token is refused at configuration time.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from plotterd.service.api_pens import install as install_pens_api
 from plotterd.service.camera import CameraError
 from plotterd.service.routing import RoutingError, parse_request, unsatisfiable
 from plotterd.service.web import install as install_web
+from plotterd.service.web.body import BodyGate, token_ok
 from plotterd.service.web.hosts import HostGuard, own_names
 
 if TYPE_CHECKING:
@@ -70,6 +70,8 @@ def make_app(daemon: Daemon) -> FastAPI:
     install_machine_api(app, daemon, guarded)  # /api/status, paper, pen, machine controls
     install_pens_api(app, daemon, guarded, job_view, _save_upload)  # /api/pens: fitted pens
     install_web(app, daemon, guarded, job_view)  # GET /, its endpoints, the CSRF guard
+    # before any route reads a body: its token, then its size (streamed, counted)
+    app.add_middleware(BodyGate, token=cfg.api.token, max_upload_mb=cfg.api.max_upload_mb)
     # outermost: a foreign Host (DNS rebinding) is refused before anything else runs
     app.add_middleware(HostGuard, names=own_names(cfg.api.bind, cfg.api.hosts))
     return app
@@ -80,12 +82,7 @@ def _bearer_auth(token: str | None) -> Callable[[Request], None]:
     (every request passes where no token is configured)."""
 
     def auth(request: Request) -> None:
-        if not token:
-            return
-        got = request.headers.get("authorization", "")
-        scheme, _, value = got.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                                 token.encode()):
+        if not token_ok(request.headers.get("authorization", ""), token):
             raise HTTPException(401, "missing or wrong token (Authorization: Bearer ...)",
                                 headers={"WWW-Authenticate": "Bearer"})
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -73,3 +75,58 @@ def test_upload_size_limit_and_status(daemon):
     assert c.post("/camera/capture").status_code == 503
     assert c.post("/plot/pause").json()["state"] == "paused"
     assert c.post("/plot/resume").json()["state"] == "idle"
+
+
+def _post_upload(app, size: int, headers: dict[str, str], declared: int | None = None):
+    """POST a multipart upload of ``size`` bytes straight into the ASGI app in 64 KiB
+    pieces; the status and how many body bytes the app pulled before answering."""
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
+    body = head + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+    hdrs = [(b"host", b"127.0.0.1:8765"),
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            *[(k.lower().encode(), v.encode()) for k, v in headers.items()]]
+    if declared is not None:
+        hdrs.append((b"content-length", str(declared).encode()))
+    scope = {"type": "http", "method": "POST", "path": "/jobs", "raw_path": b"/jobs",
+             "query_string": b"", "headers": hdrs, "scheme": "http", "http_version": "1.1",
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8765), "root_path": ""}
+    pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    pulled, status = 0, []
+
+    async def receive():
+        nonlocal pulled
+        if not pieces:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        piece = pieces.pop(0)
+        pulled += len(piece)
+        return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    asyncio.run(app(scope, receive, send))
+    return status[0], pulled
+
+
+def test_upload_limit_comes_before_the_body_is_stored(daemon):
+    daemon.cfg.api.max_upload_mb = 1
+    app = make_app(daemon)
+    size = 8 * 1024 * 1024
+    # a declared length over the limit: refused before a byte is read
+    assert _post_upload(app, size, {}, declared=size + 200) == (413, 0)
+    # no length (chunked): the counter stops it just past the limit, not at 8 MB
+    status, pulled = _post_upload(app, size, {})
+    assert status == 413 and pulled <= 1024 * 1024 + 2 * 65536 + 64 * 1024, pulled
+    assert not daemon.staging.exists() or not any(daemon.staging.iterdir())
+    assert _post_upload(app, 1000, {})[0] == 201  # within the limit: a job
+
+
+def test_auth_comes_before_the_form_is_parsed(daemon):
+    daemon.cfg.api.token = TOKEN
+    app = make_app(daemon)
+    assert _post_upload(app, 4 * 1024 * 1024, {}) == (401, 0)
+    assert _post_upload(app, 1000, {"Authorization": "Bearer wrong-token"}) == (401, 0)
+    assert _post_upload(app, 1000, {"Authorization": f"Bearer {TOKEN}"})[0] == 201
