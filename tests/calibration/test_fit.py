@@ -127,6 +127,19 @@ def test_a_sheet_with_no_ink_is_refused(a5_sheet) -> None:
         fit_pen(photo, layout, "p")
 
 
+def test_a_smudged_sheet_is_refused(a5_sheet) -> None:
+    """Ink smeared over three swatches: no pen explains them all."""
+    shot = sheet_shot(a5_sheet.layout, 0.38, 0.9, 2)
+    image = shot.image.copy()
+    for swatch in a5_sheet.layout["rows"][0]["swatches"][4:7]:  # 3, 4 and 6 nib at 0 deg
+        x0, y0, x1, y1 = swatch["rect_mm"]
+        quad = np.array([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]], np.float64)
+        corners = cv2.perspectiveTransform(quad, shot.page_to_photo)[0]
+        cv2.fillConvexPoly(image, np.round(corners).astype(np.int32), (70, 70, 70))
+    with pytest.raises(CalibrationError, match="does not explain the swatches"):
+        fit_pen(image, a5_sheet.layout, "p")
+
+
 # --- the CLI -----------------------------------------------------------------------------
 
 
