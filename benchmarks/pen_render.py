@@ -12,8 +12,10 @@ The page is a real drawing: the optimiser's hatch start (``plotterd.draw.hatchin
   10 px/mm, supersampled 4x (12000 x 12000).
 
 Each case runs in its own subprocess, so peak RSS is the case's own; tracemalloc's peak
-(numpy's arrays) is printed beside it. The angle sweep draws a 30 mm line through a point
-off the pixel grid at 0..90 degrees step 5 and compares the ink with length x nib + caps.
+(numpy's arrays) is printed beside it. Times are the best of ``--repeat`` runs, wall clock
+and the process's CPU time (steadier on a shared machine). The angle sweep draws a 30 mm
+line through a point off the pixel grid at 0..90 degrees step 5 and compares the ink with
+length x nib + caps.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pen_render.py [--repeat 3]
         [--against OLD_PEN_PY]
@@ -101,11 +103,12 @@ def run_case(name: str, repeat: int, against: str | None) -> dict:
     lines = [p * size for p in case_lines(name)]
     box = DrawingBox(SIDE_MM * size, SIDE_MM * size)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         page = render(lines, box, px_per_mm, NIB_MM, 1.0, supersample=ss)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     render(lines, box, px_per_mm, NIB_MM, 1.0, supersample=ss)
@@ -115,6 +118,7 @@ def run_case(name: str, repeat: int, against: str | None) -> dict:
             "line_m": round(total_length_mm(lines) / 1000, 2),
             "paths": len(lines), "points": sum(len(p) for p in lines), "shape": list(page.shape),
             "mean_grey": round(float(page.mean()), 5), "best_s": round(min(times), 3),
+            "best_cpu_s": round(min(cpu), 3),
             "peak_rss_mb": round((rss1 - rss0) / 1024, 1) if rss1 > rss0 else 0.0,
             "traced_peak_mb": round(traced / 2**20, 1)}
 
@@ -164,7 +168,8 @@ def main() -> None:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             results["cases"].append(row)
             print(f"{label:20.20s} {name:20s} {row['line_m']:5.1f} m {row['points']:7d} pts  "
-                  f"{row['shape'][1]}x{row['shape'][0]} px  {row['best_s']:6.3f} s  "
+                  f"{row['shape'][1]}x{row['shape'][0]} px  {row['best_s']:6.3f} s "
+                  f"(cpu {row['best_cpu_s']:6.3f} s)  "
                   f"peak RSS +{row['peak_rss_mb']:.0f} MB  traced {row['traced_peak_mb']:.0f} "
                   f"MB  mean grey {row['mean_grey']:.4f}")
         for key, row in results["angles"][label].items():

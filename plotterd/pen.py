@@ -363,6 +363,10 @@ class _Tiling:
         self.tile, self.t_out, self.ss, self.ntx, self.reach = tile, t_out, ss, ntx, reach
         yy, xx = np.mgrid[0:tile, 0:tile]
         self.pixels = np.stack([xx.ravel(), yy.ravel(), np.ones(tile * tile)]).astype(np.float32)
+        # (tile^2, t_out^2): a tile's supersampled pixels -> the mean of each page pixel's
+        block = (yy // ss * t_out + xx // ss).ravel()
+        self.average = np.zeros((tile * tile, t_out * t_out), np.float32)
+        self.average[np.arange(tile * tile), block] = 1.0 / (ss * ss)
 
     def draw(self, pieces: np.ndarray, lo: np.ndarray, hi: np.ndarray, table: _CoverageTable,
              out: np.ndarray) -> None:
@@ -469,10 +473,7 @@ class _Tiling:
 
     def _area_average(self, cov: np.ndarray) -> np.ndarray:
         """(tiles, tile^2) supersampled coverage -> (tiles, t_out, t_out) page pixels."""
-        n, t, ss = len(cov), self.tile, self.ss
-        blocks = cov.reshape(n * self.t_out, ss, t).sum(1)
-        blocks = blocks.reshape(n * self.t_out * self.t_out, ss).sum(1)
-        return blocks.reshape(n, self.t_out, self.t_out) * np.float32(1.0 / (ss * ss))
+        return (cov @ self.average).reshape(len(cov), self.t_out, self.t_out)
 
 
 def _pair_coverage(rows: np.ndarray, offsets: np.ndarray, table: _CoverageTable,
