@@ -22,6 +22,7 @@ from plotterd.service.api_machine import install as install_machine_api
 from plotterd.service.api_machine import pick
 from plotterd.service.api_pens import install as install_pens_api
 from plotterd.service.camera import CameraError
+from plotterd.service.job_options import override_error, pipeline_name_error
 from plotterd.service.routing import RoutingError, parse_request, unsatisfiable
 from plotterd.service.web import install as install_web
 from plotterd.service.web.body import BodyGate, token_ok
@@ -134,6 +135,11 @@ def _job_routes(app: FastAPI, daemon: Daemon, guarded: list[Any]) -> None:
         if why := unsatisfiable(request, cfg):
             raise HTTPException(400, f"plotter request: {why}")
         overrides = _upload_overrides(options)
+        if pipeline is not None and (why := pipeline_name_error(pipeline)):
+            raise HTTPException(400, why)
+        if why := override_error(pipeline or str(cfg.pipeline), overrides, None,
+                                 cfg.pipeline_dirs):
+            raise HTTPException(400, why)
         name = Path(file.filename or "upload").name or "upload"
         staged = daemon.stage_file(name)
         await _save_upload(file, staged, cfg.api.max_upload_mb)

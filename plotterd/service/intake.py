@@ -36,6 +36,7 @@ import yaml
 from plotterd.errors import ConfigError
 from plotterd.pen import pen_from_dict
 from plotterd.service.config import Config
+from plotterd.service.job_options import override_error, pipeline_name_error
 from plotterd.service.routing import candidates, parse_request, unsatisfiable
 from plotterd.service.store import TERMINAL, JobStore
 
@@ -322,6 +323,9 @@ class Inbox:
                 error = str(e)
         if error is None and (why := unsatisfiable(request, self.cfg)):
             error = f"plotter request: {why}"
+        if error is None and sidecar is not None and input_kind(name) == "image":
+            error = override_error(pipeline, options, folder.overrides if folder else None,
+                                   self.cfg.pipeline_dirs)
         if folder is not None and folder.overrides and input_kind(name) == "image":
             from plotterd.pipeline import merge_overrides
 
@@ -474,8 +478,8 @@ def _read_sidecar(path: Path, pipeline: str) -> tuple[dict, str, dict | None]:
     data = dict(data)
     if "pipeline" in data:
         p = data.pop("pipeline")
-        if not isinstance(p, str) or not p:
-            raise ValueError(f"sidecar {path.name}: pipeline: must be a pipeline name")
+        if why := pipeline_name_error(p):  # a name only: never a file the job chooses
+            raise ValueError(f"sidecar {path.name}: {why}")
         pipeline = p
     request = parse_request(data.pop("plotter", None), data.pop("tags", None),
                             f"sidecar {path.name}")

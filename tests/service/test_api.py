@@ -130,3 +130,22 @@ def test_auth_comes_before_the_form_is_parsed(daemon):
     assert _post_upload(app, 4 * 1024 * 1024, {}) == (401, 0)
     assert _post_upload(app, 1000, {"Authorization": "Bearer wrong-token"}) == (401, 0)
     assert _post_upload(app, 1000, {"Authorization": f"Bearer {TOKEN}"})[0] == 201
+
+
+@pytest.mark.parametrize("data, why", [
+    ({"pipeline": "/etc/hosts"}, "not a path"),
+    ({"pipeline": "../pipelines/tiny"}, "not a path"),
+    ({"pipeline": "tiny.yaml"}, "not a path"),
+    ({"pipeline": "tiny", "options": '{"iterations": 31}'}, "iterations may only be lowered"),
+    ({"options": '{"max_input_megapixels": 500}'}, "may only be lowered"),
+    ({"options": '{"max_input_megapixels": .nan}'}, "may only be lowered"),
+    ({"options": '{"allow_random_weights": true}'}, "cannot be turned on"),
+])
+def test_upload_gives_pipeline_names_and_only_lowers_limits(daemon, data, why):
+    c = TestClient(make_app(daemon), base_url=LOCAL)
+    r = c.post("/jobs", files={"file": ("x.png", b"123")}, data=data)
+    assert r.status_code == 400 and why in r.json()["detail"], r.text
+    ok = c.post("/jobs", files={"file": ("x.png", b"123")},
+                data={"pipeline": "tiny",
+                      "options": '{"iterations": 5, "max_input_megapixels": 1}'})
+    assert ok.status_code == 201, ok.text

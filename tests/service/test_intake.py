@@ -139,6 +139,35 @@ def test_bad_sidecar_fails_the_job(inbox):
     assert "sidecar" in (inbox.root / "failed" / "e.png.reason.txt").read_text()
 
 
+@pytest.mark.parametrize("sidecar, why", [
+    ("pipeline: {secret}\n", "not a path"),
+    ("pipeline: ../../secret\n", "not a path"),
+    ("pipeline: tiny.yaml\n", "not a path"),
+    ("iterations: 31\n", "iterations may only be lowered"),
+    ("max_input_megapixels: 1000\n", "max_input_megapixels may only be lowered"),
+    ("allow_random_weights: true\n", "allow_random_weights cannot be turned on"),
+])
+def test_sidecar_gives_pipeline_names_and_only_lowers_limits(inbox, tmp_path, sidecar, why):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("password: hunter2\n: {broken")
+    _drop(inbox, "e.png")
+    (inbox.root / "e.png.yaml").write_text(sidecar.format(secret=secret))
+    [jid] = _take(inbox)
+    job = inbox.store.get(jid)
+    assert job["state"] == "failed" and why in job["error"], job["error"]
+    assert "hunter2" not in job["error"]
+
+
+def test_sidecar_may_lower_the_limits(inbox):
+    _drop(inbox, "e.png")
+    (inbox.root / "e.png.yaml").write_text(
+        "pipeline: tiny\niterations: 30\nmax_input_megapixels: 2\nallow_random_weights: false\n")
+    [jid] = _take(inbox)
+    job = inbox.store.get(jid)
+    assert job["state"] == "queued", job["error"]
+    assert job["options"]["iterations"] == 30
+
+
 def test_svg_kind_and_odd_names(inbox):
     long = "x" * 250 + ".svg"
     _drop(inbox, long, src=DATA / "camera_small.png")
