@@ -42,7 +42,8 @@ def test_the_default_pipeline_is_sized_for_paper():
     p = load_pipeline()
     assert p.name == "paper"
     assert p.page is not None and p.pen_model.nib_mm == 0.3
-    assert p.init == "auto" and p.loss_type == "paper" and p.paper_forward
+    assert p.init == "hatch" and p.loss_type == "paper" and p.paper_forward
+    assert p.tone == "light"
 
 
 def test_the_canvas_is_the_box_at_one_pixel_per_nib():
@@ -136,8 +137,8 @@ def test_the_default_hatch_joins_ends_far_enough_to_halve_the_pen_lifts():
 
     p = paper_pipeline(page={"long_side_mm": 45})
     darkness = (1 - load_target(CAMERA, p)[0, 0]).clamp(0, 1).double().numpy()
-    default = make_start("hatch", darkness, p.init_options["hatch"], p.ink, 0.3, 0)
-    before = make_start("hatch", darkness, {**p.init_options["hatch"], "link_gap_px": 4.6},
+    default = make_start("hatch", darkness, p.init_options, p.ink, 0.3, 0)
+    before = make_start("hatch", darkness, {**p.init_options, "link_gap_px": 4.6},
                         p.ink, 0.3, 0)
     assert len(default.lines) <= 0.6 * len(before.lines)
     assert plot_minutes(default.lines, 0.3, p.ink) < 0.9 * plot_minutes(before.lines, 0.3, p.ink)
@@ -148,7 +149,7 @@ def test_the_default_hatch_start_draws_closer_on_paper_without_outlines(photo):
     # the tone's outline (one iso-line) doubles the ink along every edge and adds a ring
     # around every blob of texture; with the solid fill reaching a black shape's edge it
     # costs more than it gives (150 mm: text HaarPSI 0.686 without, 0.612 with)
-    options = load_pipeline("paper").init_options["hatch"]
+    options = load_pipeline("paper").init_options
     loss = {}
     for contours in (options["contours"], 1):
         p = paper_pipeline(page={"long_side_mm": 45}, init="hatch",
@@ -190,7 +191,7 @@ def test_a_solid_fill_runs_out_to_the_shape_s_edge():
 
 
 def test_auto_starts_from_the_strategy_that_draws_best_on_paper():
-    r = optimise(CAMERA, paper_pipeline(), iterations=0)
+    r = optimise(CAMERA, paper_pipeline(init="auto", init_options={}), iterations=0)
     meta = r.strokes.metadata
     tried = meta["init_candidates"]
     assert set(tried) == {"hatch", "streamlines"}
@@ -279,9 +280,7 @@ def test_a_solid_fill_is_held_while_its_edges_are_refined():
     moved, inside = _moved(held, start)
     assert inside.sum() > 100 and not moved[inside].any()
     assert moved[~inside].any()  # the edges are still refined
-    options = {k: dict(v) for k, v in p.init_options.items()}
-    for v in options.values():
-        v["hold_darkness"] = 2.0  # nothing is that dark: nothing held
+    options = {**p.init_options, "hold_darkness": 2.0}  # nothing is that dark: none held
     free = optimise(_black_square(), paper_pipeline(lr=0.0005, iterations=3, tone="pixel",
                                                     init_options=options))
     assert free.strokes.metadata["refinement_kept"]
@@ -369,17 +368,17 @@ def test_bad_paper_keys_are_refused_by_name(bad, key):
 
 def test_hatch_features_documented_as_off_at_zero_can_be_turned_off():
     base = load_pipeline("paper").to_dict()
-    base["init_options"] = {"hatch": {"contours": 0, "link_gap_px": 0, "solid_reach_px": 0}}
+    base["init_options"] = {"contours": 0, "link_gap_px": 0, "solid_reach_px": 0}
     p = pipeline_from_dict(base)
-    assert p.init_options["hatch"]["contours"] == 0
-    base["init_options"] = {"hatch": {"contours": -1}}
+    assert p.init_options["contours"] == 0
+    base["init_options"] = {"contours": -1}
     with pytest.raises(ConfigError) as e:
         pipeline_from_dict(base)
-    assert e.value.key == "init_options.hatch.contours" and ">= 0" in e.value.message
-    base["init_options"] = {"hatch": {"pitch_px": 0}}
+    assert e.value.key == "init_options.contours" and ">= 0" in e.value.message
+    base["init_options"] = {"pitch_px": 0}
     with pytest.raises(ConfigError) as e:
         pipeline_from_dict(base)
-    assert e.value.key == "init_options.hatch.pitch_px"
+    assert e.value.key == "init_options.pitch_px"
 
 
 def test_the_paper_pipeline_round_trips():
