@@ -196,9 +196,9 @@ def make_item(text: str, firmware: str, tag: int | None = None, kind: str = "set
         s = _DWELL_S.search(compact)
         if m:
             # GRBL's G4 P is seconds; Marlin's is milliseconds
-            wait = float(m.group(1)) / (1.0 if firmware == "grbl" else 1000.0)
+            wait = (reply_number(m.group(1)) or 0.0) / (1.0 if firmware == "grbl" else 1000.0)
         elif s:
-            wait = float(s.group(1))
+            wait = reply_number(s.group(1)) or 0.0
     elif compact in ("$H",) or word == "G28":
         wait = -1.0  # homing: the homing timeout applies
     # G4 waits for the planner to empty on GRBL and Marlin; so does M400 on Marlin

@@ -382,8 +382,9 @@ class MarlinDriver:
         head = self.fifo[0]
         probe = next((f for f in self.fifo if f.probe), None)
         if probe is not None:
-            if now - max(probe.since, self._alive) > self.T.ok:
-                raise LinkLost(f"{self.t.port}: Marlin stopped answering")
+            if now - max(probe.since, self._alive) > self.T.silence:
+                raise LinkLost(f"{self.t.port}: nothing received from Marlin for "
+                               f"{self.T.silence:g} s")
             return
         wait = self.T.homing if head.item is not None and head.item.wait < 0 else (
             head.item.wait if head.item is not None else 0.0)

@@ -147,3 +147,9 @@ def test_marlin_probe_recovers_lost_ok():
     acks = drv.poll(0)
     assert [(a.item, a.lost) for a in acks] == [(it, True)]
     assert not drv.fifo
+
+
+@pytest.mark.parametrize("line", ["G4 P1.2.3", "G4 S..", "G4 P-", "G4 P1e9"])
+def test_items_never_raise_on_odd_numbers(line):
+    for fw in ("grbl", "marlin"):
+        assert make_item(line, fw).wait >= 0

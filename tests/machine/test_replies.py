@@ -215,3 +215,25 @@ def test_grbl_text_status_fields_are_read():
     ev = grbl.parse("<Idle|MPos:0.000,0.000,0.000|FS:0,0|Pn:PXYZRHS|Ov:100,100,100|A:SFM>")
     assert isinstance(ev, grbl.Status) and ev.mpos == (0.0, 0.0, 0.0)
     assert isinstance(grbl.parse("<Idle|MPos:0,0,0|Ov:100,x,100>"), Garbled)
+
+
+@pytest.mark.timeout(30)
+def test_no_bare_value_error_escapes_a_plot(monkeypatch):
+    """Should a ValueError ever come out of reading the board mid-plot (every parser is
+    total; this is the net under them), the plot stops as for garbage: pen up, an error
+    naming it, never a traceback."""
+    program = make_program("grbl", strokes=6, segs=5, seed=3)
+    real_tick = GrblDriver.tick
+    calls = {"n": 0}
+
+    def tick(self):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise ValueError("could not convert string to float: '1.2.3'")
+        return real_tick(self)
+
+    monkeypatch.setattr(GrblDriver, "tick", tick)
+    result = stream(program, "sim://grbl?speed=scaled:20&seed=1", timeouts=FAST)
+    assert result.status == "failed" and result.reason == "internal"
+    assert "unexpected ValueError" in result.error and "'1.2.3'" in result.error
+    assert result.pen_up is True and not result.simulator.pen_down
