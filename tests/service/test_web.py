@@ -4,6 +4,8 @@ its endpoints (pipelines, live status, plan, thumbnails) and the token rule on t
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from PIL import Image
 
 from plotterd.service.api import make_app
 from plotterd.service.daemon import Daemon
+from plotterd.service.web import routes
 from plotterd.service.web.csrf import HEADER, is_loopback_host, refusal
 from plotterd.service.web.hosts import host_allowed
 from plotterd.service.web.plan import job_plan
@@ -258,3 +261,35 @@ def test_thumbnails(client, daemon, tmp_path):
     assert client.get(f"/api/jobs/{job['id']}/thumbnail/input").status_code == 404  # outside
     assert client.get(f"/api/jobs/{job['id']}/thumbnail/loss_png").status_code == 404  # not PNG
     assert client.get(f"/api/jobs/{job['id']}/thumbnail/gcode").status_code == 404
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` grey pixels and holds none (a bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_thumbnails_of_huge_images_are_refused_not_decoded(client, daemon, tmp_path,
+                                                           monkeypatch):
+    job, _ = _svg_job(daemon, tmp_path)
+    jid, job_dir = job["id"], tmp_path / "jobs" / str(job["id"])
+    (job_dir / "bomb.png").write_bytes(_png_header_only(30_000, 30_000))  # 900 MP
+    Image.new("L", (2000, 1000), 200).save(job_dir / "wide.png")
+    Image.new("RGB", (4000, 3000), (200, 50, 50)).save(job_dir / "photo.jpg", quality=80)
+    daemon.store.update(jid, artefacts={"gcode": "plot.gcode", "render": "bomb.png",
+                                        "preview": "wide.png", "input": "photo.jpg"})
+    r = client.get(f"/api/jobs/{jid}/thumbnail/render")
+    assert r.status_code == 413 and "too many pixels" in r.json()["detail"]
+    monkeypatch.setattr(routes, "THUMB_MAX_PIXELS", 1_000_000)  # the cap, made small
+    r = client.get(f"/api/jobs/{jid}/thumbnail/preview")  # 2 MP PNG: over it
+    assert r.status_code == 413 and "2000 x 1000" in r.json()["detail"]
+    # a 12 MP JPEG is decoded at 1/8 scale (500 x 375), under the cap: a thumbnail
+    r = client.get(f"/api/jobs/{jid}/thumbnail/input")
+    assert r.status_code == 200
+    small = Image.open(io.BytesIO(r.content))
+    assert max(small.size) == 320 and small.getpixel((10, 10))[0] > 150

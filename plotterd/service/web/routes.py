@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from plotterd.errors import PlotterdError
 from plotterd.service.web.plan import PlanCache
@@ -39,6 +40,7 @@ from plotterd.service.web.plan import PlanCache
 STATIC = {"app.js": "text/javascript", "style.css": "text/css", "icon.svg": "image/svg+xml"}
 THUMBNAIL_OF = ("preview", "render", "input", "loss_png")
 THUMB_PX = 320
+THUMB_MAX_PIXELS = 60_000_000  # decoded in the daemon's own process: at most ~180 MB of RGB
 # the page loads only its own files: no inline script, no other origin, no framing
 CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -71,24 +73,18 @@ class Thumbnails:
         self._lock = threading.Lock()
 
     def get(self, path: Path, thin_lines: bool = False) -> bytes:
-        from PIL import Image, ImageFilter, UnidentifiedImageError
-
         st = path.stat()
         key = (str(path), st.st_mtime_ns, st.st_size, thin_lines)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
+        out = io.BytesIO()
         try:
             with Image.open(path) as im:
-                im.load()
-                factor = max(im.size) / THUMB_PX
-                if thin_lines and factor >= 2 and im.mode in ("L", "RGB"):
-                    # dark pen lines a pixel wide vanish when shrunk: widen them first
-                    im = im.filter(ImageFilter.MinFilter(int(factor) // 2 * 2 + 1))
-                im.thumbnail((THUMB_PX, THUMB_PX))
-                out = io.BytesIO()
-                im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB").save(out, "PNG")
+                _decoded_small(im, thin_lines).save(out, "PNG")
+        except Image.DecompressionBombError as e:
+            raise HTTPException(413, f"{path.name}: too many pixels for a thumbnail") from e
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise HTTPException(404, f"{path.name} is not an image: {e}") from e
         data = out.getvalue()
@@ -97,6 +93,23 @@ class Thumbnails:
             while len(self._cache) > self.size:
                 self._cache.popitem(last=False)
         return data
+
+
+def _decoded_small(im: Image.Image, thin_lines: bool = False) -> Image.Image:
+    """The thumbnail of an opened (not yet decoded) image: a JPEG is decoded at a reduced
+    scale (``draft``: 1/2 to 1/8 in the decoder itself); whatever still has more than
+    THUMB_MAX_PIXELS is refused before it is decoded."""
+    im.draft("RGB" if im.mode not in ("L", "1") else "L", (THUMB_PX * 2, THUMB_PX * 2))
+    if im.width * im.height > THUMB_MAX_PIXELS:
+        raise HTTPException(413, f"{im.width} x {im.height} px: too many pixels for a thumbnail "
+                                 f"(at most {THUMB_MAX_PIXELS // 1_000_000} MP)")
+    im.load()
+    factor = max(im.size) / THUMB_PX
+    if thin_lines and factor >= 2 and im.mode in ("L", "RGB"):
+        # dark pen lines a pixel wide vanish when shrunk: widen them first
+        im = im.filter(ImageFilter.MinFilter(int(factor) // 2 * 2 + 1))
+    im.thumbnail((THUMB_PX, THUMB_PX), reducing_gap=2.0)
+    return im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
 
 
 def pipeline_choices(names: list[str], dirs: list[Path], default: str) -> list[dict[str, Any]]:
