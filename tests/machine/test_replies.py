@@ -237,3 +237,16 @@ def test_no_bare_value_error_escapes_a_plot(monkeypatch):
     assert result.status == "failed" and result.reason == "internal"
     assert "unexpected ValueError" in result.error and "'1.2.3'" in result.error
     assert result.pen_up is True and not result.simulator.pen_down
+
+
+def test_transport_hands_on_endless_bytes_as_lines():
+    """Bytes that never end a line (noise on an idle link) come out as capped lines, read
+    as garbled; every byte counts as a sign of life."""
+    t = Transport("loop://", timeouts=FAST)
+    t.open()
+    t.ser.write(bytes(range(128, 256)) * 20)
+    line = t.readline(0.2)
+    assert line is not None and len(line) == 1024
+    assert isinstance(grbl.parse(line), Garbled) and isinstance(marlin.parse(line), Garbled)
+    assert t.quiet_for() < 0.5
+    t.close()
