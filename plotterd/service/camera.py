@@ -3,6 +3,11 @@
 The source is a device index or anything ``cv2.VideoCapture`` opens (a stream URL, a video
 file). A camera that cannot be opened or read is reported in the status and retried after
 ``retry_s``; it never stops the daemon.
+
+OpenCV's open and read have no time limit of their own for every source (a network camera
+that accepts the connection and never sends a frame blocks them for good), so each runs on a
+short-lived helper thread and is given up after ``timeout_s``; while that call is still
+stuck the camera reports itself hung instead of piling up more threads.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +71,8 @@ class Camera:
         self.last_capture: float | None = None
         self.next_retry = 0.0
         self.captures = 0
+        self._stuck: threading.Thread | None = None  # an open or read given up on
+        self._closing = threading.Event()  # the daemon stops: no waiting on the camera
 
     @property
     def enabled(self) -> bool:
@@ -78,11 +86,51 @@ class Camera:
         import cv2
 
         src = self.cfg.source
-        cap = cv2.VideoCapture(src)
-        if not cap.isOpened():
-            cap.release()
-            raise CameraError(f"cannot open camera {src!r}")
-        self._cap = cap
+
+        def open_capture() -> Any:
+            cap = cv2.VideoCapture(src)
+            if not cap.isOpened():
+                cap.release()
+                raise CameraError(f"cannot open camera {src!r}")
+            return cap
+
+        self._cap = self._bounded(open_capture, "opening it",
+                                  lambda cap: cap.release())
+
+    def _bounded(self, call: Callable[[], Any], what: str,
+                 abandoned: Callable[[Any], None]) -> Any:
+        """``call()`` on a helper thread, waited for at most ``timeout_s``; a call that
+        finishes after it was given up on hands its result to ``abandoned`` (a release)."""
+        if self._stuck is not None and self._stuck.is_alive():
+            raise CameraError(f"camera {self.cfg.source!r} is hung (an earlier call has not "
+                              "returned)")
+        box: dict[str, Any] = {}
+        given_up = threading.Event()
+
+        def run() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as e:  # handed to the waiting thread below
+                box["error"] = e
+            if given_up.is_set() and "value" in box:
+                try:
+                    abandoned(box["value"])
+                except Exception:  # a late release of a broken capture must not raise
+                    pass
+
+        worker = threading.Thread(target=run, name="camera-io", daemon=True)
+        worker.start()
+        deadline = time.monotonic() + self.cfg.timeout_s
+        while worker.is_alive() and time.monotonic() < deadline and not self._closing.is_set():
+            worker.join(0.05)
+        if worker.is_alive():
+            given_up.set()
+            self._stuck = worker
+            raise CameraError(f"camera {self.cfg.source!r}: {what} took more than "
+                              f"{self.cfg.timeout_s:g} s (camera.timeout_s)")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def _fail(self, msg: str) -> CameraError:
         # a camera left unplugged fails every retry_s for months: warn when it changes
@@ -124,12 +172,21 @@ class Camera:
         return isinstance(self.cfg.source, str) and os.path.isfile(self.cfg.source)
 
     def _read(self) -> np.ndarray | None:
-        # drop buffered frames so the one kept is current (webcams queue a few)
-        for _ in range(self.cfg.warmup_frames):
-            if not self._cap.grab():
-                return None
-        ok, frame = self._cap.read()
-        return frame if ok and frame is not None and frame.size else None
+        cap, drop = self._cap, self.cfg.warmup_frames
+
+        def read() -> np.ndarray | None:
+            # drop buffered frames so the one kept is current (webcams queue a few)
+            for _ in range(drop):
+                if not cap.grab():
+                    return None
+            ok, frame = cap.read()
+            return frame if ok and frame is not None and frame.size else None
+
+        try:
+            return self._bounded(read, "reading a frame", lambda _frame: cap.release())
+        except CameraError:
+            self._cap = None  # still in use by the stuck read: released when it returns
+            raise
 
     def save(self, frame: np.ndarray, path: Path) -> Path:
         import cv2
@@ -153,6 +210,10 @@ class Camera:
             self.state, self.error = "ok", None
             log.info("camera %r open", self.cfg.source)
             return True
+
+    def shut(self) -> None:
+        """The daemon is stopping: a call waiting on the camera gives up at once."""
+        self._closing.set()
 
     def close(self) -> None:
         if self._cap is not None:

@@ -80,6 +80,7 @@ Example (all keys, with their defaults)::
       retry_s: 30                        # retry a camera that cannot be opened
       warmup_frames: 2                   # frames dropped before the one kept (stale buffers)
       pipeline: null                     # pipeline for camera jobs (null = default pipeline)
+      timeout_s: 10                      # an open or a frame taking longer: given up
     api: {bind: 127.0.0.1, port: 8765, token: null, max_upload_mb: 50,
           hosts: []}                     # names besides loopback, IPs, this host's own
 """
@@ -215,6 +216,7 @@ class CameraConfig:
     retry_s: float = 30.0
     warmup_frames: int = 2
     pipeline: str | None = None
+    timeout_s: float = 10.0  # an open or a frame that takes longer is given up (hung camera)
 
 
 @dataclass
@@ -517,6 +519,7 @@ def _camera(v: _Validator, raw: Any) -> CameraConfig:
     if cam.trigger_file is not None:
         cam.trigger_file = str(v.path(cam.trigger_file, "camera.trigger_file"))
     v.positive(cam.retry_s, "camera.retry_s")
+    v.positive(cam.timeout_s, "camera.timeout_s")
     v.number(cam.warmup_frames, "camera.warmup_frames", integer=True, minimum=0)
     if cam.pipeline is not None:
         v.string(cam.pipeline, "camera.pipeline")

@@ -1,8 +1,9 @@
 """The daemon: recovery at start-up, then intake, camera, optimiser, plotter and the API.
 
-Threads: ``intake`` (inbox scans, camera timer and trigger file), ``optimiser`` (drives one
-subprocess per job), one ``plotter`` thread per configured plotter (each streams to its own
-port), ``api`` (uvicorn). The main thread waits for a signal and pings the systemd watchdog.
+Threads: ``intake`` (inbox scans), ``camera`` (its timer and trigger file), ``optimiser``
+(drives one subprocess per job), one ``plotter`` thread per configured plotter (each streams
+to its own port), ``api`` (uvicorn). The main thread waits for a signal and pings the
+systemd watchdog.
 """
 
 from __future__ import annotations
@@ -241,8 +242,6 @@ class Daemon:
 
     # -- threads -------------------------------------------------------------------------------
     def _intake_loop(self) -> None:
-        cam = self.cfg.camera
-        next_shot = time.monotonic() + cam.interval_s if cam.interval_s else None
         scan_error: str | None = None
         while not self.stopping.is_set():
             try:
@@ -256,10 +255,6 @@ class Daemon:
                 if repr(e) != scan_error:
                     log.exception("inbox scan failed")
                     scan_error = repr(e)
-            if self.camera.enabled:
-                self._camera_tick(next_shot)
-                if next_shot is not None and time.monotonic() >= next_shot:
-                    next_shot = time.monotonic() + cam.interval_s
             wait = self.cfg.intake.scan_interval_s
             if self.inbox.tracker.pending:
                 wait = min(wait, max(0.05, self.cfg.intake.stable_s))
@@ -268,6 +263,17 @@ class Daemon:
             # let a burst of events settle before rescanning
             if not self.stopping.is_set():
                 self.stopping.wait(0.05)
+
+    def _camera_loop(self) -> None:
+        """The camera's timer and trigger file, on a thread of their own: a camera that
+        hangs (up to camera.timeout_s a call) never holds up the inbox."""
+        cam = self.cfg.camera
+        next_shot = time.monotonic() + cam.interval_s if cam.interval_s else None
+        while not self.stopping.is_set():
+            self._camera_tick(next_shot)
+            if next_shot is not None and time.monotonic() >= next_shot:
+                next_shot = time.monotonic() + cam.interval_s
+            self.stopping.wait(min(self.cfg.intake.scan_interval_s, 1.0))
 
     def _camera_tick(self, next_shot: float | None) -> None:
         trigger = self.cfg.camera.trigger_file
@@ -298,6 +304,9 @@ class Daemon:
         api = threading.Thread(target=self._serve, name="api", daemon=True)
         intake = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
         self._threads = [self.optimiser, *self.plotters.values(), intake, api]
+        if self.camera.enabled:
+            self._threads.append(threading.Thread(target=self._camera_loop, name="camera",
+                                                  daemon=True))
         for t in self._threads:
             t.start()
         deadline = time.monotonic() + 30
@@ -338,6 +347,7 @@ class Daemon:
             if w.control is not None:
                 w.control.cancel()  # recorded as interrupted, resumable
         self.watcher.stop()
+        self.camera.shut()
         if self.server is not None:
             self.server.should_exit = True
         for t in {*self._threads, self.optimiser, *workers}:

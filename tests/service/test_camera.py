@@ -9,6 +9,9 @@ import pytest
 from plotterd.service.camera import Camera, CameraError, process_frame
 from plotterd.service.config import CameraConfig, ClaheConfig
 
+from .daemon_proc import DaemonProc, drop
+from .helpers import DATA, SilentServer, wait_for
+
 
 def _video(path, frames=4, w=64, h=48):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))
@@ -67,3 +70,36 @@ def test_a_camera_that_stays_away_is_warned_about_once(caplog):
             assert cam.try_open() is False
     levels = [r.levelno for r in caplog.records if "cannot open camera" in r.getMessage()]
     assert levels == [logging.WARNING] + [logging.DEBUG] * 3
+
+
+def test_a_hung_network_camera_is_given_up_after_the_timeout():
+    server = SilentServer()
+    try:
+        cam = Camera(CameraConfig(source=server.url, timeout_s=0.5, retry_s=60))
+        t0 = time.monotonic()
+        with pytest.raises(CameraError, match="took more than 0.5 s"):
+            cam.grab()
+        assert time.monotonic() - t0 < 3
+        assert cam.status()["state"] == "error"
+        t0 = time.monotonic()  # the stuck open has not returned: refused at once
+        with pytest.raises(CameraError, match="is hung"):
+            cam.grab()
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        server.close()
+
+
+def test_a_hung_camera_does_not_hold_up_the_inbox(tmp_path):
+    server = SilentServer()
+    d = DaemonProc(tmp_path, camera={"source": server.url, "interval_s": 0.2,
+                                     "timeout_s": 60, "retry_s": 0.1})
+    try:
+        d.start()
+        time.sleep(1.0)  # the camera's first open is now stuck (for up to 60 s)
+        drop(DATA / "camera_small.png", d.inbox, "while-hung.png")
+        wait_for(lambda: any(j["name"] == "while-hung.png" for j in d.jobs()), 10,
+                 what="the inbox file taken while the camera hangs")
+        assert d.http.get("/plotter").json()["camera"]["state"] != "ok"
+    finally:
+        d.stop()
+        server.close()
