@@ -224,7 +224,6 @@ _CHUNK_ELEMENTS = 1 << 16  # a chunk's float arrays stay in the CPU's cache
 _BAND_PAIRS = 1 << 18  # pairs are made for a band of tile rows at a time
 _FILTER_CLASSES = 33  # edge directions the coverage table holds, 0 to 45 degrees
 _TABLE_STEPS_PER_PX = 256  # the coverage table's steps of distance near the edge
-_CURVATURE = 1.0 / 12.0  # see _pair_coverage
 
 
 def _segments(polylines_mm: Iterable[np.ndarray], scale: float) -> np.ndarray:
@@ -337,6 +336,11 @@ class _CoverageTable:
     the trapezoid per pixel."""
 
     def __init__(self, r: float):
+        # A round cap bends away from its tangent by x^2 / 2r across a pixel, x's variance
+        # there being 1/12 at any angle: the tangent's coverage over-inks a cap by
+        # pi/24 px^2 (a dot's disc by pi/12). Drawing each end this much further in takes
+        # that back (2r x shift = pi/24) at no cost per pixel.
+        self.cap_shift = min(math.pi / (48.0 * r), r / 4)
         reach = r + 0.75
         step = max(2 * (r - 0.75), 0.25) / _TABLE_STEPS_PER_PX  # squared px
         self.n = math.ceil(reach * reach / step) + 1
@@ -456,7 +460,7 @@ class _Tiling:
     def _rows(self, pieces, length, ux, uy, pid, tx, ty, table):
         """Per pair, the rows (3, pairs, 3) taking a tile pixel (x, y, 1) to its distance
         before the piece's start, beyond its end and across it, in units of sqrt(table
-        step)."""
+        step); the ends are drawn ``table.cap_shift`` in from the piece's ends."""
         k = math.sqrt(table.inv_step)
         pux, puy = ux[pid], uy[pid]
         ax = pieces[:, 0][pid] - tx * float(self.tile)  # the start, from the tile's corner
@@ -466,8 +470,8 @@ class _Tiling:
         rows[1, :, 0], rows[1, :, 1] = pux * k, puy * k
         rows[2, :, 0], rows[2, :, 1] = -puy * k, pux * k
         along = (ax * pux + ay * puy) * k
-        rows[0, :, 2] = along
-        rows[1, :, 2] = -along - length[pid] * k
+        rows[0, :, 2] = along + table.cap_shift * k
+        rows[1, :, 2] = -along - (length[pid] - table.cap_shift) * k
         rows[2, :, 2] = (ax * puy - ay * pux) * k
         return rows
 
@@ -482,18 +486,13 @@ def _pair_coverage(rows: np.ndarray, offsets: np.ndarray, table: _CoverageTable,
     before, beyond, across = rows[0] @ pixels, rows[1] @ pixels, rows[2] @ pixels
     d2 = np.maximum(before, beyond, out=before)  # beyond an end: the distance along it
     np.maximum(d2, 0, out=d2)
-    cap = d2 > 0
     d2 *= d2
     across *= across
     d2 += across
-    # a round cap bends away from its tangent by x^2 / 2r over a pixel, on average 1/24r
-    # (x's variance across a pixel is 1/12 at any angle): the tangent's coverage is that much
-    # too far out, d^2 by 2r/24r = 1/12 (a dot's disc is pi r^2 + pi/12 px^2 without it)
-    d2 += np.multiply(cap, np.float32(_CURVATURE * table.inv_step), out=beyond)
     np.minimum(d2, np.float32(table.n - 1), out=d2)
     index = d2.astype(np.int32)
     index += offsets[:, None]
-    return table.values.take(index)
+    return table.values.take(index, mode="clip")
 
 
 def _directions(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
