@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 
 from plotterd import __version__
 from plotterd.errors import PlotterdError
+from plotterd.service.api_docs import install as install_docs
 from plotterd.service.api_machine import install as install_machine_api
 from plotterd.service.api_machine import pick
 from plotterd.service.api_pens import install as install_pens_api
@@ -55,8 +56,9 @@ def job_view(job: dict[str, Any], base: str = "") -> dict[str, Any]:
 
 def make_app(daemon: Daemon) -> FastAPI:
     cfg = daemon.cfg
-    app = FastAPI(title="plotterd", version=__version__,
+    app = FastAPI(title="plotterd", version=__version__, docs_url=None, redoc_url=None,
                   description="Pictures to pen drawings: jobs, plotter control, camera.")
+    install_docs(app)  # /docs with Swagger UI's files served here (no CDN)
     guarded = [Depends(_bearer_auth(cfg.api.token))]
 
     @app.get("/health")

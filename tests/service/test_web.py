@@ -4,6 +4,7 @@ its endpoints (pipelines, live status, plan, thumbnails) and the token rule on t
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 
@@ -293,3 +294,17 @@ def test_thumbnails_of_huge_images_are_refused_not_decoded(client, daemon, tmp_p
     assert r.status_code == 200
     small = Image.open(io.BytesIO(r.content))
     assert max(small.size) == 320 and small.getpixel((10, 10))[0] > 150
+
+
+def test_docs_page_loads_only_the_daemons_own_files(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)""", page.text)
+    urls += re.findall(r"""url:\s*['"]([^'"]+)""", page.text)
+    assert urls and not [u for u in urls if "//" in u], urls  # nothing from another host
+    for url in urls:
+        r = client.get(url)
+        assert r.status_code == 200 and len(r.content) > 100, url
+    assert "SwaggerUIBundle" in client.get("/docs-assets/swagger-ui-bundle.js").text
+    assert client.get("/docs-assets/index.html").status_code == 404  # only the files named
+    assert client.get("/redoc").status_code == 404  # ReDoc needs a CDN: not offered
