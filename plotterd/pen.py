@@ -182,8 +182,9 @@ def render_paths(polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm:
     capsule's edge there: the distribution function of the pixel's projection onto the
     edge's normal at ``r - d`` (``clip(r + 1/2 - d, 0, 1)`` for an axis-parallel edge, a
     trapezoid's for others), exact for a straight edge, so the ink a line lays does not
-    depend on its angle; round caps take a curvature term. Where lines overlap a pixel
-    takes the larger coverage: ink saturates. Then area-averaged to ``px_per_mm``."""
+    depend on its angle; round caps take a curvature term. Where lines overlap, a
+    supersampled pixel takes the larger coverage: ink saturates. Then area-averaged to
+    ``px_per_mm``."""
     w1 = max(1, round(box.width_mm * px_per_mm))
     h1 = max(1, round(box.height_mm * px_per_mm))
     ss = _supersample(int(supersample), nib_mm * px_per_mm, w1 * h1)
@@ -215,7 +216,10 @@ def _supersample(asked: int, nib_px: float, pixels: int) -> int:
 # paired with the tiles within reach of them (the pieces' coverage beyond reach is 0), and
 # each tile's supersampled pixels take the largest coverage of its pieces (overlaps
 # saturate), then are area-averaged to the page's pixels. Work and memory go with the ink,
-# not the page; a chunk of pairs is at most _CHUNK_ELEMENTS pixels.
+# not the page; a chunk of pairs is at most _CHUNK_ELEMENTS pixels. Hand-written: cv2's
+# antialiased lines are not area-exact and round widths to whole pixels, and its distance
+# transform measures to a rasterised centre line (the error this replaces).
+
 # a tile's side in supersampled pixels (rounded to whole page pixels): the nib's radius
 # within these bounds, so a thick nib's piece meets a few tiles, not dozens (measured)
 _TILE_SS_PX = (8, 16)
