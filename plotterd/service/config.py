@@ -81,6 +81,7 @@ Example (all keys, with their defaults)::
       warmup_frames: 2                   # frames dropped before the one kept (stale buffers)
       pipeline: null                     # pipeline for camera jobs (null = default pipeline)
       timeout_s: 10                      # an open or a frame taking longer: given up
+    retention: {days: null, max_gb: null}  # prune finished jobs' folders, inbox/done, old logs
     api: {bind: 127.0.0.1, port: 8765, token: null, max_upload_mb: 50,
           hosts: []}                     # names besides loopback, IPs, this host's own
 """
@@ -220,6 +221,12 @@ class CameraConfig:
 
 
 @dataclass
+class RetentionConfig:
+    days: float | None = None  # finished jobs' folders, inbox/done and old logs older: removed
+    max_gb: float | None = None  # and the oldest of them while these take more than this
+
+
+@dataclass
 class ApiConfig:
     bind: str = "127.0.0.1"
     port: int = 8765
@@ -294,6 +301,7 @@ class Config:
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: str | None = None  # the file it came from, for messages
 
     @property
@@ -416,7 +424,7 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     known = {
         "state_dir", "inbox", "log_level", "weights_dir", "pens_dir", "pipeline", "pipelines",
         "pipeline_dirs", "folders", "vector", "plotter", "plotters", "routing", "page",
-        "optimiser", "intake", "camera", "api", "ray",
+        "optimiser", "intake", "camera", "api", "ray", "retention",
     }
     v.no_unknown(top, known, "")
     state_dir = v.path(top.get("state_dir"), "state_dir") or default_state_dir()
@@ -445,6 +453,10 @@ def parse_config(data: Any, *, source: str | None = None, base_dir: Path | None 
     v.positive(cfg.intake.scan_interval_s, "intake.scan_interval_s")
     cfg.camera = _camera(v, top.get("camera"))
     cfg.api = _api(v, top.get("api"))
+    cfg.retention = v.section(top.get("retention"), "retention", RetentionConfig)
+    for key in ("days", "max_gb"):
+        if getattr(cfg.retention, key) is not None:
+            v.positive(getattr(cfg.retention, key), f"retention.{key}")
     return cfg
 
 

@@ -1,9 +1,9 @@
 """The daemon: recovery at start-up, then intake, camera, optimiser, plotter and the API.
 
-Threads: ``intake`` (inbox scans), ``camera`` (its timer and trigger file), ``optimiser``
-(drives one subprocess per job), one ``plotter`` thread per configured plotter (each streams
-to its own port), ``api`` (uvicorn). The main thread waits for a signal and pings the
-systemd watchdog.
+Threads: ``intake`` (inbox scans), ``camera`` (its timer and trigger file), ``retention``
+(hourly pruning), ``optimiser`` (drives one subprocess per job), one ``plotter`` thread per
+configured plotter (each streams to its own port), ``api`` (uvicorn). The main thread waits
+for a signal and pings the systemd watchdog.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from plotterd import __version__
 from plotterd.errors import PlotterdError
-from plotterd.service import routing, stages
+from plotterd.service import retention, routing, stages
 from plotterd.service.camera import Camera, CameraError
 from plotterd.service.config import Config
 from plotterd.service.intake import Inbox, InboxWatcher, safe_suffix
@@ -264,6 +264,15 @@ class Daemon:
             if not self.stopping.is_set():
                 self.stopping.wait(0.05)
 
+    def _retention_loop(self) -> None:
+        """A retention pass at start and then hourly (see plotterd.service.retention)."""
+        while not self.stopping.is_set():
+            try:
+                retention.prune(self.cfg, self.store)
+            except Exception:  # a pass that fails is tried again next time; never fatal
+                log.exception("retention pass failed")
+            self.stopping.wait(retention.EVERY_S)
+
     def _camera_loop(self) -> None:
         """The camera's timer and trigger file, on a thread of their own: a camera that
         hangs (up to camera.timeout_s a call) never holds up the inbox."""
@@ -304,6 +313,8 @@ class Daemon:
         api = threading.Thread(target=self._serve, name="api", daemon=True)
         intake = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
         self._threads = [self.optimiser, *self.plotters.values(), intake, api]
+        self._threads.append(threading.Thread(target=self._retention_loop, name="retention",
+                                              daemon=True))
         if self.camera.enabled:
             self._threads.append(threading.Thread(target=self._camera_loop, name="camera",
                                                   daemon=True))

@@ -29,6 +29,7 @@ from plotterd import atomic
 from plotterd.errors import PlotterdError
 from plotterd.progress import Cancelled, Progress
 from plotterd.service.ray_backend import ClusterUnavailable  # ray itself only when used
+from plotterd.service.retention import disk_full_message, out_of_disk
 
 
 def die_with_parent() -> None:
@@ -96,12 +97,13 @@ def run(job_dir: Path, parent_pid: int | None = None) -> int:
 
 
 WAIT_FOR_CLUSTER = 5
+DISK_FULL = 6
 
 
 def run_one(job_dir: Path, parent: int | None) -> int:
     """One job with its exit status: 0 done, 2 PlotterdError (in error.txt), 1 a crash
     (traceback on stderr), 3 another worker holds the job, 4 the daemon went away, 5 the
-    Ray cluster cannot be reached (in error.txt; the job waits for it)."""
+    Ray cluster cannot be reached (in error.txt; the job waits for it), 6 the disk is full."""
     with open(job_dir / "worker.lock", "w") as lock:
         deadline = time.monotonic() + 30
         while True:
@@ -127,10 +129,26 @@ def run_one(job_dir: Path, parent: int | None) -> int:
         except MemoryError:
             atomic.write_text(job_dir / "error.txt", "out of memory while optimising")
             return 2
-        except Exception:
-            traceback.print_exc()
-            sys.stderr.flush()
+        except Exception as e:
+            if out_of_disk(e, job_dir):
+                return _disk_full(job_dir)
+            try:
+                traceback.print_exc()
+                sys.stderr.flush()
+            except OSError:  # the log's own disk: the job still gets its exit status
+                pass
             return 1
+
+
+def _disk_full(job_dir: Path) -> int:
+    """The job's error where it still fits (error.txt may not: the daemon then says it)."""
+    message = disk_full_message(job_dir)
+    try:
+        print(message, file=sys.stderr, flush=True)
+        atomic.write_text(job_dir / "error.txt", message)
+    except OSError:
+        pass
+    return DISK_FULL
 
 
 def serve() -> int:

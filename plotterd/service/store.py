@@ -287,6 +287,17 @@ class JobStore:
                       (job_id, time.time(), to, message))
         return True
 
+    def note(self, job_id: int, message: str, **fields: Any) -> None:
+        """An event in the job's history (its state unchanged), with ``fields`` updated."""
+        with self.transaction() as c:
+            row = c.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return
+            if fields:
+                self._update(c, job_id, fields)
+            c.execute("INSERT INTO events (job, at, state, message) VALUES (?, ?, ?, ?)",
+                      (job_id, time.time(), row[0], message))
+
     def progress(self, job_id: int, stage: str, fraction: float,
                  info: dict[str, Any] | None = None, **fields: Any) -> None:
         self.update(job_id, stage=stage, progress=float(max(0.0, min(1.0, fraction))),

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plotterd import atomic
-from plotterd.service.optimise_worker import WAIT_FOR_CLUSTER
+from plotterd.service.optimise_worker import DISK_FULL, WAIT_FOR_CLUSTER
 from plotterd.service.plotter_worker import PlotterWorker
+from plotterd.service.retention import disk_full_message, disk_low, out_of_disk
 
 __all__ = ["OptimiserSlot", "OptimiserWorker", "PlotterWorker"]
 
@@ -122,8 +123,13 @@ class OptimiserSlot:
             try:
                 self.process(job)
             except Exception as e:  # a bug here must fail the job, not stop the worker
-                log.exception("job %d: optimiser worker error", job["id"])
-                self.d.finish(job["id"], "failed", f"internal error: {e}", expect=["optimising"])
+                if out_of_disk(e, job["dir"]):
+                    log.error("job %d: %s", job["id"], e)
+                    why = disk_full_message(job["dir"])
+                else:
+                    log.exception("job %d: optimiser worker error", job["id"])
+                    why = f"internal error: {e}"
+                self.d.finish(job["id"], "failed", why, expect=["optimising"])
             finally:
                 self.current = None
         self._stop_worker()
@@ -302,8 +308,10 @@ class OptimiserSlot:
     @staticmethod
     def _failure(job_dir: Path, rc: int) -> str:
         err = job_dir / "error.txt"
-        if rc == 2 and err.exists():
+        if rc in (2, DISK_FULL) and err.exists():
             return err.read_text().strip() or "optimisation failed"
+        if rc == DISK_FULL or (rc != 0 and disk_low(job_dir)):  # a worker that died of it
+            return disk_full_message(job_dir)
         if rc < 0:
             name = signal.Signals(-rc).name if -rc in signal.valid_signals() else str(-rc)
             hint = " (out of memory?)" if -rc == signal.SIGKILL else ""
