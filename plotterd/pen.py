@@ -437,7 +437,7 @@ class _Tiling:
         tiles are then a prefix of rank 0's, and saturating is a max of slices, no gather.
         Returns (order, [(start, stop, pairs per rank)])."""
         tile_id = ty * self.ntx + tx
-        by_tile = np.argsort(tile_id, kind="stable")
+        by_tile = np.argsort(tile_id)  # a tile's pieces in any order
         tile_id = tile_id[by_tile]
         new = np.r_[True, tile_id[1:] != tile_id[:-1]]
         group = np.cumsum(new) - 1
