@@ -221,10 +221,32 @@ def test_plan_pen_colours_are_checked():
     from plotterd.service.web.plan import _pens
 
     got = _pens({"pens": [{"first_stroke": 0, "strokes": 2, "color": "#ff0000"},
-                          {"first_stroke": 2, "strokes": 1, "color": 'red" onload="x'}]}, [])
+                          {"first_stroke": 2, "strokes": 1, "color": 'red" onload="x'}]},
+                [], 0.3)
     assert [p["color"] for p in got] == ["#ff0000", "#000000"]
-    assert _pens({}, [{}, {}])[0] == {"name": "", "first_stroke": 0, "strokes": 2,
-                                      "color": "#000000"}
+    assert _pens({}, [{}, {}], 0.5)[0] == {"name": "", "first_stroke": 0, "strokes": 2,
+                                           "color": "#000000", "width_mm": 0.5}
+
+
+def test_plan_strokes_are_as_wide_as_the_pen(client, daemon, tmp_path):
+    """The live view draws each pen at its own nib (mm), not a width made up for the view:
+    the program's recorded width, else the job's pen, else the plotter's."""
+    from plotterd.pen import RoundNib
+    from plotterd.service.web.plan import _pens
+    from plotterd.service.web.routes import _pen_mm
+
+    job, res = _svg_job(daemon, tmp_path)  # the SVG's stroke-width: 1 user unit = 1 mm
+    plan = client.get(f"/api/jobs/{job['id']}/plan").json()
+    assert [p["width_mm"] for p in plan["pens"]] == [res.program.header["pens"][0]["width_mm"]]
+    pc = daemon.cfg.plotter
+    assert _pen_mm({"options": {}}, pc) == 0.3  # no pen anywhere: the default nib
+    pc.pen = RoundNib(0.5)
+    assert _pen_mm({"options": {}}, pc) == 0.5
+    assert _pen_mm({"options": {"pen": {"nib_mm": 0.7, "darkness": 1.0}}}, pc) == 0.7
+    recorded = _pens({"pens": [{"first_stroke": 0, "strokes": 1, "width_mm": 0.25},
+                               {"first_stroke": 1, "strokes": 1, "width_mm": float("nan")}]},
+                     [], 0.4)
+    assert [p["width_mm"] for p in recorded] == [0.25, 0.4]
 
 
 def test_plan_and_live_endpoints(client, daemon, tmp_path):

@@ -58,22 +58,34 @@ def _frame(header: dict[str, Any], profile_names: list[str]):
     return (lambda x, y: (x, y1 + y0 - y)), [x0, y0, x1 - x0, y1 - y0], "machine"
 
 
-def _pens(header: dict[str, Any], strokes: list[dict[str, int]]) -> list[dict[str, Any]]:
-    """Each pen's colour and its range of stroke ids (one black pen when not recorded)."""
+def _width(value: Any, default: float) -> float:
+    """A pen width (mm) from the header, or ``default`` where it is missing or not a width."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return round(float(value), 4) if ok and 0.01 <= value <= 20 else default
+
+
+def _pens(header: dict[str, Any], strokes: list[dict[str, int]],
+          pen_mm: float) -> list[dict[str, Any]]:
+    """Each pen's colour, its nib width (mm: the page draws its strokes that wide, so the
+    view's tone is the drawing's) and its range of stroke ids (one black pen of ``pen_mm``
+    when not recorded)."""
     pens = []
     for pen in header.get("pens") or []:
         if isinstance(pen, dict) and isinstance(pen.get("first_stroke"), int):
             color = str(pen.get("color") or "#000000")
             pens.append({"name": str(pen.get("name") or ""), "first_stroke": pen["first_stroke"],
                          "strokes": int(pen.get("strokes") or 0),
-                         "color": color if _COLOR.fullmatch(color) else "#000000"})
+                         "color": color if _COLOR.fullmatch(color) else "#000000",
+                         "width_mm": _width(pen.get("width_mm"), pen_mm)})
     if not pens:
-        pens = [{"name": "", "first_stroke": 0, "strokes": len(strokes), "color": "#000000"}]
+        pens = [{"name": "", "first_stroke": 0, "strokes": len(strokes), "color": "#000000",
+                 "width_mm": pen_mm}]
     return pens
 
 
-def job_plan(gcode: Path, profile_names: list[str]) -> dict[str, Any]:
-    """The plan of the program in ``gcode`` (see the module doc)."""
+def job_plan(gcode: Path, profile_names: list[str], pen_mm: float = 0.3) -> dict[str, Any]:
+    """The plan of the program in ``gcode`` (see the module doc); ``pen_mm``: the nib of
+    pens whose width the program does not record."""
     from plotterd.gcode.profile import xy_target
     from plotterd.gcode.program import Program
 
@@ -101,7 +113,7 @@ def job_plan(gcode: Path, profile_names: list[str]) -> dict[str, Any]:
     (u0, v0), (u1, v1) = convert(0.0, 0.0), convert(1.0, 1.0)
     affine = [u1 - u0, u0, v1 - v0, v0]
     return {"lines": len(program.lines), "view": [round(b, 2) for b in view], "frame": frame,
-            "pens": _pens(program.header, strokes),
+            "pens": _pens(program.header, strokes, pen_mm),
             "machine_to_view": [round(a, 6) for a in affine],
             "track": track, "strokes": strokes,
             "estimated_s": program.header.get("estimated_s")}
@@ -112,16 +124,17 @@ class PlanCache:
 
     def __init__(self, size: int = 8):
         self.size = size
-        self._plans: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self._plans: dict[tuple[str, int, int, float], dict[str, Any]] = {}
         self._lock = threading.Lock()  # the API answers from a thread pool
 
-    def get(self, gcode: Path, profile_names: list[str]) -> dict[str, Any]:
+    def get(self, gcode: Path, profile_names: list[str], pen_mm: float = 0.3
+            ) -> dict[str, Any]:
         st = gcode.stat()
-        key = (str(gcode), st.st_mtime_ns, st.st_size)
+        key = (str(gcode), st.st_mtime_ns, st.st_size, pen_mm)
         with self._lock:
             plan = self._plans.get(key)
         if plan is None:
-            plan = job_plan(gcode, profile_names)
+            plan = job_plan(gcode, profile_names, pen_mm)
             with self._lock:
                 while len(self._plans) >= self.size:
                     self._plans.pop(next(iter(self._plans)))

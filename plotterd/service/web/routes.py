@@ -33,6 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from plotterd.errors import PlotterdError
+from plotterd.pen import RoundNib
 from plotterd.service.web.plan import PlanCache
 
 # the page's own files; anything else under /static is a 404 (no path from the request
@@ -128,6 +129,14 @@ def pipeline_choices(names: list[str], dirs: list[Path], default: str) -> list[d
     return out
 
 
+def _pen_mm(job: dict[str, Any], pc: Any) -> float:
+    """The nib the job was drawn for: its own pen, else the plotter's, else the default."""
+    pen = (job.get("options") or {}).get("pen")
+    if isinstance(pen, dict) and isinstance(pen.get("nib_mm"), (int, float)):
+        return float(pen["nib_mm"])
+    return pc.pen.nib_mm if pc.pen is not None else RoundNib().nib_mm
+
+
 def _plot_summary(daemon: Any, job: dict[str, Any], view: Callable, now: float):
     """The live figures of a plot: progress, executed line, elapsed, ETA."""
     info = job["info"] or {}
@@ -211,7 +220,7 @@ def web_router(daemon: Any, guarded: list[Any], view: Callable) -> APIRouter:
         path = artefact_path(job, "gcode")
         pc = cfg.plotter_named(job.get("plotter") or "") or cfg.plotter
         try:
-            data = plans.get(path, [str(pc.profile)])
+            data = plans.get(path, [str(pc.profile)], _pen_mm(job, pc))
         except PlotterdError as e:
             raise HTTPException(422, f"job {job_id}: cannot read its G-code: {e}") from e
         return JSONResponse(data, headers={"Cache-Control": "no-cache"})

@@ -249,11 +249,15 @@ async function loadPlan(job) {
     $("pen").setAttribute("r", Math.max(w, h) / 120);
     document.documentElement.style.setProperty("--stroke-w", Math.max(w, h) / 600);
     $("planned").setAttribute("d", planPath(plan));
+    // the plan and the ink at the pen's own width (mm = the view's units), so the view's
+    // tone is the drawing's, as in render.png
+    $("planned").style.strokeWidth = `${Math.max(...plan.pens.map((p) => p.width_mm))}px`;
     // one path per pen, in its colour (the colour was checked by the daemon)
     const NS = "http://www.w3.org/2000/svg";
     $("drawn").replaceChildren(...plan.pens.map((pen, i) => {
       const path = document.createElementNS(NS, "path");
       path.setAttribute("stroke", pen.color);
+      path.style.strokeWidth = `${pen.width_mm}px`;
       path.dataset.pen = i;
       return path;
     }));
