@@ -1,6 +1,7 @@
 """``python -m plotterd.demo``: the daemon in dry-run on a fresh demo state, one picture.
 
-It makes ``./demo/`` (state, inbox, config; gitignored), copies ``samples/inbox/camera.png``
+It makes ``./demo/`` (state, inbox, config; gitignored), copies the sample picture
+(``samples/inbox/camera.png`` of a checkout; a wheel carries it in ``plotterd/_bundled/``)
 into the inbox, starts the real daemon (``python -m plotterd.service``) against the
 simulated GRBL plotter, and follows the job through the HTTP API: inbox -> optimising ->
 plotting -> done, printing where to look (job folder, preview, the simulated plot's
@@ -19,8 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parent
 MARK = ".plotterd-demo"
+
+
+def sample_picture() -> Path:
+    """The demo's picture: the wheel's copy, else the checkout's samples/."""
+    installed = PACKAGE / "_bundled" / "samples" / "camera.png"
+    return installed if installed.is_file() else PACKAGE.parent / "samples" / "inbox" / "camera.png"
 
 
 def _port(preferred: int = 8765) -> int:
@@ -42,7 +49,7 @@ def prepare(root: Path, port: int, pipeline: Path | str, sim_speed: str) -> Path
         shutil.rmtree(root)
     (root / "inbox").mkdir(parents=True)
     (root / MARK).write_text("made by python -m plotterd.demo; safe to delete\n")
-    shutil.copy(REPO / "samples" / "inbox" / "camera.png", root / "inbox" / "camera.png")
+    shutil.copy(sample_picture(), root / "inbox" / "camera.png")
     config = root / "plotterd.yaml"
     config.write_text(
         "# written by python -m plotterd.demo\n"
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true",
                     help="keep the daemon running after the job (Ctrl-C stops it)")
     ap.add_argument("--once", action="store_true", help="return when the job ends (default)")
-    ap.add_argument("--dir", default=str(REPO / "demo"), help="demo folder (default ./demo)")
+    ap.add_argument("--dir", default="demo", help="demo folder (default ./demo)")
     ap.add_argument("--pipeline", default="paper",
                     help="pipeline name or file [default: paper, the daemon's default]")
     ap.add_argument("--sim-speed", default="scaled:100",
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 time.sleep(0.3)
         print(f"daemon up: API {url}  (try: curl {url}/jobs ; OpenAPI at {url}/docs)")
-        print(f"dropped samples/inbox/camera.png into {root / 'inbox'}")
+        print(f"dropped the sample picture camera.png into {root / 'inbox'}")
         rc = follow(client, url)
         if keep:
             print(f"\nthe daemon keeps running: drop more pictures into {root / 'inbox'} "

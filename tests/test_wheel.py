@@ -28,7 +28,7 @@ DATA = Path(__file__).resolve().parent / "data"
 # what a build reads: copied so that the build's own build/ and egg-info never land in the
 # checkout others are working in
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "plotterd", "pipelines",
-           "firmware_profiles")
+           "firmware_profiles", "samples")
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,8 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     for shipped in ("plotterd/_bundled/pipelines/tiny.yaml",
                     "plotterd/_bundled/firmware_profiles/grbl-servo.yaml",
                     "plotterd/service/web/static/index.html",
-                    "plotterd/service/web/static/app.js"):
+                    "plotterd/service/web/static/app.js",
+                    "plotterd/_bundled/samples/camera.png"):  # the demo's picture
         assert shipped in names, f"{shipped} missing from {wheel.name}"
 
     env_dir = _fresh_venv(tmp_path)
@@ -111,6 +112,11 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     # the client is part of a plain install: no daemon answers, said in one line
     assert jobs.returncode == 2 and "no plotterd daemon answers" in jobs.stderr, jobs.stderr
     _daemon_serves_its_page(py, plotterd, work, env)
+    # the demo runs from the wheel alone: its picture is package data, its folder ./demo
+    demo = _run([py, "-m", "plotterd.demo", "--pipeline", "tiny", "--sim-speed", "instant"],
+                cwd=work, env=env, timeout=300)
+    assert "job 1 done" in demo.stdout, demo.stdout
+    assert (work / "demo" / "plotterd.yaml").is_file()
 
 
 def _daemon_serves_its_page(py: Path, plotterd: Path, work: Path, env: dict) -> None:
