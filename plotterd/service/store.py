@@ -177,6 +177,8 @@ class JobStore:
         return d
 
     def get(self, job_id: int) -> dict[str, Any] | None:
+        if not -(2**63) <= job_id < 2**63:  # no such row, and SQLite cannot take the number
+            return None
         row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._row(row)
 

@@ -52,6 +52,7 @@ def test_upload_and_job_views(daemon):
     assert c.get(f"/jobs/{jid}/artefacts/evil").status_code == 404
     assert c.get(f"/jobs/{jid}/artefacts/nope").status_code == 404
     assert c.get("/jobs/999").status_code == 404
+    assert c.get("/jobs/" + "9" * 40).status_code == 404  # past SQLite's integers (was a 500)
     long = "ü" * 200 + ".png"  # 400 bytes of name: kept in the job, not in a path
     r = c.post("/jobs", files={"file": (long, b"not an image")})
     assert r.status_code == 201 and r.json()["name"] == long
