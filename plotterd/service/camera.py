@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -31,6 +32,17 @@ log = logging.getLogger("plotterd.camera")
 
 class CameraError(PlotterdError):
     pass
+
+
+def shown_source(source: int | str | None) -> int | str | None:
+    """The camera source as the status shows it: a stream URL's password replaced by ***."""
+    if not isinstance(source, str) or "@" not in source:
+        return source
+    parts = urlsplit(source)
+    if parts.password is None:
+        return source
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def process_frame(frame: np.ndarray, cfg: CameraConfig) -> np.ndarray:
@@ -72,6 +84,7 @@ class Camera:
         self.next_retry = 0.0
         self.captures = 0
         self._stuck: threading.Thread | None = None  # an open or read given up on
+        self.shown = shown_source(cfg.source)  # in messages, logs and the status
         self._closing = threading.Event()  # the daemon stops: no waiting on the camera
 
     @property
@@ -79,7 +92,7 @@ class Camera:
         return self.cfg.source is not None
 
     def status(self) -> dict[str, Any]:
-        return {"source": self.cfg.source, "state": self.state, "error": self.error,
+        return {"source": self.shown, "state": self.state, "error": self.error,
                 "captures": self.captures, "last_capture": self.last_capture}
 
     def _open(self) -> None:
@@ -91,7 +104,7 @@ class Camera:
             cap = cv2.VideoCapture(src)
             if not cap.isOpened():
                 cap.release()
-                raise CameraError(f"cannot open camera {src!r}")
+                raise CameraError(f"cannot open camera {self.shown!r}")
             return cap
 
         self._cap = self._bounded(open_capture, "opening it",
@@ -102,7 +115,7 @@ class Camera:
         """``call()`` on a helper thread, waited for at most ``timeout_s``; a call that
         finishes after it was given up on hands its result to ``abandoned`` (a release)."""
         if self._stuck is not None and self._stuck.is_alive():
-            raise CameraError(f"camera {self.cfg.source!r} is hung (an earlier call has not "
+            raise CameraError(f"camera {self.shown!r} is hung (an earlier call has not "
                               "returned)")
         box: dict[str, Any] = {}
         given_up = threading.Event()
@@ -126,7 +139,7 @@ class Camera:
         if worker.is_alive():
             given_up.set()
             self._stuck = worker
-            raise CameraError(f"camera {self.cfg.source!r}: {what} took more than "
+            raise CameraError(f"camera {self.shown!r}: {what} took more than "
                               f"{self.cfg.timeout_s:g} s (camera.timeout_s)")
         if "error" in box:
             raise box["error"]
@@ -157,12 +170,12 @@ class Camera:
                     self._open()
                     frame = self._read()
                 if frame is None:
-                    raise CameraError(f"camera {self.cfg.source!r} gave no frame")
+                    raise CameraError(f"camera {self.shown!r} gave no frame")
                 out = frame if raw else process_frame(frame, self.cfg)
             except CameraError as e:
                 raise self._fail(str(e)) from None
             except Exception as e:  # OpenCV raises cv2.error and others; never fatal
-                raise self._fail(f"camera {self.cfg.source!r}: {e}") from None
+                raise self._fail(f"camera {self.shown!r}: {e}") from None
             self.state, self.error = "ok", None
             self.last_capture = time.time()
             self.captures += 1
@@ -208,7 +221,7 @@ class Camera:
                 self._fail(str(e))
                 return False
             self.state, self.error = "ok", None
-            log.info("camera %r open", self.cfg.source)
+            log.info("camera %r open", self.shown)
             return True
 
     def shut(self) -> None:

@@ -103,3 +103,13 @@ def test_a_hung_camera_does_not_hold_up_the_inbox(tmp_path):
     finally:
         d.stop()
         server.close()
+
+
+def test_the_status_does_not_show_the_cameras_password():
+    url = "rtsp://admin:s3cret@127.0.0.1:9/stream"
+    cam = Camera(CameraConfig(source=url, timeout_s=5, retry_s=60))
+    with pytest.raises(CameraError):
+        cam.grab()  # nothing listens on port 9: the error names the source
+    st = cam.status()
+    assert "s3cret" not in str(st) and "s3cret" not in st["error"] and st["source"] == "rtsp://admin:***@127.0.0.1:9/stream"
+    assert Camera(CameraConfig(source=0)).status()["source"] == 0
