@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-import re
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from serial import SerialBase
 
 from plotterd.errors import ConfigError, InputError, PlotterdError
+from plotterd.gcode.interpret import PenModel
 from plotterd.machine.base import (
     Ack,
     BoardReset,
@@ -42,7 +43,7 @@ from plotterd.machine.guard import Limits, check_program_lines
 from plotterd.machine.transport import Transport
 from plotterd.progress import Cancelled, Progress, ProgressCallback
 
-if TYPE_CHECKING:  # plotterd.gcode pulls in vpype: the machine stage does not need it loaded
+if TYPE_CHECKING:  # for annotations only
     from plotterd.gcode.program import Program
 
 log = logging.getLogger("plotterd.machine")
@@ -165,15 +166,15 @@ def sim_url_for(url: str, header: dict[str, Any]) -> str:
     query = parse_qs(urlsplit(url).query)
     extra = []
     bounds = header.get("bounds")
-    if "bounds" not in query and isinstance(bounds, list | tuple) and len(bounds) == 4:
+    if "bounds" not in query and isinstance(bounds, list | tuple) and len(bounds) == 4 \
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in bounds):
         extra.append("bounds=" + ",".join(f"{float(v):g}" for v in bounds))
-    down = " ".join(str(c) for c in header.get("pen_down", [])).upper()
-    up = " ".join(str(c) for c in header.get("pen_up", [])).upper()
-    zd, zu = re.search(r"\bZ\s*([-+\d.]+)", down), re.search(r"\bZ\s*([-+\d.]+)", up)
-    if "pen" not in query and zd:
+    pen = PenModel.from_commands([str(c) for c in header.get("pen_up", [])],
+                                 [str(c) for c in header.get("pen_down", [])])
+    if "pen" not in query and pen.kind == "z":
         extra.append("pen=z")
-        if "z_down" not in query and zu:
-            extra.append(f"z_down={(float(zd.group(1)) + float(zu.group(1))) / 2:g}")
+        if "z_down" not in query:
+            extra.append(f"z_down={(pen.down + pen.up) / 2:g}")
     if not extra:
         return url
     return url + ("&" if "?" in url else "?") + "&".join(extra)
