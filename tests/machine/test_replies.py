@@ -250,3 +250,23 @@ def test_transport_hands_on_endless_bytes_as_lines():
     assert isinstance(grbl.parse(line), Garbled) and isinstance(marlin.parse(line), Garbled)
     assert t.quiet_for() < 0.5
     t.close()
+
+
+@pytest.mark.timeout(30)
+def test_after_a_garbled_stop_resume_needs_the_origin():
+    """As after a reset: the link is closed, the position untrusted; a resume is refused
+    until the origin is confirmed, then it goes on."""
+    from plotterd.machine import Plotter
+
+    program = make_program("grbl", strokes=8, segs=5, seed=3)
+    url = f"sim://grbl?speed=instant&seed=5&faults=noise@{3 + len(program.lines) // 2}:4"
+    plotter = Plotter(url, "grbl", timeouts=FAST, header=program.header)
+    first = plotter.stream(program)
+    assert first.reason == "garbled" and first.resume_stroke is not None
+    assert not plotter.status.connected and not plotter.status.position_known
+    again = plotter.stream(program, start_stroke=first.resume_stroke)
+    assert again.status == "interrupted" and "position is not known" in again.error
+    plotter.set_origin()
+    done = plotter.stream(program, start_stroke=first.resume_stroke)
+    assert done.status == "done", done.error
+    plotter.close()
