@@ -557,12 +557,18 @@ def resolve_pipeline(
 _REPLACE_WHOLE = {"resolution", "page"}
 
 
+def _replaces_whole(key: str, val: dict[str, Any]) -> bool:
+    # a pen named by its profile (or model) is another pen: none of the pipeline's own nib or
+    # darkness may survive under the profile's name
+    return key in _REPLACE_WHOLE or (key == "pen" and bool({"profile", "model"} & val.keys()))
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Overrides win key by key; nested mappings (loss, coarse_to_fine) merge recursively;
-    lists (strokes) and `resolution` are replaced whole."""
+    lists (strokes), `resolution`, `page` and a pen named by profile are replaced whole."""
     out = copy.deepcopy(base)
     for k, val in over.items():
-        if isinstance(val, dict) and isinstance(out.get(k), dict) and k not in _REPLACE_WHOLE:
+        if isinstance(val, dict) and isinstance(out.get(k), dict) and not _replaces_whole(k, val):
             out[k] = _merge(out[k], val)
         else:
             out[k] = copy.deepcopy(val)

@@ -100,3 +100,16 @@ def test_lightness_has_finite_gradients_down_to_black():
     assert torch.isfinite(y.grad).all()
     x = torch.linspace(0, 1, 11).reshape(1, 1, 1, 11)
     assert torch.all(torch.diff(srgb_to_linear(x).flatten()) > 0)
+
+
+def test_a_pipeline_override_naming_a_profile_replaces_the_whole_pen(tmp_path, monkeypatch):
+    from plotterd.pipeline import load_pipeline
+
+    monkeypatch.setenv("PLOTTERD_PENS_DIR", str(tmp_path))
+    save_pen_profile(_pen("wide", nib=0.6, darkness=0.7))
+    pipeline = load_pipeline("paper", overrides={"pen": {"profile": "wide"}})
+    assert pipeline.pen_model == _pen("wide", nib=0.6, darkness=0.7)
+    with pytest.raises(ConfigError, match="no pen profile 'gone'"):
+        load_pipeline("paper", overrides={"pen": {"profile": "gone"}})
+    # a plain nib override still merges over the pipeline's pen
+    assert load_pipeline("paper", overrides={"pen": {"nib_mm": 0.5}}).pen_model == RoundNib(0.5)
