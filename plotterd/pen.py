@@ -93,18 +93,11 @@ class DrawingBox:
         return {"width_mm": self.width_mm, "height_mm": self.height_mm}
 
 
-@dataclass(frozen=True)
-class RoundNib:
-    """A round nib of ``nib_mm`` laying ink of ``darkness`` (1 = black); overlaps saturate."""
+class _RoundInk:
+    """Ink laid as a round nib of ``nib_mm`` with ``darkness``: what every pen model draws."""
 
-    nib_mm: float = 0.3
-    darkness: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.nib_mm) and 0.01 <= self.nib_mm <= 20):
-            raise ConfigError("pen.nib_mm", f"must be within [0.01, 20] mm, got {self.nib_mm}")
-        if not (math.isfinite(self.darkness) and 0 < self.darkness <= 1):
-            raise ConfigError("pen.darkness", f"must be within (0, 1], got {self.darkness}")
+    nib_mm: float
+    darkness: float
 
     def raster_width_px(self, px_per_mm: float) -> float:
         return self.nib_mm * px_per_mm
@@ -126,12 +119,26 @@ class RoundNib:
         return render_paths(polylines_mm, box, px_per_mm, self.nib_mm, self.darkness,
                             supersample=supersample)
 
+
+@dataclass(frozen=True)
+class RoundNib(_RoundInk):
+    """A round nib of ``nib_mm`` laying ink of ``darkness`` (1 = black); overlaps saturate."""
+
+    nib_mm: float = 0.3
+    darkness: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.nib_mm) and 0.01 <= self.nib_mm <= 20):
+            raise ConfigError("pen.nib_mm", f"must be within [0.01, 20] mm, got {self.nib_mm}")
+        if not (math.isfinite(self.darkness) and 0 < self.darkness <= 1):
+            raise ConfigError("pen.darkness", f"must be within (0, 1], got {self.darkness}")
+
     def to_dict(self) -> dict[str, Any]:
         return {"model": "round", "nib_mm": self.nib_mm, "darkness": self.darkness}
 
 
 @dataclass(frozen=True)
-class FittedPen:
+class FittedPen(_RoundInk):
     """A pen measured from a photograph of its calibration sheet (``plotterd pens fit``).
 
     It lays ink as a round nib of its *effective* width ``nib_mm`` (the nominal nib plus the
@@ -154,17 +161,6 @@ class FittedPen:
                                              "'.', '_' and '-' only)")
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.colour):
             raise ConfigError("pen.colour", f"must be #rrggbb, got {self.colour!r}")
-
-    def raster_width_px(self, px_per_mm: float) -> float:
-        return self.nib_mm * px_per_mm
-
-    def ink_per_mm(self) -> float:
-        return self.nib_mm * self.darkness
-
-    def render(self, polylines_mm: Iterable[np.ndarray], box: DrawingBox, px_per_mm: float,
-               *, supersample: int = 4) -> np.ndarray:
-        return render_paths(polylines_mm, box, px_per_mm, self.nib_mm, self.darkness,
-                            supersample=supersample)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, so strokes.json's metadata rebuilds the pen without the pens folder."""
