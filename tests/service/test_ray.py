@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
+
+from plotterd.pipeline import resolve_pipeline
 
 from .daemon_proc import DaemonProc, drop
 from .helpers import DATA, free_port, wait_for
@@ -58,10 +61,17 @@ def ray_head():
 
 def _daemon(tmp_path: Path, head: dict, **overrides) -> DaemonProc:
     tmp_path.mkdir(exist_ok=True)
+    # a job's sidecar may only lower the pipeline's iterations: the daemon's own `tiny`
+    # allows long jobs, and the sidecars below ask for as many as each test needs
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir(exist_ok=True)
+    tiny = yaml.safe_load(resolve_pipeline("tiny").read_text())
+    (pipelines / "tiny.yaml").write_text(yaml.safe_dump({**tiny, "iterations": 200000}))
     return DaemonProc(tmp_path, optimiser={"threads": 1, "checkpoint_every": 5,
                                            "backend": "ray", "device": "cpu"},
                       ray={"address": head["address"], "num_cpus": 1,
-                           "connect_timeout_s": 10}, **overrides).start()
+                           "connect_timeout_s": 10}, pipeline_dirs=[str(pipelines)],
+                      **overrides).start()
 
 
 def _groups(job_dir: Path) -> list:
