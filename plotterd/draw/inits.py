@@ -60,6 +60,11 @@ def check_init_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
                               f"unknown option for init {name!r} "
                               f"(accepted: {', '.join(spec.options)})")
         default = spec.options[k]
+        if isinstance(default, bool):  # a switch: true or false only
+            if not isinstance(v, bool):
+                raise ConfigError(f"init_options.{k}", f"must be true or false, got {v!r}")
+            out[k] = v
+            continue
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
                 or (v < 0 and k not in _SIGNED_OPTIONS) \
                 or (v == 0 and k not in _SIGNED_OPTIONS | _ZERO_OK_OPTIONS):
@@ -91,7 +96,8 @@ _HATCH_OPTIONS = {**{f.name: f.default for f in fields(HatchSettings)}, **START_
 @register_init("hatch", _HATCH_OPTIONS)
 def _hatch(darkness: np.ndarray, options: dict[str, Any],
            rng: np.random.Generator) -> Polylines:
-    """Parallel lines one nib apart, inked by an ordered dither of the tone."""
+    """Parallel lines one nib apart, inked by an ordered dither of the tone (crossed by a
+    second layer in the darker tones with ``cross``)."""
     return hatch(darkness, HatchSettings(**options))
 
 

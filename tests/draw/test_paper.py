@@ -128,6 +128,42 @@ def test_hatching_lays_the_tone_in_steps_and_outlines_it():
     assert np.allclose(ring[0], ring[-1]) and 28 <= np.ptp(ring[:, 0]) <= 31
 
 
+@pytest.mark.parametrize("tone", [0.3, 0.6, 0.75, 0.875, 0.94])
+def test_a_cross_hatch_covers_what_the_tone_asks_at_every_step(tone):
+    # rendered by the pen at the canvas scale, a flat tone's coverage is the tone rounded
+    # to the cross-hatch's steps (0.25, 0.5, 0.625, 0.75, 0.875, 0.9375) within a few %
+    steps = np.array([0.25, 0.5, 0.625, 0.75, 0.875, 0.9375])
+    want = steps[np.argmin(abs(steps - tone))]
+    lines = hatch(np.full((60, 60), tone), HatchSettings(cross=True, contours=0, link_gap_px=0))
+    page = RoundNib(0.3).render([(p + 0.5) * 0.3 for p in lines], DrawingBox(18, 18),
+                                1 / 0.3, supersample=8)
+    assert 1 - float(page[10:50, 10:50].mean()) == pytest.approx(want, abs=0.03)
+
+
+def test_a_cross_hatch_crosses_only_past_its_tone_and_leaves_no_missing_lines():
+    ramp = 1.0 - grey_ramp(60, 120)[0, 0].numpy()  # darkness 0.05 .. 0.85 left to right
+    lines = hatch(ramp, HatchSettings(cross=True, cross_tone=0.5, contours=0, link_gap_px=0))
+    angles = {round(float(np.degrees(np.arctan2(*(p[-1] - p[0])[::-1]))) % 180) for p in lines}
+    assert angles == {45, 135}
+    crossing = [p for p in lines if np.allclose(np.diff(p, axis=0)[0] @ [1, 1], 0)]
+    x_at = np.round(np.concatenate(crossing)[:, 0]).astype(int).clip(0, 119)
+    assert ramp[0, x_at].min() > 0.5  # the second direction only where the tone passes 0.5
+    # 75 %: every 2nd line both ways (holes every 2 nibs), not three lines in four
+    flat = hatch(np.full((40, 40), 0.75), HatchSettings(cross=True, contours=0, link_gap_px=0))
+    per_direction = {}
+    for p in flat:
+        d = p[-1] - p[0]
+        key = int(np.sign(d[0] * d[1]))
+        per_direction.setdefault(key, []).append(round(float(p[0] @ [-d[1], d[0]]
+                                                             / np.hypot(*d)), 1))
+    for offsets in per_direction.values():
+        assert set(np.round(np.diff(sorted(set(offsets))), 1)) == {2.0}  # pitch 2 nibs
+    with pytest.raises(ConfigError) as e:
+        pipeline_from_dict({**load_pipeline("paper").to_dict(),
+                            "init_options": {"cross": 1}})
+    assert e.value.key == "init_options.cross"
+
+
 def test_the_default_hatch_joins_ends_far_enough_to_halve_the_pen_lifts():
     # a join draws up to link_gap_px of line and saves a pen lift (0.3 s) and its travel;
     # with smooth refined lines the lifts dominate, so the default joins up to 7 px (camera
