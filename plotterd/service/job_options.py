@@ -12,11 +12,14 @@ the daemon's own config sets.
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from plotterd.errors import ConfigError
-from plotterd.pipeline import load_pipeline
+from plotterd.pipeline import Pipeline, resolve_pipeline
 
 PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 AT_MOST = ("max_input_megapixels", "iterations")  # a job may lower these, never raise them
@@ -38,17 +41,32 @@ def override_error(pipeline: str, overrides: dict[str, Any], base: dict[str, Any
     if not asked:
         return None
     try:
-        limits = load_pipeline(pipeline, overrides=base or None, search_dirs=tuple(dirs))
+        limits = _limits(pipeline, base or {}, dirs)
     except ConfigError as e:
         return f"pipeline {pipeline!r}: {e.message}"
     for key in AT_MOST:
-        value, cap = overrides.get(key), getattr(limits, key)
-        if key in overrides and not (_is_num(value) and value <= cap):
+        value, cap = overrides.get(key), limits[key]
+        if key in overrides and not (_is_num(value) and _is_num(cap) and value <= cap):
             return f"options: {key} may only be lowered (the pipeline's is {cap}, got {value!r})"
-    if overrides.get("allow_random_weights", False) is not False and not \
-            limits.allow_random_weights:
+    if overrides.get("allow_random_weights", False) is not False and \
+            limits["allow_random_weights"] is not True:
         return "options: allow_random_weights cannot be turned on by a job"
     return None
+
+
+def _limits(pipeline: str, base: dict[str, Any], dirs: list[Path]) -> dict[str, Any]:
+    """The pipeline's own limits with the folder's ``base`` keys over them (read from its
+    file, not a full load: a full load would also need the pens folder for its pen)."""
+    path = resolve_pipeline(pipeline, tuple(dirs))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError("pipeline", f"cannot read it: {type(e).__name__}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError("pipeline", "must be a mapping of keys")
+    defaults = {f.name: f.default for f in fields(Pipeline)}
+    return {k: base.get(k, raw.get(k, defaults[k]))
+            for k in (*AT_MOST, "allow_random_weights")}
 
 
 def _is_num(x: Any) -> bool:
