@@ -39,6 +39,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from plotterd.pipeline import resolve_pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((ROOT / "tests" / "data").glob("*_small.png"))
 TERMINAL = ("done", "failed", "cancelled")
@@ -113,7 +115,8 @@ def config(root: Path, n: int, backend: str, args: argparse.Namespace, ray_addre
            port: int) -> dict:
     cfg = {
         "state_dir": str(root / "state"),
-        "pipeline": "tiny",
+        "pipeline": "farm",
+        "pipeline_dirs": [str(farm_pipeline(root, args.iterations))],
         "plotters": [{"name": f"p{k + 1}", "port": None, "sim_speed": args.sim_speed,
                       "paper": "auto"} for k in range(n)],
         "optimiser": {"threads": 1, "backend": backend, "device": "cpu"},
@@ -125,13 +128,23 @@ def config(root: Path, n: int, backend: str, args: argparse.Namespace, ray_addre
     return cfg
 
 
-def drop_jobs(inbox: Path, count: int, iterations: int) -> None:
+def farm_pipeline(root: Path, iterations: int) -> Path:
+    """A folder with `farm`: `tiny` at the run's iterations (a sidecar may only lower them)."""
+    folder = root / "pipelines"
+    folder.mkdir(parents=True, exist_ok=True)
+    tiny = yaml.safe_load(resolve_pipeline("tiny").read_text())
+    (folder / "farm.yaml").write_text(yaml.safe_dump({**tiny, "name": "farm",
+                                                      "iterations": iterations}))
+    return folder
+
+
+def drop_jobs(inbox: Path, count: int) -> None:
     inbox.mkdir(parents=True, exist_ok=True)
     for k in range(count):
         photo = PHOTOS[k % len(PHOTOS)]
         name = f"job{k:03d}.png"
         sidecar = inbox / f".{name}.yaml.tmp"
-        sidecar.write_text(yaml.safe_dump({"iterations": iterations, "seed": k}))
+        sidecar.write_text(yaml.safe_dump({"seed": k}))
         sidecar.rename(inbox / f"{name}.yaml")
         tmp = inbox / f".{name}.tmp"
         shutil.copy(photo, tmp)
@@ -169,7 +182,7 @@ def run_farm(n: int, backend: str, args: argparse.Namespace, ray_address: str | 
         sampler = Sampler(proc.pid)
         count = n * args.jobs_per_plotter
         t0 = time.time()
-        drop_jobs(root / "state" / "inbox", count, args.iterations)
+        drop_jobs(root / "state" / "inbox", count)
         jobs, first_plot = wait_all(http, count, sampler, args.timeout, t0)
         t1 = time.time()
         states = [j["state"] for j in jobs]
