@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ DEFAULT_MAX_WIDTH_FACTOR = 4.0
 _MULTINOMIAL_MAX = 2**24
 # sigmoid-parametrised grey/colour start at most this close to 0 or 1 (logit stays finite)
 _SIGMOID_EDGE = 0.02
+# renders the pen's paper alongside the smooth raster (paper_forward); one worker: one
+# render at a time, its thread started on first use
+_PAPER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plotterd-paper")
 
 
 @dataclass
@@ -398,15 +402,21 @@ def _keep_refinement_if_paper_agrees(groups, params, start_params, pipeline, los
     return info["refinement_kept"]
 
 
-def _on_paper_straight_through(image: torch.Tensor, groups: list[_Group], pipeline: Pipeline,
-                               canvas: Canvas) -> torch.Tensor:
-    """The pen model's drawing of the strokes in the forward pass, the Gaussian raster's
-    gradient in the backward pass (a straight-through estimator): the loss then measures
-    what the paper will show, while the smooth raster says which way to move."""
+def _paper_alongside(groups: list[_Group], pipeline: Pipeline, canvas: Canvas) -> Future:
+    """The pen model's drawing of the strokes, rendered on a second thread while the
+    smooth raster is built on this one: both spend their time in numpy and torch kernels
+    that release the GIL, so on two cores the paper costs little of the step's time."""
     from plotterd.draw.structure_start import render_on_paper
 
-    lines = _canvas_lines(groups, canvas)
-    paper = render_on_paper(lines, canvas.height, canvas.width, pipeline).to(image)
+    lines = _canvas_lines(groups, canvas)  # a copy: the optimiser may move the points
+    return _PAPER_THREAD.submit(render_on_paper, lines, canvas.height, canvas.width, pipeline)
+
+
+def _straight_through(image: torch.Tensor, paper: torch.Tensor) -> torch.Tensor:
+    """The paper in the forward pass, the Gaussian raster's gradient in the backward pass
+    (a straight-through estimator): the loss then measures what the paper will show,
+    while the smooth raster says which way to move."""
+    paper = paper.to(image)
     return image + (paper - image).detach()
 
 
@@ -702,6 +712,8 @@ class _Run:
     # -- the descent ------------------------------------------------------------------------
     def draw(self, level: _Level) -> torch.Tensor:
         pipeline = self.pipeline
+        on_paper = pipeline.paper_forward and self.start_info and not level.coarse
+        paper = _paper_alongside(self.groups, pipeline, self.canvas) if on_paper else None
         image = render(
             [g.batch(self.canvas, level) for g in self.groups],
             level.height,
@@ -711,8 +723,8 @@ class _Run:
             tau=pipeline.tau,
             curve_segments=pipeline.curve_segments,
         )
-        if pipeline.paper_forward and self.start_info and not level.coarse:
-            image = _on_paper_straight_through(image, self.groups, pipeline, self.canvas)
+        if paper is not None:
+            image = _straight_through(image, paper.result())
         return image
 
     def step(self, it: int) -> float:

@@ -166,9 +166,17 @@ def test_the_start_lays_the_ink_the_tone_needs():
     import cv2
 
     photo = torch.from_numpy(cv2.GaussianBlur(photo[0, 0].numpy(), (0, 0), 6))[None, None]
-    meta = optimise(photo, paper_pipeline(), iterations=0).strokes.metadata
-    assert meta["tone_scale"] == 1.0
-    assert meta["init_ink_ratio"] == pytest.approx(1.0, abs=0.1)
+    ratio = {}
+    for cross in (False, True):
+        options = {**paper_pipeline().init_options, "cross": cross}
+        meta = optimise(photo, paper_pipeline(init_options=options),
+                        iterations=0).strokes.metadata
+        assert meta["tone_scale"] == 1.0
+        ratio[cross] = meta["init_ink_ratio"]
+    assert ratio[False] == pytest.approx(1.0, abs=0.1)
+    # crossing layers overlap at every crossing: 75 % coverage is two layers of 50 %, 4/3
+    # of the line one layer would need for it
+    assert 1.1 < ratio[True] < 1.4
 
 
 def test_a_flat_mid_grey_drawing_looks_mid_grey_on_paper():
