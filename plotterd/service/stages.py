@@ -106,7 +106,11 @@ def pens_folder(folder: str | Path | None) -> Iterator[None]:
 def optimise_image(spec: dict[str, Any], job_dir: Path,
                    progress: Callable[[Progress], None]) -> tuple[Any, dict[str, Path]]:
     """Image -> strokes (resuming from the job's checkpoint) -> the draw artefacts."""
-    from plotterd.draw import load_pipeline, optimise, write_outputs
+    # from the modules themselves: once plotterd.draw.optimise is imported anywhere, the
+    # package's lazy name `optimise` is that module, not the function
+    from plotterd.draw.export import write_outputs
+    from plotterd.draw.optimise import optimise
+    from plotterd.pipeline import load_pipeline
 
     with pens_folder(spec.get("pens_dir")):
         pipeline = load_pipeline(spec["pipeline"], overrides=spec.get("overrides") or None,
