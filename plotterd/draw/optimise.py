@@ -48,9 +48,6 @@ DEFAULT_MAX_WIDTH_FACTOR = 4.0
 _MULTINOMIAL_MAX = 2**24
 # sigmoid-parametrised grey/colour start at most this close to 0 or 1 (logit stays finite)
 _SIGMOID_EDGE = 0.02
-# renders the pen's paper alongside the smooth raster (paper_forward); one worker: one
-# render at a time, its thread started on first use
-_PAPER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plotterd-paper")
 
 
 @dataclass
@@ -402,14 +399,15 @@ def _keep_refinement_if_paper_agrees(groups, params, start_params, pipeline, los
     return info["refinement_kept"]
 
 
-def _paper_alongside(groups: list[_Group], pipeline: Pipeline, canvas: Canvas) -> Future:
-    """The pen model's drawing of the strokes, rendered on a second thread while the
+def _paper_alongside(pool: ThreadPoolExecutor, groups: list[_Group], pipeline: Pipeline,
+                     canvas: Canvas) -> Future:
+    """The pen model's drawing of the strokes, rendered on ``pool``'s thread while the
     smooth raster is built on this one: both spend their time in numpy and torch kernels
     that release the GIL, so on two cores the paper costs little of the step's time."""
     from plotterd.draw.structure_start import render_on_paper
 
     lines = _canvas_lines(groups, canvas)  # a copy: the optimiser may move the points
-    return _PAPER_THREAD.submit(render_on_paper, lines, canvas.height, canvas.width, pipeline)
+    return pool.submit(render_on_paper, lines, canvas.height, canvas.width, pipeline)
 
 
 def _straight_through(image: torch.Tensor, paper: torch.Tensor) -> torch.Tensor:
@@ -713,18 +711,21 @@ class _Run:
     def draw(self, level: _Level) -> torch.Tensor:
         pipeline = self.pipeline
         on_paper = pipeline.paper_forward and self.start_info and not level.coarse
-        paper = _paper_alongside(self.groups, pipeline, self.canvas) if on_paper else None
-        image = render(
-            [g.batch(self.canvas, level) for g in self.groups],
-            level.height,
-            level.width,
-            composition=pipeline.composition,
-            channels=pipeline.channels,
-            tau=pipeline.tau,
-            curve_segments=pipeline.curve_segments,
-        )
-        if paper is not None:
-            image = _straight_through(image, paper.result())
+        # a pool per step: no thread outlives the step (starting one costs microseconds)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plotterd-paper") as pool:
+            paper = (_paper_alongside(pool, self.groups, pipeline, self.canvas)
+                     if on_paper else None)
+            image = render(
+                [g.batch(self.canvas, level) for g in self.groups],
+                level.height,
+                level.width,
+                composition=pipeline.composition,
+                channels=pipeline.channels,
+                tau=pipeline.tau,
+                curve_segments=pipeline.curve_segments,
+            )
+            if paper is not None:
+                image = _straight_through(image, paper.result())
         return image
 
     def step(self, it: int) -> float:
