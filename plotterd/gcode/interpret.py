@@ -15,8 +15,9 @@ streamed, so that
 
 Hand-written rather than a library: the G-code readers on PyPI (gcodeparser, pygcode)
 neither know GRBL's and Marlin's dwell units nor the modal rules this needs to be safe.
-Words are read with :func:`plotterd.gcode.profile.gcode_words`, the same reader the
-profile checks use.
+Lines are read with :mod:`plotterd.gcode.tokens`, the one tokeniser the profile checks,
+the drivers and the simulated boards use too; a GRBL line is read as GRBL's receive filter
+leaves it (no spaces, so ``X1 0`` is ``X10``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plotterd.errors import InputError, OutOfBoundsError
-from plotterd.gcode.profile import gcode_words, trapezoid_time
+from plotterd.gcode.profile import trapezoid_time
+from plotterd.gcode.tokens import command, gcode_words, grbl_line, named_params, scan
 
 MM_PER_INCH = 25.4
 # modal codes that do not change where a move goes
@@ -51,30 +53,8 @@ _REFUSED_EXTENDED = ("SET_KINEMATIC_POSITION", "FORCE_MOVE", "SET_GCODE_OFFSET",
                      "MANUAL_STEPPER", "MANUAL_MOVE")
 # Marlin M-codes whose parameters are free text (M0 Load pen 2, M117 Hello)
 _TEXT_M = {0.0, 1.0, 23.0, 28.0, 117.0, 118.0, 928.0}
-_LINE_NUMBER = re.compile(r"^N\d+\s*", re.IGNORECASE)
-_CHECKSUM = re.compile(r"\*\d+\s*$")
 _CLASSIC = re.compile(r"^(\s*[A-Z]\s*[-+]?(\d+\.?\d*|\.\d+))*\s*$", re.IGNORECASE)
 _EXTENDED = re.compile(r"^([A-Z_][A-Z0-9_]*)(\s|$)", re.IGNORECASE)
-_PARAM = re.compile(r"([A-Z_]+)=(\S+)", re.IGNORECASE)
-
-
-def strip_comment(s: str) -> str:
-    """Remove ';' and '(...)' comments and surrounding whitespace."""
-    if ";" not in s and "(" not in s:
-        return s.strip()
-    out, depth = [], 0
-    for ch in s:
-        if ch == ";" and depth == 0:
-            break
-        if ch == "(":
-            depth += 1
-            continue
-        if ch == ")" and depth:
-            depth -= 1
-            continue
-        if depth == 0:
-            out.append(ch)
-    return "".join(out).strip()
 
 
 def overflow(lo: Any, hi: Any, bounds: tuple[float, float, float, float]) -> list[str]:
@@ -136,7 +116,7 @@ class PenModel:
             return cls("z", down=dw["Z"], up=uw["Z"])
         if dw.get("M") == 280.0 and "S" in dw and "S" in uw:
             return cls("m280", down=dw["S"], up=uw["S"], servo=str(int(dw.get("P", 0))))
-        dp, up_p = _params(downs[0]), _params(ups[0])
+        dp, up_p = named_params(downs[0]), named_params(ups[0])
         if downs[0].upper().startswith("SET_SERVO") and "ANGLE" in dp and "ANGLE" in up_p:
             try:
                 return cls("servo", down=float(dp["ANGLE"]), up=float(up_p["ANGLE"]),
@@ -149,10 +129,6 @@ class PenModel:
 
     def nearer_down(self, value: float) -> bool:
         return abs(value - self.down) < abs(value - self.up)
-
-
-def _params(cmd: str) -> dict[str, str]:
-    return {k.upper(): v for k, v in _PARAM.findall(cmd)}
 
 
 # ---- the interpreter ----
@@ -255,7 +231,7 @@ class Interpreter:
     # -- one line --
     def run(self, n: int, raw_cmd: str) -> Step:
         """Execute one command (comments already removed); ``n`` is its line number."""
-        cmd = _CHECKSUM.sub("", _LINE_NUMBER.sub("", raw_cmd)).strip()
+        cmd = command(raw_cmd)
         step = Step(pen_before=self.pen_down())
         if not cmd or cmd == "%":
             step.pen_after = step.pen_before
@@ -263,12 +239,11 @@ class Interpreter:
         if cmd.startswith("$"):
             self._system(n, cmd, step)
         else:
-            words = gcode_words(cmd)
-            text_m = _text_m(cmd, words)
-            if not text_m and not _CLASSIC.match(cmd):
+            name, words = command_words(cmd, self.firmware)
+            if name:
                 self._extended(n, cmd)
             else:
-                self._classic(n, cmd, words[:1] if text_m else words, step)
+                self._classic(n, cmd, words, step)
         step.pen_after = self.pen_down()
         return step
 
@@ -287,7 +262,7 @@ class Interpreter:
             raise self._err(n, cmd, f"{name} changes the position in a way plotterd cannot "
                                     "follow")
         if self.pen.kind == "servo" and name == "SET_SERVO":
-            p = _params(cmd)
+            p = named_params(cmd)
             if p.get("SERVO", "").upper() == self.pen.servo and "ANGLE" in p:
                 try:
                     self.state.servo_angle = float(p["ANGLE"])
@@ -506,15 +481,18 @@ def z_range(up: list[str] | tuple[str, ...], down: list[str] | tuple[str, ...]
     return (0.0, 0.0)
 
 
-def command_words(cmd: str) -> tuple[str, list[tuple[str, float]]]:
-    """How the interpreter reads one command (comment removed): ("", its words) for
-    classic G-code, (NAME, []) for an extended command (Klipper's SET_SERVO ...), (M-code,
-    its first word only) for an M-code with free text (M117 Hello)."""
-    cmd = _CHECKSUM.sub("", _LINE_NUMBER.sub("", cmd)).strip()
+def command_words(cmd: str, firmware: str = "") -> tuple[str, list[tuple[str, float]]]:
+    """How the interpreter reads one command: ("", its words) for classic G-code, (NAME, [])
+    for an extended command (Klipper's SET_SERVO ...), ("", its first word only) for an
+    M-code with free text (M117 Hello). GRBL reads the line as its receive filter leaves it."""
+    cmd = grbl_line(command(cmd)) if firmware == "grbl" else command(cmd)
     words = gcode_words(cmd)
     if _text_m(cmd, words):
         return "", words[:1]
-    if not _CLASSIC.match(cmd):
+    toks = scan(cmd)
+    # a line that starts with a word is classic, whatever follows: the firmware skips
+    # what is not a word (Marlin reads "G1 X5 & Y300" as G1 X5 Y300) or refuses the line
+    if not (toks and toks[0].word) and not _CLASSIC.match(cmd):
         m = _EXTENDED.match(cmd)
         return (m.group(1).upper() if m else cmd.split()[0].upper()), []
     return "", words

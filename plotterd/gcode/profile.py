@@ -19,6 +19,7 @@ import yaml
 
 from plotterd import bundled
 from plotterd.errors import ConfigError
+from plotterd.gcode.tokens import gcode_words, xy_target
 
 FIRMWARES = ("grbl", "marlin", "klipper")
 DIALECTS = ("spindle", "z", "m280", "klipper-servo", "commands")
@@ -37,28 +38,11 @@ DEFAULT_MAX_LINE = {"grbl": 80, "marlin": 96, "klipper": 256}
 PROFILE_SUFFIXES = (".yaml", ".yml")
 ENV_VAR = "PLOTTERD_PROFILES"
 
-# a letter and its number; not inside a name (a Klipper macro PEN_G20 holds no G20 word)
-_WORD = re.compile(r"(?<![A-Z_])([A-Z])\s*([-+]?\d*\.?\d+)", re.IGNORECASE)
 # modes that would make the writer's absolute millimetre coordinates mean something else
 _MODE_CHANGES = {91.0: "G91 (relative moves)", 20.0: "G20 (inches)",
                  92.0: "G92 (sets the position)", 10.0: "G10 (sets offsets)",
                  53.0: "G53 (machine coordinates)", 55.0: "G55", 56.0: "G56", 57.0: "G57",
                  58.0: "G58", 59.0: "G59"}
-
-
-def gcode_words(line: str) -> list[tuple[str, float]]:
-    """The (letter, value) words of a G-code line, found anywhere ("G0X10" too)."""
-    return [(k.upper(), float(v)) for k, v in _WORD.findall(line)]
-
-
-def xy_target(line: str) -> tuple[float | None, float | None] | None:
-    """(X, Y) of a G0/G1 line that moves X or Y (an axis it does not name is None), else
-    None."""
-    words = gcode_words(line)
-    axes = dict(words)
-    if any(k == "G" and v in (0.0, 1.0) for k, v in words) and ("X" in axes or "Y" in axes):
-        return axes.get("X"), axes.get("Y")
-    return None
 
 
 def bundled_dir() -> Path:

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from plotterd import atomic
 from plotterd.errors import InputError, OutOfBoundsError
-from plotterd.gcode.interpret import Interpreter, PenModel, Step, strip_comment, z_range
+from plotterd.gcode.interpret import Interpreter, PenModel, Step, z_range
+from plotterd.gcode.tokens import gcode_words, strip_comment
 
 if TYPE_CHECKING:
     from plotterd.gcode.profile import Profile
@@ -329,8 +330,6 @@ def _check_header_bounds(raw: list[tuple[int, str]], header: dict[str, Any],
 
 def _xy_motion(cmd: str) -> float | None:
     """The motion word (0..3) of a line that moves X or Y, else None."""
-    from plotterd.gcode.profile import gcode_words
-
     words = gcode_words(cmd)
     axes = {k for k, _ in words}
     if "X" not in axes and "Y" not in axes:

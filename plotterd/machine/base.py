@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from plotterd.errors import PlotterdError
+from plotterd.gcode.tokens import command, frame, gcode_words, grbl_line, strip_comment
 
 log = logging.getLogger("plotterd.machine")
 
@@ -160,48 +161,33 @@ class Ack:
     lost: bool = False  # the ok never came; inferred from the machine state
 
 
-_MOTION = re.compile(r"^(?:N\d+)?G0*[01](?![0-9.])", re.I)
-_AXIS = re.compile(r"[XYZ]", re.I)
-_DWELL_P = re.compile(r"P\s*([-+]?[\d.]+)", re.I)
-_DWELL_S = re.compile(r"S\s*([-+]?[\d.]+)", re.I)
-
-
-def strip_line(text: str) -> str:
-    """Remove ';' and '(...)' comments and all whitespace (what GRBL ignores anyway), and the
-    real-time characters '?', '!' and '~' that GRBL would act on even inside a line."""
-    out, depth = [], 0
-    for ch in text:
-        if ch == ";" and depth == 0:
-            break
-        if ch == "(":
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-        elif depth == 0 and not ch.isspace() and ch not in "?!~":
-            out.append(ch)
-    return "".join(out).upper()
+def _number(words: list[tuple[str, float]], letter: str) -> float | None:
+    return next((v for k, v in words if k == letter), None)
 
 
 def make_item(text: str, firmware: str, tag: int | None = None, kind: str = "setup") -> Item:
-    if firmware == "grbl":
-        sent = strip_line(text)
-    else:
-        sent = text.split(";", 1)[0].strip()
-    compact = sent.replace(" ", "").upper()
-    motion = bool(_MOTION.match(compact)) and bool(_AXIS.search(compact))
+    """The line as sent (GRBL: as its receive filter leaves it; others: comments removed)
+    and what the streamer needs to know about it, read with the one G-code tokeniser."""
+    sent = grbl_line(text) if firmware == "grbl" else strip_comment(text)
+    framed = frame(sent)
+    if firmware == "grbl" and framed.checksum is not None and framed.checksum >= 0:
+        sent = framed.signed  # a foreign file's checksum: GRBL would refuse it (error:1)
+    words = gcode_words(command(sent))
+    gs = [v for k, v in words if k == "G"]
+    ms = [v for k, v in words if k == "M"]
+    motion = any(g in (0.0, 1.0) for g in gs) and any(k in "XYZ" for k, _ in words)
+    dwell = 4.0 in gs
     wait = 0.0
-    word = compact[:3]
-    if compact.startswith("G4") and not compact.startswith("G4.") and compact[2:3] in "PS":
-        m = _DWELL_P.search(compact)
-        s = _DWELL_S.search(compact)
-        if m:
+    if dwell:
+        p, s = _number(words, "P"), _number(words, "S")
+        if p is not None:
             # GRBL's G4 P is seconds; Marlin's is milliseconds
-            wait = (reply_number(m.group(1)) or 0.0) / (1.0 if firmware == "grbl" else 1000.0)
-        elif s:
-            wait = reply_number(s.group(1)) or 0.0
-    elif compact in ("$H",) or word == "G28":
+            wait = p / (1.0 if firmware == "grbl" else 1000.0)
+        elif s is not None:
+            wait = s
+        wait = wait if math.isfinite(wait) and wait >= 0 else 0.0
+    elif "".join(sent.split()).upper() == "$H" or 28.0 in gs:
         wait = -1.0  # homing: the homing timeout applies
     # G4 waits for the planner to empty on GRBL and Marlin; so does M400 on Marlin
-    sync = (compact.startswith("G4") and not compact.startswith("G4.")) or (
-        firmware != "grbl" and compact.startswith("M400"))
-    return Item(sent, tag, kind, motion, max(wait, 0.0) if wait >= 0 else -1.0, sync=sync)
+    sync = dwell or (firmware != "grbl" and 400.0 in ms)
+    return Item(sent, tag, kind, motion, wait, sync=sync)

@@ -18,9 +18,9 @@ from plotterd.gcode.interpret import (
     Interpreter,
     PenModel,
     command_words,
-    strip_comment,
     z_range,
 )
+from plotterd.gcode.tokens import strip_comment
 
 # GRBL '$' commands that only read; everything else ($n=v, $RST, $SLP, $J=...) is refused
 READ_ONLY_DOLLAR = {"$", "$$", "$#", "$G", "$I", "$N", "$C", "$X"}
@@ -99,7 +99,7 @@ def check_send(text: str, limits: Limits, position: tuple[float, float] | None) 
         return
     if _norm(cmd) in limits.pen_commands:
         return  # the profile's own pen commands (a Z pen's are inside its travel)
-    name, words = command_words(cmd)
+    name, words = command_words(cmd, limits.firmware)
     if name:
         if name in _SEND_READS or name in limits.allow:
             return

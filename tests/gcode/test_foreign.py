@@ -11,8 +11,9 @@ import pytest
 
 from plotterd.errors import InputError, OutOfBoundsError
 from plotterd.gcode import load_profile
-from plotterd.gcode.interpret import Interpreter, PenModel, strip_comment
+from plotterd.gcode.interpret import Interpreter, PenModel
 from plotterd.gcode.program import Program
+from plotterd.gcode.tokens import strip_comment
 
 DATA = Path(__file__).parent / "data"
 SERVO = load_profile("grbl-servo")

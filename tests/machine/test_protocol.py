@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import serial
 
+from plotterd.gcode.tokens import grbl_line
 from plotterd.machine import Timeouts, grbl, marlin
-from plotterd.machine.base import FirmwareError, make_item, strip_line
+from plotterd.machine.base import FirmwareError, make_item
 from plotterd.machine.grbl_codes import ALARMS, ERRORS, alarm_text, error_text
 from plotterd.machine.transport import Transport
 
@@ -47,10 +48,10 @@ def test_grbl_tables_complete():
     assert "unknown" in error_text(99)
 
 
-def test_strip_line_and_items():
-    assert strip_line("G1 X1.5 Y2 ; comment") == "G1X1.5Y2"
-    assert strip_line("g0 (move) x1 (y9) y2") == "G0X1Y2"
-    assert strip_line("M3 S30 ?!~") == "M3S30"  # real-time bytes never go in a line
+def test_grbl_line_and_items():
+    assert grbl_line("G1 X1.5 Y2 ; comment") == "G1X1.5Y2"
+    assert grbl_line("g0 (move) x1 (y9) y2") == "G0X1Y2"
+    assert grbl_line("M3 S30 ?!~") == "M3S30"  # real-time bytes never go in a line
     it = make_item("G4 P0.15", "grbl")
     assert it.wait == pytest.approx(0.15) and not it.motion
     assert make_item("G4 P150", "marlin").wait == pytest.approx(0.15)  # Marlin: ms

@@ -7,38 +7,35 @@ from __future__ import annotations
 
 import re
 
+from plotterd.gcode.tokens import scan
 from plotterd.machine.sim.core import INF, SimConfig, Simulator
 
 BANNER = "Grbl 1.1h ['$' for help]"
 LINE_MAX = 79  # GRBL's 80-byte line buffer keeps one byte for the terminator
 _COMMENT_PAREN, _COMMENT_SEMI, _OVERFLOW = 1, 2, 4  # protocol.c's line_flags
-_WORD = re.compile(r"([A-Z])([-+]?(?:\d+\.?\d*|\.\d+))?")
 _SUPPORTED_G = {0, 1, 4, 10, 17, 21, 90, 91, 92, 92.1, 94}
 _SUPPORTED_M = {0, 1, 2, 3, 4, 5, 30}
 
 
 def _parse_block(text: str) -> tuple[list[float], list[float], dict[str, float]] | int:
-    """A G-code line's G numbers, M numbers and other words, or GRBL's error code for it."""
+    """A G-code line's G numbers, M numbers and other words, or GRBL's error code for it
+    (gcode.c); ``text`` is what the receive filter left: no spaces, upper case."""
     words: dict[str, float] = {}
     gs: list[float] = []
     ms: list[float] = []
-    pos = 0
-    while pos < len(text):
-        m = _WORD.match(text, pos)
-        if m is None:
+    for tok in scan(text):
+        if not tok.letter:
             return 1  # expected command letter
-        if m.group(2) is None:
+        if tok.number is None:
             return 2  # bad number format
-        letter, value = m.group(1), float(m.group(2))
-        pos = m.end()
-        if letter == "G":
-            gs.append(value)
-        elif letter == "M":
-            ms.append(value)
-        elif letter in "XYZFPSNL":
-            if letter in words:
+        if tok.letter == "G":
+            gs.append(tok.number)
+        elif tok.letter == "M":
+            ms.append(tok.number)
+        elif tok.letter in "XYZFPSNL":
+            if tok.letter in words:
                 return 25  # repeated word
-            words[letter] = value
+            words[tok.letter] = tok.number
         else:
             return 20
     if any(g not in _SUPPORTED_G for g in gs) or any(m_ not in _SUPPORTED_M for m_ in ms):

@@ -5,16 +5,16 @@ milliseconds, software endstops that clamp, ``Error:Printer halted`` after a kil
 
 from __future__ import annotations
 
-import re
 from collections import deque
 
+from plotterd.gcode.tokens import frame, gcode_words, named_params
+from plotterd.machine.base import reply_number
 from plotterd.machine.sim.core import INF, SimConfig, Simulator
 
 BUFSIZE = 4  # Marlin's command queue
 KEEPALIVE = 2.0  # s between busy messages (Marlin's DEFAULT_KEEPALIVE_INTERVAL)
 KEEPALIVE_INSTANT = 0.1  # in speed=instant, where only waits for the user take time
 MAX_CMD = 96
-_WORD = re.compile(r"([A-Z])\s*([-+]?(?:\d+\.?\d*|\.\d+))?")
 
 
 def checksum(text: str) -> int:
@@ -28,13 +28,11 @@ def _code_and_words(up: str) -> tuple[str | None, dict[str, float]]:
     """The line's first G or M code (as "G1", "M400") and its other words (first one wins)."""
     words: dict[str, float] = {}
     code = None
-    for m in _WORD.finditer(up):
-        if m.group(2) is None:
+    for k, v in gcode_words(up):
+        if code is None and k in "GM":
+            code = f"{k}{v:g}"
             continue
-        if code is None and m.group(1) in "GM":
-            code = f"{m.group(1)}{float(m.group(2)):g}"
-            continue
-        words.setdefault(m.group(1), float(m.group(2)))
+        words.setdefault(k, v)
     return code, words
 
 
@@ -183,24 +181,16 @@ class MarlinSim(Simulator):
         line = raw.decode("latin-1").strip()
         if len(line) > MAX_CMD:
             line = line[:MAX_CMD]  # Marlin truncates: the checksum check then fails
-        line_n = None
-        if line.startswith("N"):
-            m = re.match(r"N(-?\d+)\s*", line)
-            if m is None:
-                return self._resend(t, "Line Number is not Last Line Number+1", n)
-            line_n = int(m.group(1))
-            star = line.rfind("*")
-            body = line[m.end(): star if star >= 0 else None].strip()
+        framed = frame(line)
+        line_n = framed.number
+        if line_n is not None:
+            body = framed.body
             is_m110 = body.upper().startswith("M110")
             if line_n != self.last_n + 1 and not is_m110:
                 return self._resend(t, "Line Number is not Last Line Number+1", n)
-            if star < 0:
+            if framed.checksum is None:
                 return self._resend(t, "No Checksum with line number", n)
-            try:
-                cs = int(line[star + 1:])
-            except ValueError:
-                cs = -1
-            if cs != checksum(line[:star]):
+            if framed.checksum != checksum(framed.signed):
                 return self._resend(t, "checksum mismatch", n)
             if f.take("resend", n):
                 return self._resend(t, "checksum mismatch", n)
@@ -210,8 +200,10 @@ class MarlinSim(Simulator):
                 return self._resend(t, "checksum mismatch", n)
             self.last_n = line_n
             cmd = body
+        elif line.startswith("N"):
+            return self._resend(t, "Line Number is not Last Line Number+1", n)
         else:
-            cmd = line.split(";", 1)[0].strip()
+            cmd = line.split(";", 1)[0].strip()  # Marlin without PAREN_COMMENTS keeps ( )
         self.queue.append((cmd, n, line_n))
         return True
 
@@ -351,9 +343,9 @@ class MarlinSim(Simulator):
         """Klipper's SET_SERVO (its host interface is Marlin-like); queued with moves."""
         if not self.executor_idle():
             return False
-        m = re.search(r"ANGLE\s*=\s*([-+\d.]+)", up)
-        if m:
-            self.set_servo(t, float(m.group(1)))
+        angle = reply_number(named_params(up).get("ANGLE", ""))
+        if angle is not None:
+            self.set_servo(t, angle)
         return True
 
     def _home(self, t: float) -> bool:
