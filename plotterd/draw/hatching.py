@@ -13,7 +13,10 @@ With ``cross``, tones past ``cross_tone`` are laid by two crossing layers (the s
 1 - (1 - a)(1 - b), so 75 % is every 2nd line both ways (nib-sized holes every 2 nibs,
 which a view at arm's length averages away) rather than three lines in four (a missing
 line every 4 nibs, 1.2 mm: a texture it resolves). Tone in light needs such coverage
-through all the mid-tones.
+through all the mid-tones. Past ``fine_tone`` the crossed dither would leave nib-wide holes
+on a grid 2-4 nibs wide (three lines in four both ways at 15/16: white dots every 1.2 mm),
+so those steps are laid by one layer of lines at a pitch of nib / coverage instead (15/16:
+1.07 nibs, slivers of paper 0.02 mm wide every 0.32 mm, finer than the nib itself).
 
 The hatched package does this with 3 fixed thresholds and one pitch per zone through
 shapely; this version quantises per pixel along each line, in numpy, and gives the
@@ -56,6 +59,15 @@ class HatchSettings:
     # tones past cross_tone get a second, crossing layer (see the module's docstring)
     cross: bool = False
     cross_tone: float = 0.5
+    # with cross, tones past fine_tone (the step above 3/4 and darker) are one layer at
+    # pitch nib / coverage rather than crossed layers with holes (module docstring); > 1: none
+    fine_tone: float = 0.8125
+    # the fine layer lays only dark zones at least fine_width_px wide, its step read from the
+    # tone blurred by fine_blur_px: a thin dark feature (a tripod leg) or speckle would cut
+    # its lines and the dither's into runs too short to draw, leaving paper at every zone
+    # boundary; holes in a zone that narrow are no grid the eye sees anyway
+    fine_width_px: float = 8.0
+    fine_blur_px: float = 1.5
 
 
 def _bit_reversed(n: int) -> np.ndarray:
@@ -71,6 +83,9 @@ def hatch(darkness: np.ndarray, settings: HatchSettings | None = None) -> list[n
     h, w = darkness.shape
     theta = math.radians(s.angle_deg)
     solid = s.solid_tone <= 1.0
+    fine = s.cross and s.fine_tone <= 1.0
+    dithered_below = s.fine_tone if fine else (s.solid_tone if solid else math.inf)
+    zones = _fine_zones(darkness, s) if fine else darkness
     lines = []
     for angle, thresholds in zip((theta, theta + math.pi / 2),
                                  layer_thresholds(levels, s.cross, s.cross_tone),
@@ -78,8 +93,11 @@ def hatch(darkness: np.ndarray, settings: HatchSettings | None = None) -> list[n
         xs, ys, tone = _sample_lines(darkness, angle, s.step_px, s.pitch_px)
         inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
         rank = _bit_reversed(levels)[np.arange(len(xs)) % levels]  # this line's dither rank
-        ink = inside & (tone > thresholds[rank][:, None]) & ~(solid & (tone >= s.solid_tone))
+        zone = _sample_lines(zones, angle, s.step_px, s.pitch_px)[2] if fine else tone
+        ink = inside & (tone > thresholds[rank][:, None]) & (zone < dithered_below)
         lines += _runs(xs, ys, ink, s.step_px, s.min_length_px)
+    if fine:
+        lines += _fine_lines(darkness, zones, s, coverage_steps(levels, s.cross, s.cross_tone))
     if solid:  # the solid black's own, denser lines
         xs, ys, tone = _sample_lines(_solid_field(darkness, s), theta, s.step_px,
                                      s.solid_pitch_px)
@@ -90,13 +108,11 @@ def hatch(darkness: np.ndarray, settings: HatchSettings | None = None) -> list[n
     return link_ends(lines, s.link_gap_px)
 
 
-def layer_thresholds(levels: int, cross: bool, cross_tone: float) -> list[np.ndarray]:
-    """Per layer, the tone past which a line of each dither rank inks (one layer, or two
-    with ``cross``). The layers' lines are added one at a time: the first layer's until it
-    covers ``cross_tone``, then the second's and the first's by turns, the second catching
-    up first; each threshold is half-way between the coverages before and after its line."""
-    if not cross:
-        return [(np.arange(levels) + 0.5) / levels]
+def _cross_order(levels: int, cross_tone: float) -> tuple[list[tuple[int, int]], list[float]]:
+    """The crossing layers' lines in the order they are added, as (layer, rank), and the
+    coverage before the first and after each (two layers of a and b cover
+    1 - (1 - a)(1 - b)): the first layer's until it covers ``cross_tone``, then the
+    second's and the first's by turns, the second catching up first."""
     counts, order = [0, 0], []
     while counts[0] < levels:
         layer = 0 if counts[0] / levels < cross_tone or counts[1] == counts[0] else 1
@@ -107,10 +123,71 @@ def layer_thresholds(levels: int, cross: bool, cross_tone: float) -> list[np.nda
     for layer, _ in order:
         done[layer] += 1
         covers.append(1 - (1 - done[0] / levels) * (1 - done[1] / levels))
+    return order, covers
+
+
+def coverage_steps(levels: int, cross: bool, cross_tone: float) -> list[float]:
+    """The coverages the hatch lays, lightest first (0 and 1 included)."""
+    if not cross:
+        return [k / levels for k in range(levels + 1)]
+    return _cross_order(levels, cross_tone)[1]
+
+
+def layer_thresholds(levels: int, cross: bool, cross_tone: float) -> list[np.ndarray]:
+    """Per layer, the tone past which a line of each dither rank inks (one layer, or two
+    with ``cross``); each threshold is half-way between the coverages before and after its
+    line."""
+    if not cross:
+        return [(np.arange(levels) + 0.5) / levels]
+    order, covers = _cross_order(levels, cross_tone)
     out = [np.full(levels, np.inf), np.full(levels, np.inf)]  # inf: never (covered already)
     for i, (layer, rank) in enumerate(order):
         out[layer][rank] = (covers[i] + covers[i + 1]) / 2
     return out
+
+
+def _fine_zones(darkness: np.ndarray, s: HatchSettings) -> np.ndarray:
+    """The (blurred) tone where the fine layer lays it, 0 elsewhere: the zones past
+    ``fine_tone`` at least ``fine_width_px`` wide (a morphological opening)."""
+    import cv2
+
+    tone = darkness.astype(np.float32)
+    if s.fine_blur_px > 0:
+        tone = cv2.GaussianBlur(tone, (0, 0), s.fine_blur_px)
+    mask = (tone >= s.fine_tone).astype(np.uint8)
+    size = 2 * int(s.fine_width_px // 2) + 1  # odd: an even kernel shifts the opening
+    if size > 1:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    return np.where(mask.astype(bool), tone, 0.0)
+
+
+def _fine_lines(darkness: np.ndarray, zones: np.ndarray, s: HatchSettings,
+                steps: list[float]) -> list[np.ndarray]:
+    """The steps past ``fine_tone``, each as one layer at pitch nib / coverage over the
+    zones whose (blurred) tone rounds to it, grown by a nib into its neighbours' (two sets of
+    lines overlap along a boundary rather than both stopping short of it); the solid black
+    (by its own, unblurred tone) has its own lines."""
+    import cv2
+
+    h, w = darkness.shape
+    theta = math.radians(s.angle_deg)
+    fine = zones >= s.fine_tone
+    free = (darkness < s.solid_tone) if s.solid_tone <= 1.0 else np.ones_like(fine)
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    lines = []
+    for k in range(1, len(steps)):
+        lo = max(s.fine_tone, (steps[k - 1] + steps[k]) / 2)
+        hi = (steps[k] + steps[k + 1]) / 2 if k + 1 < len(steps) else math.inf
+        step = ((zones >= lo) & (zones < hi)).astype(np.uint8)
+        if lo >= hi or not step.any():
+            continue
+        step = cv2.dilate(step, grow).astype(bool) & fine & free
+        xs, ys, here = _sample_lines(step.astype(np.float32), theta, s.step_px,
+                                     s.pitch_px / steps[k])
+        inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+        lines += _runs(xs, ys, inside & (here >= 0.5), s.step_px, s.min_length_px)
+    return lines
 
 
 def _solid_field(darkness: np.ndarray, s: HatchSettings) -> np.ndarray:

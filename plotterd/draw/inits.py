@@ -38,7 +38,8 @@ class InitStrategy:
 
 _REGISTRY: dict[str, InitStrategy] = {}
 _SIGNED_OPTIONS = {"angle_deg"}  # options that may be 0 or negative
-_ZERO_OK_OPTIONS = {"contours", "link_gap_px", "solid_reach_px"}  # 0 turns the feature off
+_ZERO_OK_OPTIONS = {"contours", "link_gap_px", "solid_reach_px", "fine_blur_px",
+                    "fine_width_px"}  # 0 turns the feature off
 
 
 def register_init(name: str, options: dict[str, Any]):

@@ -140,6 +140,44 @@ def test_a_cross_hatch_covers_what_the_tone_asks_at_every_step(tone):
     assert 1 - float(page[10:50, 10:50].mean()) == pytest.approx(want, abs=0.03)
 
 
+@pytest.mark.parametrize("tone", [0.875, 0.94])
+def test_the_darkest_steps_leave_no_hole_grid_the_eye_resolves(tone):
+    # crossed layers would leave nib-wide holes 2-4 nibs apart (at 15/16: white dots on a
+    # 1.2 mm grid); one fine layer at pitch nib / coverage leaves slivers 0.02-0.04 mm wide
+    # instead. Averaged over 0.8 mm (two pixels of the view at arm's length), the flat tone
+    # must stay flat: the crossed dither's grid varies by 0.15-0.27 there
+    spread = {}
+    for fine_tone in (0.8125, 2.0):  # 2: no fine layer, the crossed dither throughout
+        lines = hatch(np.full((60, 60), tone), HatchSettings(cross=True, fine_tone=fine_tone,
+                                                            contours=0, link_gap_px=0))
+        page = RoundNib(0.3).render([(p + 0.5) * 0.3 for p in lines], DrawingBox(18, 18), 10,
+                                    supersample=4)[30:150, 30:150]
+        seen = np.lib.stride_tricks.sliding_window_view(page, (8, 8)).mean(axis=(-1, -2))
+        spread[fine_tone] = float(np.ptp(seen))
+        if fine_tone <= 1:
+            assert 1 - float(page.mean()) == pytest.approx(tone, abs=0.03)
+    assert spread[0.8125] < 0.03 < 0.1 < spread[2.0]
+
+
+def test_a_thin_dark_feature_keeps_its_ink_beside_the_fine_layer():
+    # a dark stripe narrower than fine_width_px stays with the crossed dither, which runs on
+    # across the boundary; cut into fine zones its lines would be too short to draw
+    darkness = np.full((60, 60), 0.7)
+    darkness[:, 28:33] = 0.94
+    darkness[:, 45:] = 0.94  # a broad zone: the fine layer
+    cover = {}
+    for fine_tone in (0.8125, 2.0):  # 2: no fine layer
+        lines = hatch(darkness, HatchSettings(cross=True, fine_tone=fine_tone, contours=0,
+                                              link_gap_px=0))
+        page = RoundNib(0.3).render([(p + 0.5) * 0.3 for p in lines], DrawingBox(18, 18),
+                                    10, supersample=4)  # 3 render px per canvas px
+        cover[fine_tone] = (1 - float(page[40:140, 84:99].mean()),  # the stripe
+                            1 - float(page[40:140, 150:175].mean()))  # inside the broad zone
+    assert cover[0.8125][0] == pytest.approx(cover[2.0][0], abs=0.01)
+    assert cover[0.8125][0] > 0.85
+    assert cover[0.8125][1] == pytest.approx(0.94, abs=0.02)
+
+
 def test_a_cross_hatch_crosses_only_past_its_tone_and_leaves_no_missing_lines():
     ramp = 1.0 - grey_ramp(60, 120)[0, 0].numpy()  # darkness 0.05 .. 0.85 left to right
     lines = hatch(ramp, HatchSettings(cross=True, cross_tone=0.5, contours=0, link_gap_px=0))
