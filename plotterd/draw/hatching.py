@@ -15,8 +15,9 @@ which a view at arm's length averages away) rather than three lines in four (a m
 line every 4 nibs, 1.2 mm: a texture it resolves). Tone in light needs such coverage
 through all the mid-tones. Past ``fine_tone`` the crossed dither would leave nib-wide holes
 on a grid 2-4 nibs wide (three lines in four both ways at 15/16: white dots every 1.2 mm),
-so those steps are laid by one layer of lines at a pitch of nib / coverage instead (15/16:
-1.07 nibs, slivers of paper 0.02 mm wide every 0.32 mm, finer than the nib itself).
+so with ``fine_tone`` those steps are laid by one layer at a pitch of nib / coverage
+(15/16: 1.07 nibs, slivers of paper 0.02 mm wide every 0.32 mm), or with ``fine_cross`` by
+two crossing layers at a pitch finer than the dither's (holes 0.1 mm wide every 0.4 mm).
 
 The hatched package does this with 3 fixed thresholds and one pitch per zone through
 shapely; this version quantises per pixel along each line, in numpy, and gives the
@@ -59,15 +60,18 @@ class HatchSettings:
     # tones past cross_tone get a second, crossing layer (see the module's docstring)
     cross: bool = False
     cross_tone: float = 0.5
-    # with cross, tones past fine_tone (the step above 3/4 and darker) are one layer at
-    # pitch nib / coverage rather than crossed layers with holes (module docstring); > 1: none
-    fine_tone: float = 0.8125
+    # with cross, tones past fine_tone (0.8125: the steps above 3/4 short of full) are laid
+    # at a pitch finer than the dither's holes (module docstring); > 1: none (the default:
+    # on the tuning photos the paper loss preferred the crossed dither, docs/benchmarks.md)
+    fine_tone: float = 2.0
     # the fine layer lays only dark zones at least fine_width_px wide, its step read from the
     # tone blurred by fine_blur_px: a thin dark feature (a tripod leg) or speckle would cut
     # its lines and the dither's into runs too short to draw, leaving paper at every zone
     # boundary; holes in a zone that narrow are no grid the eye sees anyway
-    fine_width_px: float = 8.0
-    fine_blur_px: float = 1.5
+    fine_width_px: float = 16.0
+    fine_blur_px: float = 0.0
+    # the fine layer as two crossing layers (of 1 - sqrt(1 - c) each), not one of c
+    fine_cross: bool = False
 
 
 def _bit_reversed(n: int) -> np.ndarray:
@@ -84,7 +88,8 @@ def hatch(darkness: np.ndarray, settings: HatchSettings | None = None) -> list[n
     theta = math.radians(s.angle_deg)
     solid = s.solid_tone <= 1.0
     fine = s.cross and s.fine_tone <= 1.0
-    dithered_below = s.fine_tone if fine else (s.solid_tone if solid else math.inf)
+    steps = coverage_steps(levels, s.cross, s.cross_tone)
+    fine_top = (steps[-2] + steps[-1]) / 2  # the full step has no holes: the dither's
     zones = _fine_zones(darkness, s) if fine else darkness
     lines = []
     for angle, thresholds in zip((theta, theta + math.pi / 2),
@@ -93,11 +98,13 @@ def hatch(darkness: np.ndarray, settings: HatchSettings | None = None) -> list[n
         xs, ys, tone = _sample_lines(darkness, angle, s.step_px, s.pitch_px)
         inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
         rank = _bit_reversed(levels)[np.arange(len(xs)) % levels]  # this line's dither rank
-        zone = _sample_lines(zones, angle, s.step_px, s.pitch_px)[2] if fine else tone
-        ink = inside & (tone > thresholds[rank][:, None]) & (zone < dithered_below)
+        ink = inside & (tone > thresholds[rank][:, None]) & ~(solid & (tone >= s.solid_tone))
+        if fine:
+            zone = _sample_lines(zones, angle, s.step_px, s.pitch_px)[2]
+            ink &= (zone < s.fine_tone) | (zone >= fine_top)
         lines += _runs(xs, ys, ink, s.step_px, s.min_length_px)
     if fine:
-        lines += _fine_lines(darkness, zones, s, coverage_steps(levels, s.cross, s.cross_tone))
+        lines += _fine_lines(darkness, zones, s, steps)
     if solid:  # the solid black's own, denser lines
         xs, ys, tone = _sample_lines(_solid_field(darkness, s), theta, s.step_px,
                                      s.solid_pitch_px)
@@ -164,10 +171,10 @@ def _fine_zones(darkness: np.ndarray, s: HatchSettings) -> np.ndarray:
 
 def _fine_lines(darkness: np.ndarray, zones: np.ndarray, s: HatchSettings,
                 steps: list[float]) -> list[np.ndarray]:
-    """The steps past ``fine_tone``, each as one layer at pitch nib / coverage over the
-    zones whose (blurred) tone rounds to it, grown by a nib into its neighbours' (two sets of
-    lines overlap along a boundary rather than both stopping short of it); the solid black
-    (by its own, unblurred tone) has its own lines."""
+    """The steps past ``fine_tone`` short of full, each as one layer at pitch nib / coverage
+    over the zones whose (blurred) tone rounds to it, grown by a nib into its neighbours'
+    (two sets of lines overlap along a boundary rather than both stopping short of it); the
+    solid black (by its own, unblurred tone) has its own lines."""
     import cv2
 
     h, w = darkness.shape
@@ -176,17 +183,19 @@ def _fine_lines(darkness: np.ndarray, zones: np.ndarray, s: HatchSettings,
     free = (darkness < s.solid_tone) if s.solid_tone <= 1.0 else np.ones_like(fine)
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
     lines = []
-    for k in range(1, len(steps)):
+    for k in range(1, len(steps) - 1):  # the full step is the dither's (it has no holes)
         lo = max(s.fine_tone, (steps[k - 1] + steps[k]) / 2)
-        hi = (steps[k] + steps[k + 1]) / 2 if k + 1 < len(steps) else math.inf
+        hi = (steps[k] + steps[k + 1]) / 2
         step = ((zones >= lo) & (zones < hi)).astype(np.uint8)
         if lo >= hi or not step.any():
             continue
-        step = cv2.dilate(step, grow).astype(bool) & fine & free
-        xs, ys, here = _sample_lines(step.astype(np.float32), theta, s.step_px,
-                                     s.pitch_px / steps[k])
-        inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
-        lines += _runs(xs, ys, inside & (here >= 0.5), s.step_px, s.min_length_px)
+        step = (cv2.dilate(step, grow).astype(bool) & fine & free).astype(np.float32)
+        # crossed: two layers of 1 - sqrt(1 - c) each cover c
+        pitch = s.pitch_px / (1 - math.sqrt(1 - steps[k]) if s.fine_cross else steps[k])
+        for angle in (theta, theta + math.pi / 2)[: 2 if s.fine_cross else 1]:
+            xs, ys, here = _sample_lines(step, angle, s.step_px, pitch)
+            inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+            lines += _runs(xs, ys, inside & (here >= 0.5), s.step_px, s.min_length_px)
     return lines
 
 

@@ -164,7 +164,7 @@ def test_a_thin_dark_feature_keeps_its_ink_beside_the_fine_layer():
     # across the boundary; cut into fine zones its lines would be too short to draw
     darkness = np.full((60, 60), 0.7)
     darkness[:, 28:33] = 0.94
-    darkness[:, 45:] = 0.94  # a broad zone: the fine layer
+    darkness[:, 40:] = 0.94  # a broad zone: the fine layer
     cover = {}
     for fine_tone in (0.8125, 2.0):  # 2: no fine layer
         lines = hatch(darkness, HatchSettings(cross=True, fine_tone=fine_tone, contours=0,
