@@ -575,7 +575,13 @@ class GrblDriver:
             if not has_bf:
                 quiet += 4 * self.T.poll
             if self._quiet_since is None:
-                self._quiet_since = self.status_time
+                # first a cycle start: GRBL idle with a block planned but never started (a
+                # lost auto-start) waits in the sync of M3/M5/G4 for ever; '~' while idle
+                # starts what is planned and does nothing else
+                self.t.write(b"~")
+                self._quiet_since = now
+                log.info("GRBL idle with %d lines unanswered: cycle start sent",
+                         len(self.fifo))
             elif self.status_time - self._quiet_since >= quiet:
                 log.warning("GRBL idle with %d lines unanswered: treating their oks as lost",
                             len(self.fifo))

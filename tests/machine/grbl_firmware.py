@@ -46,8 +46,9 @@ class GrblSimBoard:
     """grbl-sim on a pty: the test opens ``path`` (the pty's tty side) like a USB serial
     device; ``plan()`` is GRBL's planner log (every block it accepted, in order)."""
 
-    def __init__(self, exe: Path, workdir: Path):
+    def __init__(self, exe: Path, workdir: Path, pinned: bool = True):
         self.exe = exe
+        self.pinned = pinned
         self.workdir = workdir
         self.plan_log = workdir / "plan.log"
         self.proc: subprocess.Popen | None = None
@@ -58,7 +59,7 @@ class GrblSimBoard:
         self.path = os.ttyname(self._slave)
         cmd = [str(self.exe), "-n", "-t", "20", "-b", "/dev/null", "-s", "/dev/null"]
         taskset = shutil.which("taskset")
-        if taskset:  # unpinned, on a busy machine, it loses steps (README)
+        if taskset and self.pinned:  # unpinned, on a busy machine, it loses steps (README)
             cpu = sorted(os.sched_getaffinity(0))[-1]
             cmd = [taskset, "-c", str(cpu), *cmd]
         env = {**os.environ, "GRBL_SIM_PLAN_LOG": str(self.plan_log)}
@@ -111,15 +112,22 @@ class GrblSimBoard:
             time.sleep(0.05)
 
 
-def fast_profile():
+# a machine for long jobs: grbl-sim simulates every tick of a 16 MHz AVR and runs at a
+# fraction of real time on a busy machine, so a job of thousands of lines must take seconds of
+# machine time (coarse steps keep the step rate, and grbl-sim's work, down)
+LONG_JOB_SETTINGS = {100: 20, 101: 20, 102: 20, 110: 60000, 111: 60000, 112: 1000,
+                     120: 50000, 121: 50000, 122: 400, 11: 0.5}
+
+
+def fast_profile(draw: float = 6000, travel: float = 10000, dwell: float = 0.02):
     """grbl-servo with short pen dwells and fast feeds: grbl-sim is CPU bound."""
     import yaml
 
     from plotterd.gcode.profile import bundled_dir, parse_profile
 
     data = yaml.safe_load((bundled_dir() / "grbl-servo.yaml").read_text())
-    data["pen"].update(down_dwell_s=0.02, up_dwell_s=0.02)
-    data["feeds"].update(draw=6000, travel=10000)
+    data["pen"].update(down_dwell_s=dwell, up_dwell_s=dwell)
+    data["feeds"].update(draw=draw, travel=travel)
     return parse_profile(data, "grbl-servo-fast")
 
 
@@ -154,3 +162,32 @@ def expected_moves(program) -> list[tuple[float, float]]:
         if it.run(n, ln.text).moved:
             out.append((it.state.x, it.state.y))
     return out
+
+
+def drawing_job(profile, image: str = "camera.png", levels=(0.3, 0.5, 0.7),
+                size_mm: float = 120.0, pixels: int = 96, keep: float = 0.5):
+    """A real drawing's G-code: the iso-lines of a photo (skimage's contours at a few grey
+    levels), simplified to about ``keep`` mm, through plotterd's own writer."""
+    import cv2
+    import vpype as vp
+    from shapely.geometry import LineString
+    from skimage.measure import find_contours
+    from skimage.transform import resize
+
+    from plotterd.gcode import write_program
+    from plotterd.light import np_srgb_to_luminance
+
+    rgb = cv2.imread(str(REPO.parent / "shared" / "data" / "images" / image))[..., ::-1]
+    grey = resize(np_srgb_to_luminance(rgb / 255.0), (pixels, pixels), anti_aliasing=True)
+    mm = vp.convert_length("1mm")
+    scale = size_mm / pixels
+    lines = []
+    for level in levels:
+        for c in find_contours(grey, level):
+            if len(c) < 4:
+                continue
+            line = LineString(c[:, ::-1] * scale + 10.0).simplify(keep * 0.2)
+            lines.append(np.array([complex(x, y) for x, y in line.coords]) * mm)
+    doc = vp.Document(page_size=((size_mm + 20) * mm, (size_mm + 20) * mm))
+    doc.add(vp.LineCollection(lines), layer_id=1)
+    return write_program(doc, profile)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import serial
 
@@ -154,3 +156,25 @@ def test_marlin_probe_recovers_lost_ok():
 def test_items_never_raise_on_odd_numbers(line):
     for fw in ("grbl", "marlin"):
         assert make_item(line, fw).wait >= 0
+
+
+def test_grbl_idle_with_an_ok_overdue_gets_a_cycle_start_before_oks_count_as_lost():
+    """GRBL idle, a block planned but never started (a lost auto-start) and the line in its
+    sync unanswered: a '~' first (idle, it starts what is planned and nothing else), and the
+    ok that then comes is the line's own, not a lost one."""
+    t = Transport("loop://", timeouts=Timeouts.fast())
+    t.open()
+    drv, ser = grbl.GrblDriver(t, Timeouts.fast()), t.ser
+    it = drv.make_item("M5")
+    drv.send(it)
+    ser.read(ser.in_waiting)
+    drv.fifo[0].since -= 10  # the ok is long overdue
+    drv._handle("<Idle|MPos:1.000,1.000,0.000|FS:0,0>")
+    drv._last_poll = time.monotonic()  # no status query due now
+    drv.tick()
+    assert ser.read(ser.in_waiting) == b"~"
+    drv._handle("<Idle|MPos:1.000,1.000,0.000|FS:0,0>")
+    drv.tick()
+    assert drv.fifo and not ser.in_waiting  # not yet given up, and only one '~'
+    drv._handle("ok")
+    assert [(a.item, a.lost) for a in drv.poll(0)] == [(it, False)]
