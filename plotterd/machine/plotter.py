@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from serial import SerialBase
 
 from plotterd.errors import ConfigError, InputError, PlotterdError
+from plotterd.gcode.tokens import command, gcode_words
 from plotterd.machine.base import BoardReset, FirmwareError, LinkLost, Timeouts
 from plotterd.machine.grbl import setting_number
 from plotterd.machine.guard import Limits, RefusedLine, check_send
@@ -372,9 +373,10 @@ class Plotter:
                 self.message = "alarm unlocked by the user"
             if s.startswith("$"):
                 return out
-            if "G91" in s:
+            words = gcode_words(command(text))
+            if ("G", 91.0) in words:
                 self._command("G90")  # relative for this line only: jobs assume G90
-            if s.startswith(("M84", "M18")):  # allowed only by a profile's send_allow
+            if {("M", 84.0), ("M", 18.0)} & set(words):  # only by a profile's send_allow
                 self.position_known = False
             self.driver.after_move()
             return out
