@@ -159,6 +159,13 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _file_label(label: str) -> str:
+    """A method's label as a file name part: a pipeline given as a path keeps its stem."""
+    method, _, setting = label.partition(":")
+    setting = Path(setting).stem if "/" in setting else setting
+    return f"{method}-{setting}" if setting else method
+
+
 def sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], path: Path) -> None:
     """One row per image: the photo, then each method, at arm's length (2.5 px/mm)."""
     tile, label, gap = 375, 22, 6
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                           best["view"]))
             renders.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.round(best["page"] * 255).astype(np.uint8)).save(
-                renders / f"{name}-{label.replace(':', '-')}.png")
+                renders / f"{name}-{_file_label(label)}.png")
         print(table(image_rows), flush=True)
         rows.extend(image_rows)
         sheet_rows.append((name, cells))
