@@ -166,27 +166,29 @@ def expected_moves(program) -> list[tuple[float, float]]:
 
 def drawing_job(profile, image: str = "camera.png", levels=(0.3, 0.5, 0.7),
                 size_mm: float = 120.0, pixels: int = 96, keep: float = 0.5):
-    """A real drawing's G-code: the iso-lines of a photo (skimage's contours at a few grey
-    levels), simplified to about ``keep`` mm, through plotterd's own writer."""
+    """A real drawing's G-code: the iso-lines of a photo (contourpy's, matplotlib's contour
+    engine, at a few grey levels), simplified to about ``keep`` mm, through plotterd's own
+    writer."""
+    import contourpy
     import cv2
     import vpype as vp
     from shapely.geometry import LineString
-    from skimage.measure import find_contours
-    from skimage.transform import resize
 
     from plotterd.gcode import write_program
     from plotterd.light import np_srgb_to_luminance
 
     rgb = cv2.imread(str(REPO.parent / "shared" / "data" / "images" / image))[..., ::-1]
-    grey = resize(np_srgb_to_luminance(rgb / 255.0), (pixels, pixels), anti_aliasing=True)
+    grey = cv2.resize(np_srgb_to_luminance(rgb / 255.0).astype(np.float64), (pixels, pixels),
+                      interpolation=cv2.INTER_AREA)
+    iso = contourpy.contour_generator(z=grey)
     mm = vp.convert_length("1mm")
     scale = size_mm / pixels
     lines = []
     for level in levels:
-        for c in find_contours(grey, level):
+        for c in iso.lines(level):  # (n, 2) of (column, row)
             if len(c) < 4:
                 continue
-            line = LineString(c[:, ::-1] * scale + 10.0).simplify(keep * 0.2)
+            line = LineString(c * scale + 10.0).simplify(keep * 0.2)
             lines.append(np.array([complex(x, y) for x, y in line.coords]) * mm)
     doc = vp.Document(page_size=((size_mm + 20) * mm, (size_mm + 20) * mm))
     doc.add(vp.LineCollection(lines), layer_id=1)
