@@ -39,39 +39,32 @@ class Token:
         return bool(self.letter) and self.number is not None
 
 
+def _uncommented(text: str):
+    """The characters of ``text`` outside '(...)' comments, up to a ';' comment."""
+    depth = 0
+    for ch in text:
+        if ch == ";" and depth == 0:
+            return
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            yield ch
+
+
 def strip_comment(s: str) -> str:
     """Remove ';' and '(...)' comments and surrounding whitespace."""
     if ";" not in s and "(" not in s:
         return s.strip()
-    out, depth = [], 0
-    for ch in s:
-        if ch == ";" and depth == 0:
-            break
-        if ch == "(":
-            depth += 1
-            continue
-        if ch == ")" and depth:
-            depth -= 1
-            continue
-        if depth == 0:
-            out.append(ch)
-    return "".join(out).strip()
+    return "".join(_uncommented(s)).strip()
 
 
 def grbl_line(text: str) -> str:
     """The line as GRBL's receive filter leaves it (protocol.c): comments, whitespace,
     control characters, block delete '/' and the real-time bytes gone, letters upper-cased."""
-    out, depth = [], 0
-    for ch in text:
-        if ch == ";" and depth == 0:
-            break
-        if ch == "(":
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-        elif depth == 0 and ch > " " and ch != "/" and ch not in GRBL_REALTIME:
-            out.append(ch)
-    return "".join(out).upper()
+    return "".join(ch for ch in _uncommented(text)
+                   if ch > " " and ch != "/" and ch not in GRBL_REALTIME).upper()
 
 
 @dataclass(frozen=True)
