@@ -74,27 +74,30 @@ def _finite_fields(ev) -> bool:
     return True
 
 
+def _parsed_totally(firmware, line: str):
+    """``firmware.parse(line)``: one of its events, a Garbled holding the line, or an event
+    whose numbers are all finite."""
+    ev = firmware.parse(line)
+    assert isinstance(ev, firmware.Event.__args__)
+    if isinstance(ev, Garbled):
+        assert ev.raw == line
+    else:
+        assert _finite_fields(ev)
+    return ev
+
+
 @SETTINGS
 @given(_any_reply(GRBL_LINES))
 def test_grbl_parse_is_total(line):
-    ev = grbl.parse(line)
-    assert isinstance(ev, grbl.Event.__args__)
+    ev = _parsed_totally(grbl, line)
     if isinstance(ev, Garbled):
-        assert ev.raw == line
         assert "garbled reply" in str(ev.error())
-    else:
-        assert _finite_fields(ev)
 
 
 @SETTINGS
 @given(_any_reply(MARLIN_LINES))
 def test_marlin_parse_is_total(line):
-    ev = marlin.parse(line)
-    assert isinstance(ev, marlin.Event.__args__)
-    if isinstance(ev, Garbled):
-        assert ev.raw == line
-    else:
-        assert _finite_fields(ev)
+    _parsed_totally(marlin, line)
 
 
 @pytest.mark.parametrize("line", [
