@@ -192,8 +192,9 @@ class Pipeline:
 class _V:
     """Typed getters that raise ConfigError with the dotted key and the source file."""
 
-    def __init__(self, source: str | None):
+    def __init__(self, source: str | None, pens_folder: Path | None = None):
         self.source = source
+        self.pens_folder = pens_folder  # where `pen: {profile: NAME}` is read from
 
     def err(self, key: str, msg: str) -> ConfigError:
         return ConfigError(key, msg, self.source)
@@ -315,10 +316,11 @@ def _stroke_spec(v: _V, raw: Any, key: str, channels: int) -> StrokeSpec:
 
 
 def pipeline_from_dict(
-    raw: Any, *, name: str = "", source: str | None = None
+    raw: Any, *, name: str = "", source: str | None = None, pens_folder: Path | None = None
 ) -> Pipeline:
-    """Validate a pipeline dict (as read from YAML) into a :class:`Pipeline`."""
-    v = _V(source)
+    """Validate a pipeline dict (as read from YAML) into a :class:`Pipeline`; a pen named
+    by profile is read from ``pens_folder`` (default :func:`plotterd.pen.pens_dir`)."""
+    v = _V(source, pens_folder)
     d = v.mapping(raw if raw is not None else {}, "pipeline")
     v.known(d, _TOP_KEYS, "")
     defaults = Pipeline(strokes=[], loss={})
@@ -421,7 +423,7 @@ def _resolution(v: _V, d: dict[str, Any]) -> tuple[int | None, int | None]:
 
 def _pen(v: _V, raw: Any) -> dict[str, Any]:
     try:
-        return pen_from_dict(v.mapping(raw, "pen")).to_dict()
+        return pen_from_dict(v.mapping(raw, "pen"), pens_folder=v.pens_folder).to_dict()
     except ConfigError as e:
         raise ConfigError(e.key, e.message, v.source) from e
 
@@ -579,8 +581,10 @@ def load_pipeline(
     name_or_path: str | Path = DEFAULT_PIPELINE,
     overrides: dict[str, Any] | None = None,
     search_dirs: tuple[str | Path, ...] | list[str | Path] = (),
+    pens_folder: Path | None = None,
 ) -> Pipeline:
-    """Load and validate a pipeline by name or path, with ``overrides`` merged over it."""
+    """Load and validate a pipeline by name or path, with ``overrides`` merged over it; a
+    pen named by profile is read from ``pens_folder`` (default: the user's pens folder)."""
     path = resolve_pipeline(name_or_path, search_dirs)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -606,7 +610,7 @@ def load_pipeline(
             overrides = {**overrides, "loss": {"type": overrides["loss"]}}
         raw = _merge(raw, overrides)
         source = f"{path} (with overrides)"
-    return pipeline_from_dict(raw, name=path.stem, source=source)
+    return pipeline_from_dict(raw, name=path.stem, source=source, pens_folder=pens_folder)
 
 
 def merge_overrides(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -85,24 +84,6 @@ def page_spec(page: dict[str, Any]):
 PENS_DIR_ENV = "PLOTTERD_PENS_DIR"  # where plotterd.pen looks for `pen: {profile: NAME}`
 
 
-@contextmanager
-def pens_folder(folder: str | Path | None) -> Iterator[None]:
-    """The daemon's pens folder as the one a pipeline's ``pen: {profile: NAME}`` is read
-    from, for the duration (the pipeline parser takes it from the environment)."""
-    import os
-
-    saved = os.environ.get(PENS_DIR_ENV)
-    if folder:
-        os.environ[PENS_DIR_ENV] = str(folder)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(PENS_DIR_ENV, None)
-        else:
-            os.environ[PENS_DIR_ENV] = saved
-
-
 def optimise_image(spec: dict[str, Any], job_dir: Path,
                    progress: Callable[[Progress], None]) -> tuple[Any, dict[str, Path]]:
     """Image -> strokes (resuming from the job's checkpoint) -> the draw artefacts."""
@@ -112,9 +93,10 @@ def optimise_image(spec: dict[str, Any], job_dir: Path,
     from plotterd.draw.optimise import optimise
     from plotterd.pipeline import load_pipeline
 
-    with pens_folder(spec.get("pens_dir")):
-        pipeline = load_pipeline(spec["pipeline"], overrides=spec.get("overrides") or None,
-                                 search_dirs=tuple(spec.get("pipeline_dirs", ())))
+    pens_dir = spec.get("pens_dir")
+    pipeline = load_pipeline(spec["pipeline"], overrides=spec.get("overrides") or None,
+                             search_dirs=tuple(spec.get("pipeline_dirs", ())),
+                             pens_folder=Path(pens_dir) if pens_dir else None)
     result = optimise(
         str(job_dir / spec["input"]), pipeline, device=spec.get("device", "auto"),
         progress=progress, checkpoint=job_dir / "checkpoint.pt",
